@@ -1,0 +1,440 @@
+package idempotency
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// Defaults of the Engine.
+const (
+	// DefaultLease is how long a claim lives without a heartbeat.
+	DefaultLease = 30 * time.Second
+	// DefaultMaxResponseBytes is the largest response body the Engine records;
+	// a larger one is answered but recorded as a tombstone.
+	DefaultMaxResponseBytes = 1 << 20
+)
+
+// cleanupTimeout bounds the store calls that run after the caller's context
+// may be gone: recording the response and releasing a failed claim.
+const cleanupTimeout = 10 * time.Second
+
+// Func runs a command once. ctx carries the claim's Token (TokenFromContext)
+// and is cancelled with cause ErrLeaseLost if the claim is lost while the
+// command runs.
+type Func func(ctx context.Context) (Cached, error)
+
+// Engine runs commands at most once per (key, identity) over a Store. It is
+// the one implementation of the claim protocol that every adapter (dispatcher,
+// HTTP middleware) shares. Its zero value is not usable; call NewEngine.
+//
+// With a ClaimStore, Do claims the key atomically in the store before running
+// the command, so duplicates racing on several replicas that share the store
+// run it once. With a plain Store it falls back to Lookup-then-Store guarded
+// by an in-process claim table: duplicates within this process run once, but
+// replicas sharing such a store can each run a command once.
+type Engine struct {
+	store  Store
+	claims ClaimStore // nil when store does not implement the protocol
+
+	lease       time.Duration
+	ttl         time.Duration
+	wait        bool
+	record      func(Cached) bool
+	maxResponse int
+
+	mu      sync.Mutex
+	flights map[recordName]*flight // executions running in this process
+}
+
+// flight is an execution in this process that duplicates can wait for.
+type flight struct {
+	fingerprint string
+	done        chan struct{}
+}
+
+// EngineOption configures an Engine.
+type EngineOption func(*Engine)
+
+// WithLease sets how long a claim lives without a heartbeat; the Engine renews
+// it every third of that while the command runs. d <= 0 keeps DefaultLease (30s).
+func WithLease(d time.Duration) EngineOption {
+	return func(e *Engine) {
+		if d > 0 {
+			e.lease = d
+		}
+	}
+}
+
+// WithTTL sets how long recorded responses are replayed, for responses that
+// do not carry their own TTL. d <= 0 (the default) leaves it to the store,
+// whose default is 24h.
+func WithTTL(d time.Duration) EngineOption {
+	return func(e *Engine) {
+		if d > 0 {
+			e.ttl = d
+		}
+	}
+}
+
+// WithWait makes a duplicate that finds its key in flight wait for the first
+// execution's result instead of failing at once with ErrInFlight. The wait is
+// bounded by the duplicate's context; when that ends first, Do returns
+// ErrInFlight. Off by default.
+func WithWait(wait bool) EngineOption {
+	return func(e *Engine) { e.wait = wait }
+}
+
+// WithRecordPolicy decides which responses are recorded for replay; a
+// response it refuses is returned to its caller, and the key is released so
+// that a retry runs the command again. nil keeps the default, RecordNon5xx.
+func WithRecordPolicy(record func(Cached) bool) EngineOption {
+	return func(e *Engine) {
+		if record != nil {
+			e.record = record
+		}
+	}
+}
+
+// WithMaxResponseBytes caps the response body the Engine records. A larger
+// response is returned to its caller but recorded as a tombstone, so a retry
+// gets ErrResponseNotRecorded instead of running the command again.
+// n <= 0 keeps DefaultMaxResponseBytes (1 MiB).
+func WithMaxResponseBytes(n int) EngineOption {
+	return func(e *Engine) {
+		if n > 0 {
+			e.maxResponse = n
+		}
+	}
+}
+
+// RecordNon5xx is the default record policy: every response but a server
+// error (status 500 and above) is recorded. Client errors (4xx) are the
+// handler's own validation and are replayed, as Stripe does.
+func RecordNon5xx(c Cached) bool { return c.Status < 500 }
+
+// NewEngine returns an Engine over s.
+func NewEngine(s Store, opts ...EngineOption) *Engine {
+	e := &Engine{
+		store:       s,
+		lease:       DefaultLease,
+		record:      RecordNon5xx,
+		maxResponse: DefaultMaxResponseBytes,
+		flights:     make(map[recordName]*flight),
+	}
+	e.claims, _ = s.(ClaimStore)
+	for _, o := range opts {
+		o(e)
+	}
+	return e
+}
+
+// Result is the outcome of Do when the command ran or was replayed.
+type Result struct {
+	// Response is the command's response: the one fn returned, or the
+	// recorded one on a replay. Its WireBody may be shared: read-only.
+	Response Cached
+	// Replayed reports that Response came from the store and fn did not run.
+	Replayed bool
+	// Recorded reports that this execution's response was stored for replay.
+	// False when fn's response was refused by the record policy, or when
+	// RecordErr is set.
+	Recorded bool
+	// RecordErr is why a response meant to be recorded was not: the claim was
+	// lost (ErrLeaseLost) or the store failed. The caller still has Response.
+	RecordErr error
+	// Fence is the fencing number of the claim this execution held; zero on a
+	// replay and with a plain Store.
+	Fence uint64
+	// RetryAfter accompanies ErrInFlight: how long the holder's lease still
+	// runs, when the store knows.
+	RetryAfter time.Duration
+}
+
+type tokenKey struct{}
+
+// TokenFromContext returns the claim token of the execution running with ctx.
+func TokenFromContext(ctx context.Context) (Token, bool) {
+	t, ok := ctx.Value(tokenKey{}).(Token)
+	return t, ok
+}
+
+// Do runs fn at most once for (key, identity), or returns what its first run
+// recorded. It returns, with a nil error:
+//
+//   - a replay (Result.Replayed) when a response was recorded for the key;
+//   - fn's response after running it, recorded unless the record policy
+//     refuses it (see Result.Recorded and Result.RecordErr).
+//
+// Errors: ErrInvalidKey for a bad key; ErrMismatch when the key was used with
+// another fingerprint; ErrInFlight when another execution holds the key (or,
+// with WithWait, still holds it when ctx ends); ErrResponseNotRecorded when
+// the key's command ran but its response was too large to keep; a *StoreError
+// (matching ErrStoreUnavailable) when the store failed before fn could run, in
+// which case fn does not run; the context's error when ctx ends first; and
+// fn's own error, unwrapped, after which the key is released so a retry runs
+// again. If fn panics, the key is released and the panic goes on.
+func (e *Engine) Do(ctx context.Context, key, identity, fingerprint string, fn Func) (Result, error) {
+	if err := ValidateKey(key); err != nil {
+		return Result{}, err
+	}
+	if e.claims == nil {
+		return e.doLocal(ctx, key, identity, fingerprint, fn)
+	}
+	req := ClaimRequest{Fingerprint: fingerprint, Owner: NewOwner(), Lease: e.lease}
+	for attempt := 0; ; attempt++ {
+		cl, err := e.claims.Begin(ctx, key, identity, req)
+		if err != nil {
+			return Result{}, e.failed(ctx, "begin", err)
+		}
+		switch cl.Status {
+		case ClaimAcquired:
+			return e.execute(ctx, cl.Token, fingerprint, fn)
+		case ClaimReplay:
+			return replay(cl.Record)
+		case ClaimMismatch:
+			return Result{}, ErrMismatch
+		case ClaimInFlight:
+			if !e.wait {
+				return Result{RetryAfter: cl.RetryAfter}, ErrInFlight
+			}
+			if err := e.await(ctx, recordName{key, identity}, attempt); err != nil {
+				return Result{RetryAfter: cl.RetryAfter}, err
+			}
+		default:
+			return Result{}, &StoreError{Op: "begin", Err: fmt.Errorf("invalid claim status %d", cl.Status)}
+		}
+	}
+}
+
+// failed turns a store error into what Do returns: the context's error when
+// the caller gave up, a *StoreError otherwise.
+func (e *Engine) failed(ctx context.Context, op string, err error) error {
+	if ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+		return fmt.Errorf("idempotency: %s: %w", op, context.Cause(ctx))
+	}
+	return &StoreError{Op: op, Err: err}
+}
+
+func replay(c *Cached) (Result, error) {
+	r := Result{Response: *c, Replayed: true}
+	if c.Tombstone {
+		return r, ErrResponseNotRecorded
+	}
+	return r, nil
+}
+
+// await blocks until an execution of name in this process ends, or for a
+// backoff interval when the holder is elsewhere. It returns an error wrapping
+// ErrInFlight and the context's error when ctx ends first.
+func (e *Engine) await(ctx context.Context, name recordName, attempt int) error {
+	e.mu.Lock()
+	f := e.flights[name]
+	e.mu.Unlock()
+	var wake <-chan struct{}
+	if f != nil {
+		wake = f.done
+	}
+	t := time.NewTimer(pollInterval(attempt))
+	defer t.Stop()
+	select {
+	case <-wake:
+	case <-t.C:
+	case <-ctx.Done():
+		return fmt.Errorf("%w: gave up waiting: %w", ErrInFlight, context.Cause(ctx))
+	}
+	return nil
+}
+
+// pollInterval is the backoff between Begin attempts while waiting for a
+// holder in another process: 10ms doubling to 320ms.
+func pollInterval(attempt int) time.Duration {
+	return 10 * time.Millisecond << min(attempt, 5)
+}
+
+// execute runs fn under the claim tok and records or releases.
+func (e *Engine) execute(ctx context.Context, tok Token, fingerprint string, fn Func) (Result, error) {
+	name := recordName{tok.Key, tok.Identity}
+	if e.wait {
+		f := e.enter(name, fingerprint)
+		defer e.leave(name, f)
+	}
+	runCtx, cancel := context.WithCancelCause(context.WithValue(ctx, tokenKey{}, tok))
+	defer cancel(nil)
+	stop := e.heartbeat(runCtx, cancel, tok)
+	c, err, panicked, pv := call(runCtx, fn)
+	stop()
+
+	// The caller's context may be gone by now (a client that disconnected);
+	// what is left to do must still reach the store.
+	bg, done := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer done()
+	if panicked || err != nil || !e.record(c) {
+		_ = e.claims.Release(bg, tok) // a lost lease is already released
+		if panicked {
+			panic(pv)
+		}
+		if err != nil {
+			return Result{}, err
+		}
+		return Result{Response: c, Fence: tok.Fence}, nil
+	}
+	res := Result{Response: c, Fence: tok.Fence, Recorded: true}
+	rec := e.prepare(c, fingerprint)
+	err = e.claims.Complete(bg, tok, rec)
+	if errors.Is(err, ErrTooLarge) && !rec.Tombstone {
+		err = e.claims.Complete(bg, tok, tombstone(rec))
+	}
+	if err != nil {
+		res.Recorded, res.RecordErr = false, &StoreError{Op: "complete", Err: err}
+	}
+	return res, nil
+}
+
+// call runs fn, catching a panic so the claim can be released before the
+// panic goes on.
+func call(ctx context.Context, fn Func) (c Cached, err error, panicked bool, pv any) {
+	panicked = true
+	defer func() {
+		if panicked {
+			pv = recover()
+		}
+	}()
+	c, err = fn(ctx)
+	panicked = false
+	return c, err, false, nil
+}
+
+// heartbeat renews tok's lease every third of the lease until stop is called,
+// and cancels the run with ErrLeaseLost if the claim is lost. stop waits for
+// the heartbeat goroutine to end.
+func (e *Engine) heartbeat(ctx context.Context, cancel context.CancelCauseFunc, tok Token) (stop func()) {
+	quit := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(e.lease / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				err := e.claims.Renew(ctx, tok, e.lease)
+				if errors.Is(err, ErrLeaseLost) {
+					cancel(ErrLeaseLost)
+					return
+				}
+				// Any other failure is retried on the next tick; the lease
+				// still has two thirds to run.
+			}
+		}
+	})
+	return func() {
+		close(quit)
+		wg.Wait()
+	}
+}
+
+// prepare turns fn's response into the record to store.
+func (e *Engine) prepare(c Cached, fingerprint string) Cached {
+	c.Fingerprint = fingerprint
+	if c.TTL <= 0 {
+		c.TTL = e.ttl
+	}
+	c.StoredAt = time.Time{}
+	if len(c.WireBody) > e.maxResponse {
+		c = tombstone(c)
+	}
+	return c
+}
+
+func tombstone(c Cached) Cached {
+	return Cached{Status: c.Status, TTL: c.TTL, Fingerprint: c.Fingerprint, Tombstone: true}
+}
+
+func (e *Engine) enter(name recordName, fingerprint string) *flight {
+	f := &flight{fingerprint: fingerprint, done: make(chan struct{})}
+	e.mu.Lock()
+	e.flights[name] = f
+	e.mu.Unlock()
+	return f
+}
+
+func (e *Engine) leave(name recordName, f *flight) {
+	e.mu.Lock()
+	if e.flights[name] == f {
+		delete(e.flights, name)
+	}
+	e.mu.Unlock()
+	close(f.done)
+}
+
+// doLocal is Do over a plain Store: Lookup, then an in-process claim, then Store.
+func (e *Engine) doLocal(ctx context.Context, key, identity, fingerprint string, fn Func) (Result, error) {
+	name := recordName{key, identity}
+	for {
+		if c, ok := e.store.Lookup(ctx, key, identity); ok {
+			if mismatch(c.Fingerprint, fingerprint) {
+				return Result{}, ErrMismatch
+			}
+			return replay(c)
+		}
+		e.mu.Lock()
+		f := e.flights[name]
+		if f == nil {
+			f = &flight{fingerprint: fingerprint, done: make(chan struct{})}
+			e.flights[name] = f
+			e.mu.Unlock()
+			return e.executeLocal(ctx, name, f, fn)
+		}
+		e.mu.Unlock()
+		switch {
+		case mismatch(f.fingerprint, fingerprint):
+			return Result{}, ErrMismatch
+		case !e.wait:
+			return Result{}, ErrInFlight
+		}
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			return Result{}, fmt.Errorf("%w: gave up waiting: %w", ErrInFlight, context.Cause(ctx))
+		}
+	}
+}
+
+func (e *Engine) executeLocal(ctx context.Context, name recordName, f *flight, fn Func) (Result, error) {
+	defer e.leave(name, f)
+	// A duplicate may have stored its response between our Lookup and our
+	// claim; look again now that no one else can.
+	if c, ok := e.store.Lookup(ctx, name.key, name.identity); ok {
+		if mismatch(c.Fingerprint, f.fingerprint) {
+			return Result{}, ErrMismatch
+		}
+		return replay(c)
+	}
+	c, err, panicked, pv := call(ctx, fn)
+	switch {
+	case panicked:
+		panic(pv)
+	case err != nil:
+		return Result{}, err
+	case !e.record(c):
+		return Result{Response: c}, nil
+	}
+	bg, done := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer done()
+	res := Result{Response: c, Recorded: true}
+	rec := e.prepare(c, f.fingerprint)
+	err = e.store.Store(bg, name.key, name.identity, rec)
+	if errors.Is(err, ErrTooLarge) && !rec.Tombstone {
+		err = e.store.Store(bg, name.key, name.identity, tombstone(rec))
+	}
+	if err != nil {
+		res.Recorded, res.RecordErr = false, &StoreError{Op: "store", Err: err}
+	}
+	return res, nil
+}

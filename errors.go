@@ -1,0 +1,52 @@
+package idempotency
+
+import "errors"
+
+// Sentinel errors. Errors returned by this package and by the built-in stores
+// wrap one of these with context; test for them with errors.Is.
+var (
+	// ErrInvalidKey: the idempotency key is empty, longer than MaxKeyLen
+	// bytes, or contains control characters or invalid UTF-8.
+	ErrInvalidKey = errors.New("idempotency: invalid key")
+	// ErrInvalidArgument: a protocol call got an argument it cannot use
+	// (an empty owner, a lease that is not positive).
+	ErrInvalidArgument = errors.New("idempotency: invalid argument")
+	// ErrInFlight: another execution with the same key and identity is still
+	// running. HTTP adapters answer 409 Conflict.
+	ErrInFlight = errors.New("idempotency: request with this key is in flight")
+	// ErrMismatch: the key was already used, by the same identity, with a
+	// different request. HTTP adapters answer 422 Unprocessable Content.
+	ErrMismatch = errors.New("idempotency: key reused with a different request")
+	// ErrLeaseLost: the token no longer holds its claim (the lease ran out,
+	// the key was taken over, released or completed). A stale holder's
+	// Complete, Release and Renew fail with it.
+	ErrLeaseLost = errors.New("idempotency: claim lease lost")
+	// ErrStoreUnavailable: the store could not be reached or failed. The
+	// command is not run (fail closed). HTTP adapters answer 503.
+	ErrStoreUnavailable = errors.New("idempotency: store unavailable")
+	// ErrStoreFull: the store cannot take a new record without evicting a
+	// claim in flight, which it never does. Errors wrapping it also match
+	// ErrStoreUnavailable when they come out of Engine.Do.
+	ErrStoreFull = errors.New("idempotency: store full")
+	// ErrTooLarge: a response is larger than the store's byte cap.
+	ErrTooLarge = errors.New("idempotency: response too large to store")
+	// ErrResponseNotRecorded: the command already ran for this key, but its
+	// response was too large to record; it will not run again.
+	ErrResponseNotRecorded = errors.New("idempotency: command already ran; its response was too large to record")
+)
+
+// StoreError is a failure of the store during Engine.Do, with the protocol
+// step that failed. It matches ErrStoreUnavailable with errors.Is, and also
+// whatever error it wraps.
+type StoreError struct {
+	Op  string // "begin", "lookup", "complete", "release", "renew", "store"
+	Err error
+}
+
+func (e *StoreError) Error() string { return "idempotency: store " + e.Op + ": " + e.Err.Error() }
+
+// Unwrap returns the store's own error.
+func (e *StoreError) Unwrap() error { return e.Err }
+
+// Is reports that every StoreError is an ErrStoreUnavailable.
+func (e *StoreError) Is(target error) bool { return target == ErrStoreUnavailable }
