@@ -47,7 +47,9 @@ type ClaimStore interface {
 	// Complete records c as the response of the claim held by tok and makes
 	// the record completed (replayed until c.TTL, or the store's default TTL,
 	// runs out). It succeeds only while tok still holds the claim with a live
-	// lease; otherwise it returns ErrLeaseLost and changes nothing. A store with
+	// lease; otherwise it returns ErrLeaseLost and changes nothing. It is
+	// idempotent: repeated with the same token after it succeeded (a reply
+	// lost on the network), it returns nil and changes nothing. A store with
 	// a byte cap returns ErrTooLarge for a response it cannot hold, leaving the
 	// claim in flight.
 	Complete(ctx context.Context, tok Token, c Cached) error

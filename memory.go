@@ -91,7 +91,9 @@ type recordName struct{ key, identity string }
 
 // memEntry is one record. A completed record has done set, its response in
 // rec (shared with callers, so never mutated after it is published) and sits
-// in the LRU list; an in-flight record has the claim fields set and is in no list.
+// in the LRU list; it keeps the owner and fence of the claim that completed
+// it, so that a repeated Complete is recognised. An in-flight record has the
+// claim fields set and is in no list.
 type memEntry struct {
 	name       recordName
 	prev, next *memEntry
@@ -216,6 +218,9 @@ func (s *InMemoryStore) Complete(_ context.Context, tok Token, c Cached) error {
 	defer s.mu.Unlock()
 	e := s.held(tok, now.UnixNano())
 	if e == nil {
+		if d := s.records[done.name]; d != nil && d.done && d.owner == tok.Owner && d.fence == tok.Fence {
+			return nil // completed already by this token
+		}
 		return fmt.Errorf("complete: %w", ErrLeaseLost)
 	}
 	if s.maxBytes > 0 && done.size > s.maxBytes {
@@ -224,6 +229,7 @@ func (s *InMemoryStore) Complete(_ context.Context, tok Token, c Cached) error {
 	if done.rec.Fingerprint == "" { // not yet published, so still ours to set
 		done.rec.Fingerprint = e.fingerprint
 	}
+	done.owner, done.fence = e.owner, e.fence
 	delete(s.records, e.name)
 	s.insertCompleted(done)
 	return nil
