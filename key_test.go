@@ -1,0 +1,135 @@
+package idempotency_test
+
+import (
+	"errors"
+	"os/exec"
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"github.com/idemkit/idempotency"
+)
+
+func TestValidateKey(t *testing.T) {
+	for _, tc := range []struct {
+		key string
+		ok  bool
+	}{
+		{"a", true},
+		{"order-2026-11-26/42", true},
+		{strings.Repeat("k", idempotency.MaxKeyLen), true},
+		{"clé-ünïcødé ✓", true},
+		{"spaces are fine", true},
+		{"", false},
+		{strings.Repeat("k", idempotency.MaxKeyLen+1), false},
+		{strings.Repeat("k", 300), false},
+		{"new\nline", false},
+		{"nul\x00", false},
+		{"del\x7f", false},
+		{"c1\u0085control", false},
+		{"bad utf8 \xff", false},
+	} {
+		err := idempotency.ValidateKey(tc.key)
+		if (err == nil) != tc.ok {
+			t.Errorf("ValidateKey(%q) = %v, want ok=%v", tc.key, err, tc.ok)
+		}
+		if err != nil && !errors.Is(err, idempotency.ErrInvalidKey) {
+			t.Errorf("ValidateKey(%q) = %v, want it to wrap ErrInvalidKey", tc.key, err)
+		}
+	}
+}
+
+func FuzzValidateKey(f *testing.F) {
+	for _, s := range []string{"a", "", "a\nb", "\xff", strings.Repeat("x", 256), "é"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, key string) {
+		err := idempotency.ValidateKey(key)
+		if err != nil {
+			return
+		}
+		if key == "" || len(key) > idempotency.MaxKeyLen || !utf8.ValidString(key) {
+			t.Fatalf("ValidateKey(%q) accepted a key it must refuse", key)
+		}
+		for _, r := range key {
+			if r < 0x20 || (r >= 0x7f && r < 0xa0) {
+				t.Fatalf("ValidateKey(%q) accepted control character %U", key, r)
+			}
+		}
+	})
+}
+
+func TestRecordKeyInjective(t *testing.T) {
+	pairs := [][2]string{{"a:b", "c"}, {"a", "b:c"}, {"ab", ""}, {"", "ab"}, {"a", "b"}, {"a\x01", "b"}, {"a", "\x01b"}}
+	for _, secret := range [][]byte{nil, []byte("s3cret")} {
+		seen := map[[32]byte][2]string{}
+		for _, p := range pairs {
+			h := idempotency.RecordKey(secret, p[0], p[1])
+			if q, dup := seen[h]; dup {
+				t.Fatalf("RecordKey(%q) collides with %q", p, q)
+			}
+			seen[h] = p
+		}
+	}
+	if idempotency.RecordKey(nil, "k", "i") == idempotency.RecordKey([]byte("s"), "k", "i") {
+		t.Error("the secret does not change the record key")
+	}
+	if idempotency.RecordKey([]byte("s"), "k", "i") != idempotency.RecordKey([]byte("s"), "k", "i") {
+		t.Error("RecordKey is not deterministic")
+	}
+}
+
+// FuzzRecordKey checks that two distinct (key, identity) pairs never share
+// a record name: the length-prefixed encoding is injective.
+func FuzzRecordKey(f *testing.F) {
+	f.Add("a:b", "c", "a", "b:c")
+	f.Add("ab", "", "a", "b")
+	f.Fuzz(func(t *testing.T, k1, i1, k2, i2 string) {
+		if k1 == k2 && i1 == i2 {
+			return
+		}
+		if idempotency.RecordKey(nil, k1, i1) == idempotency.RecordKey(nil, k2, i2) {
+			t.Fatalf("(%q, %q) and (%q, %q) share a record key", k1, i1, k2, i2)
+		}
+	})
+}
+
+func TestFingerprint(t *testing.T) {
+	a := idempotency.Fingerprint([]byte("ab"), []byte("c"))
+	b := idempotency.Fingerprint([]byte("a"), []byte("bc"))
+	if a == b {
+		t.Error(`Fingerprint("ab","c") == Fingerprint("a","bc")`)
+	}
+	if a != idempotency.Fingerprint([]byte("ab"), []byte("c")) {
+		t.Error("Fingerprint is not deterministic")
+	}
+	if len(a) != 32 {
+		t.Errorf("len(Fingerprint) = %d, want 32 hex digits", len(a))
+	}
+}
+
+func TestNewOwnerIsRandom(t *testing.T) {
+	seen := map[string]bool{}
+	for range 1000 {
+		o := idempotency.NewOwner()
+		if len(o) < 26 || seen[o] {
+			t.Fatalf("NewOwner = %q: short or repeated", o)
+		}
+		seen[o] = true
+	}
+}
+
+// TestRootImportsOnlyStdlib keeps the core free of transports and backends
+// (STYLE habit 3): every dependency of the root package is in the standard
+// library.
+func TestRootImportsOnlyStdlib(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", ".").Output()
+	if err != nil {
+		t.Fatalf("go list -deps: %v", err)
+	}
+	for _, p := range strings.Fields(string(out)) {
+		if p != "github.com/idemkit/idempotency" {
+			t.Errorf("root package depends on non-standard package %s", p)
+		}
+	}
+}
