@@ -1,0 +1,202 @@
+package dispatcher
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// AnonymousIdentity is BearerIdentity's answer for a request without an
+// Authorization header. It cannot collide with a hashed identity.
+const AnonymousIdentity = "anonymous"
+
+// BearerIdentity is the default identity of ServeHTTP: for
+// "Authorization: Bearer <token>", "bearer:" and a SHA-256 digest of the
+// token, so raw tokens never reach the store; for another scheme, a digest of
+// the whole header under another prefix; without the header,
+// AnonymousIdentity (all anonymous callers share one key space).
+func BearerIdentity(r *http.Request) string {
+	v := strings.Join(r.Header.Values("Authorization"), "\n")
+	if v == "" {
+		return AnonymousIdentity
+	}
+	h := sha256.New()
+	prefix := "authorization:"
+	if scheme, token, ok := strings.Cut(v, " "); ok && strings.EqualFold(scheme, "Bearer") {
+		prefix = "bearer:"
+		h.Write([]byte("idemkit/bearer/v1\x00"))
+		h.Write([]byte(strings.TrimSpace(token)))
+	} else {
+		h.Write([]byte("idemkit/authorization/v1\x00"))
+		h.Write([]byte(v))
+	}
+	return prefix + hex.EncodeToString(h.Sum(nil))
+}
+
+// ServeHTTP serves "POST /v1/commands/{name}": mount the Dispatcher on a
+// pattern with a {name} wildcard, for example
+//
+//	mux.Handle("/v1/commands/{name}", d)
+//
+// The payload is the request body (at most WithMaxPayloadBytes, else 413), the
+// key the Idempotency-Key header (a quoted structured-field string, or bare),
+// the identity WithIdentity's (default BearerIdentity). The answer is the
+// envelope of Dispatch as application/json. A replay carries
+// "Idempotent-Replayed: true"; the dispatcher's 409 and 503 carry Retry-After
+// (seconds).
+// Methods other than POST get 405. Headers a handler sets in Response.Header
+// go with this execution's answer only.
+//
+// The command runs detached from the request (see WithCommandContext): a
+// client that disconnects does not cancel it, so it is still recorded.
+func (d *Dispatcher) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		d.refuse(w, r, name, errMethodNotAllowed)
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, d.maxPayload))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		f := errInvalidJSON
+		if errors.As(err, &tooBig) {
+			f = errPayloadTooLarge
+			f.message = fmt.Sprintf("the payload is larger than %d bytes", d.maxPayload)
+		} else {
+			f.message = "the request body could not be read"
+		}
+		d.refuse(w, r, name, f)
+		return
+	}
+	key, badKey := headerKey(r.Header)
+	ctx, cancel := d.detach(r.Context())
+	defer cancel()
+	rep := d.dispatch(ctx, Command{Name: name, Payload: body, Key: key, Identity: d.identity(r)}, badKey)
+	writeReply(w, rep)
+}
+
+// refuse answers a request ServeHTTP rejects before dispatching it.
+func (d *Dispatcher) refuse(w http.ResponseWriter, r *http.Request, name string, f failure) {
+	ev := Event{Command: name, Key: r.Header.Get("Idempotency-Key")}
+	rep := fail(f, &ev)
+	ev.Status = rep.status
+	d.notify(r.Context(), ev)
+	writeReply(w, rep)
+}
+
+// detach returns a context for a command: the request's values, not its
+// cancellation, ended by the command context instead.
+func (d *Dispatcher) detach(parent context.Context) (context.Context, func()) {
+	ctx := context.WithoutCancel(parent)
+	if d.commandCtx == nil {
+		return ctx, func() {}
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	if d.commandCtx.Err() != nil {
+		cancel(context.Cause(d.commandCtx))
+		return ctx, func() {}
+	}
+	stop := context.AfterFunc(d.commandCtx, func() { cancel(context.Cause(d.commandCtx)) })
+	return ctx, func() {
+		stop()
+		cancel(nil)
+	}
+}
+
+// headerKey reads the Idempotency-Key header: ("", false) when absent, and
+// bad set when it is present but cannot be parsed (then key is the raw value,
+// for the observer).
+func headerKey(h http.Header) (key string, bad bool) {
+	vs := h.Values("Idempotency-Key")
+	switch len(vs) {
+	case 0:
+		return "", false
+	case 1:
+		k, err := parseKey(vs[0])
+		if err != nil {
+			return vs[0], true
+		}
+		return k, false
+	}
+	return strings.Join(vs, ", "), true
+}
+
+var errBadKeyHeader = errors.New("malformed Idempotency-Key header")
+
+// parseKey accepts an RFC 8941 sf-string ("abc", with \" and \\ escapes and
+// printable ASCII only, no parameters) or, leniently, a bare value; both are
+// trimmed of surrounding spaces and tabs. The key itself is checked later with
+// idempotency.ValidateKey.
+func parseKey(v string) (string, error) {
+	v = strings.Trim(v, " \t")
+	if v == "" {
+		return "", errBadKeyHeader
+	}
+	if v[0] != '"' {
+		return v, nil
+	}
+	var b strings.Builder
+	for i := 1; i < len(v); i++ {
+		c := v[i]
+		switch {
+		case c == '\\':
+			i++
+			if i == len(v) || (v[i] != '"' && v[i] != '\\') {
+				return "", errBadKeyHeader
+			}
+			b.WriteByte(v[i])
+		case c == '"':
+			if i != len(v)-1 {
+				return "", errBadKeyHeader // parameters or trailing garbage
+			}
+			return b.String(), nil
+		case c < 0x20 || c > 0x7e:
+			return "", errBadKeyHeader
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return "", errBadKeyHeader // unterminated
+}
+
+// Headers a handler may not set: the dispatcher's own and hop-by-hop ones.
+var reservedHeaders = map[string]bool{
+	"Content-Type": true, "Content-Length": true, "Idempotent-Replayed": true,
+	"Retry-After": true, "Connection": true, "Keep-Alive": true,
+	"Transfer-Encoding": true, "Upgrade": true, "Trailer": true, "Te": true,
+	"Proxy-Connection": true,
+}
+
+func writeReply(w http.ResponseWriter, rep reply) {
+	h := w.Header()
+	for k, vs := range rep.header {
+		if k = http.CanonicalHeaderKey(k); !reservedHeaders[k] {
+			h[k] = append([]string(nil), vs...)
+		}
+	}
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(rep.body)))
+	h.Set("Cache-Control", "no-store")
+	if rep.replayed {
+		h.Set("Idempotent-Replayed", "true")
+	}
+	if rep.retry {
+		h.Set("Retry-After", retryAfter(rep.retryAfter))
+	}
+	w.WriteHeader(rep.status)
+	_, _ = w.Write(rep.body) // the client may be gone; the command was recorded anyway
+}
+
+// retryAfter renders d as whole seconds, rounded up, at least 1.
+func retryAfter(d time.Duration) string {
+	s := int64((d + time.Second - 1) / time.Second)
+	return strconv.FormatInt(max(s, 1), 10)
+}
