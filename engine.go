@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -47,6 +49,9 @@ type Engine struct {
 
 	mu      sync.Mutex
 	flights map[recordName]*flight // executions running in this process
+
+	id    string        // random, chosen at NewEngine
+	execs atomic.Uint64 // executions begun, for owner ids
 }
 
 // flight is an execution in this process that duplicates can wait for.
@@ -125,6 +130,7 @@ func NewEngine(s Store, opts ...EngineOption) *Engine {
 		flights:     make(map[recordName]*flight),
 	}
 	e.claims, _ = s.(ClaimStore)
+	e.id = NewOwner()
 	for _, o := range opts {
 		o(e)
 	}
@@ -183,7 +189,7 @@ func (e *Engine) Do(ctx context.Context, key, identity, fingerprint string, fn F
 	if e.claims == nil {
 		return e.doLocal(ctx, key, identity, fingerprint, fn)
 	}
-	req := ClaimRequest{Fingerprint: fingerprint, Owner: NewOwner(), Lease: e.lease}
+	req := ClaimRequest{Fingerprint: fingerprint, Owner: e.newOwner(), Lease: e.lease}
 	for attempt := 0; ; attempt++ {
 		cl, err := e.claims.Begin(ctx, key, identity, req)
 		if err != nil {
@@ -207,6 +213,15 @@ func (e *Engine) Do(ctx context.Context, key, identity, fingerprint string, fn F
 			return Result{}, &StoreError{Op: "begin", Err: fmt.Errorf("invalid claim status %d", cl.Status)}
 		}
 	}
+}
+
+// newOwner returns an owner id unique to one execution: the engine's random
+// id and a counter, cheaper than fresh randomness for every command.
+func (e *Engine) newOwner() string {
+	var b [40]byte
+	n := copy(b[:], e.id)
+	b[n] = '.'
+	return string(strconv.AppendUint(b[:n+1], e.execs.Add(1), 36))
 }
 
 // failed turns a store error into what Do returns: the context's error when
@@ -263,9 +278,9 @@ func (e *Engine) execute(ctx context.Context, tok Token, fingerprint string, fn 
 	}
 	runCtx, cancel := context.WithCancelCause(context.WithValue(ctx, tokenKey{}, tok))
 	defer cancel(nil)
-	stop := e.heartbeat(runCtx, cancel, tok)
+	hb := e.startHeartbeat(runCtx, cancel, tok)
 	c, err, panicked, pv := call(runCtx, fn)
-	stop()
+	hb.stop()
 
 	// The caller's context may be gone by now (a client that disconnected);
 	// what is left to do must still reach the store.
@@ -307,36 +322,51 @@ func call(ctx context.Context, fn Func) (c Cached, err error, panicked bool, pv 
 	return c, err, false, nil
 }
 
-// heartbeat renews tok's lease every third of the lease until stop is called,
-// and cancels the run with ErrLeaseLost if the claim is lost. stop waits for
-// the heartbeat goroutine to end.
-func (e *Engine) heartbeat(ctx context.Context, cancel context.CancelCauseFunc, tok Token) (stop func()) {
-	quit := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		t := time.NewTicker(e.lease / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-quit:
-				return
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				err := e.claims.Renew(ctx, tok, e.lease)
-				if errors.Is(err, ErrLeaseLost) {
-					cancel(ErrLeaseLost)
-					return
-				}
-				// Any other failure is retried on the next tick; the lease
-				// still has two thirds to run.
-			}
-		}
-	})
-	return func() {
-		close(quit)
-		wg.Wait()
+// heartbeat renews a claim's lease every third of the lease while its
+// command runs, and cancels the run with ErrLeaseLost if the claim is lost. It
+// uses a timer, not a goroutine, so a command that ends within a third of its
+// lease costs no renewal at all.
+type heartbeat struct {
+	e      *Engine
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	tok    Token
+
+	mu      sync.Mutex // held while renewing; guards t and stopped
+	t       *time.Timer
+	stopped bool
+}
+
+func (e *Engine) startHeartbeat(ctx context.Context, cancel context.CancelCauseFunc, tok Token) *heartbeat {
+	h := &heartbeat{e: e, ctx: ctx, cancel: cancel, tok: tok}
+	h.mu.Lock()
+	h.t = time.AfterFunc(e.lease/3, h.renew)
+	h.mu.Unlock()
+	return h
+}
+
+func (h *heartbeat) renew() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.stopped {
+		return
 	}
+	err := h.e.claims.Renew(h.ctx, h.tok, h.e.lease)
+	if errors.Is(err, ErrLeaseLost) {
+		h.cancel(ErrLeaseLost)
+		return
+	}
+	// Any other failure is retried on the next tick; the lease still has
+	// two thirds to run.
+	h.t.Reset(h.e.lease / 3)
+}
+
+// stop ends the heartbeat; when it returns, no renewal runs or will start.
+func (h *heartbeat) stop() {
+	h.t.Stop()
+	h.mu.Lock() // waits for a renewal in progress
+	h.stopped = true
+	h.mu.Unlock()
 }
 
 // prepare turns fn's response into the record to store.
