@@ -26,6 +26,7 @@ type InMemoryStore struct {
 	maxBytes   int64
 	defaultTTL time.Duration
 	now        func() time.Time
+	coarse     *coarseClock // for Lookup; nil when a clock is injected
 }
 
 // Option configures an InMemoryStore.
@@ -63,7 +64,8 @@ func WithDefaultTTL(d time.Duration) Option {
 	}
 }
 
-// WithClock replaces time.Now as the store's clock, for tests. nil keeps time.Now.
+// WithClock replaces time.Now as the store's clock, for tests. nil keeps
+// time.Now (with a coarse, timer-refreshed copy of it for Lookup).
 func WithClock(now func() time.Time) Option {
 	return func(s *InMemoryStore) {
 		if now != nil {
@@ -78,10 +80,12 @@ func NewInMemoryStore(opts ...Option) *InMemoryStore {
 		records:    make(map[recordName]*memEntry),
 		maxEntries: DefaultMaxEntries,
 		defaultTTL: DefaultTTL,
-		now:        time.Now,
 	}
 	for _, o := range opts {
 		o(s)
+	}
+	if s.now == nil {
+		s.now, s.coarse = time.Now, new(coarseClock)
 	}
 	s.lru.prev, s.lru.next = &s.lru, &s.lru
 	return s
@@ -124,9 +128,15 @@ func (s *InMemoryStore) Bytes() int64 {
 	return s.bytes
 }
 
-// Lookup implements Store.
+// Lookup implements Store. Without WithClock it reads a coarse clock (see
+// coarseClock), so it may see an expiry up to about a millisecond late.
 func (s *InMemoryStore) Lookup(_ context.Context, key, identity string) (*Cached, bool) {
-	now := s.now().UnixNano()
+	var now int64
+	if s.coarse != nil {
+		now = s.coarse.now()
+	} else {
+		now = s.now().UnixNano()
+	}
 	s.mu.Lock()
 	e := s.records[recordName{key, identity}]
 	if e == nil || !e.done {
