@@ -121,7 +121,7 @@ func headerKey(h http.Header) (key string, bad bool) {
 		return "", false
 	case 1:
 		k, err := parseKey(vs[0])
-		if err != nil {
+		if err != nil || k == "" { // present but empty is malformed, not missing
 			return vs[0], true
 		}
 		return k, false
