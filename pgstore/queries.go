@@ -1,0 +1,137 @@
+package pgstore
+
+import "strings"
+
+// queries are a Store's statements, with its table and sequence names in
+// place. Each is one statement, run on its own (autocommit), so pgx
+// prepares it once per connection.
+type queries struct {
+	lookup, store, begin, complete, release, renew, deleteExpired string
+}
+
+func buildQueries(n names) queries {
+	r := strings.NewReplacer("{table}", n.table, "{seq}", quoteLiteral(n.sequence))
+	return queries{
+		lookup:        r.Replace(lookupSQL),
+		store:         r.Replace(storeSQL),
+		begin:         r.Replace(beginSQL),
+		complete:      r.Replace(completeSQL),
+		release:       r.Replace(releaseSQL),
+		renew:         r.Replace(renewSQL),
+		deleteExpired: r.Replace(deleteExpiredSQL),
+	}
+}
+
+// quoteLiteral quotes s as an SQL string literal (for nextval's regclass).
+func quoteLiteral(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
+}
+
+// lookupSQL: $1 id.
+const lookupSQL = `
+SELECT status, body, header, tombstone, fingerprint, stored_at, ttl_ns
+FROM {table}
+WHERE id = $1 AND state = 2 AND expires_at > clock_timestamp()`
+
+// storeSQL: $1 id, $2 status, $3 body, $4 header, $5 tombstone,
+// $6 fingerprint, $7 stored_at (NULL: now), $8 ttl_ns.
+// The fence of an existing row is kept; the empty owner matches no token.
+const storeSQL = `
+INSERT INTO {table} AS r
+    (id, state, owner, fence, fingerprint, expires_at, status, body, header, tombstone, stored_at, ttl_ns)
+SELECT $1, 2, '', 0, $6, n.t + ($8::bigint / 1000) * interval '1 microsecond',
+    $2, $3, $4, $5, n.t, $8
+FROM (SELECT coalesce($7::timestamptz, clock_timestamp()) AS t) n
+ON CONFLICT (id) DO UPDATE SET
+    state = 2, owner = '', fingerprint = excluded.fingerprint, expires_at = excluded.expires_at,
+    status = excluded.status, body = excluded.body, header = excluded.header,
+    tombstone = excluded.tombstone, stored_at = excluded.stored_at, ttl_ns = excluded.ttl_ns`
+
+// beginSQL: $1 id, $2 owner, $3 fingerprint, $4 lease in microseconds.
+//
+// cur reads the row as of the statement's snapshot, with the server's clock
+// read once (n.now). Only when that row is absent or dead (released, lease
+// run out, or expired) does claim try to write: an insert, or on conflict a
+// takeover, whose WHERE is checked again against the latest version of the
+// row under its lock, so two racing takeovers cannot both win. A replay or
+// an in-flight answer thus takes no lock and writes nothing. The fence of a
+// takeover is drawn in the SET list, after the row lock is held, so it is
+// greater than the fence of whichever claim held the row before.
+//
+// The one result row carries claim's fence when the caller acquired the key
+// and cur's columns otherwise (all NULL when the row was absent). When claim
+// lost a race, cur may show a snapshot older than the winner's row: the
+// caller sees a dead or absent row without an acquired fence and runs the
+// statement again, with a fresh snapshot.
+const beginSQL = `
+WITH cur AS (
+    SELECT r.state, r.owner, r.fence, r.fingerprint, r.expires_at,
+        r.status, r.body, r.header, r.tombstone, r.stored_at, r.ttl_ns,
+        n.now, r.state IN (1, 2) AND r.expires_at > n.now AS live
+    FROM {table} r, (SELECT clock_timestamp() AS now) n
+    WHERE r.id = $1
+), claim AS (
+    INSERT INTO {table} AS r (id, state, owner, fence, fingerprint, expires_at)
+    SELECT $1, 1, $2, nextval({seq}), $3, clock_timestamp() + $4::bigint * interval '1 microsecond'
+    WHERE NOT EXISTS (SELECT FROM cur WHERE cur.live)
+    ON CONFLICT (id) DO UPDATE SET
+        state = 1, owner = excluded.owner, fence = nextval({seq}), fingerprint = excluded.fingerprint,
+        expires_at = clock_timestamp() + $4::bigint * interval '1 microsecond',
+        status = NULL, body = NULL, header = NULL, tombstone = false, stored_at = NULL, ttl_ns = NULL
+    WHERE r.state = 0 OR r.expires_at <= clock_timestamp()
+    RETURNING r.fence
+)
+SELECT (SELECT fence FROM claim), cur.state, cur.owner, cur.fence, cur.fingerprint, cur.expires_at,
+    cur.status, cur.body, cur.header, cur.tombstone, cur.stored_at, cur.ttl_ns, cur.now
+FROM (SELECT) one LEFT JOIN cur ON true`
+
+// completeSQL: $1 id, $2 owner, $3 fence, $4 status, $5 body, $6 header,
+// $7 tombstone, $8 fingerprint (empty keeps the claim's), $9 stored_at
+// (NULL: now), $10 ttl_ns.
+//
+// It matches the claim held by the token with a live lease, or the record
+// that token already completed; in the second case every column keeps its
+// value, so a repeated Complete changes nothing. Matching both in one
+// UPDATE (rather than re-reading after a miss) stays right when the repeat
+// races the first: the UPDATE waits for the first to commit and re-checks
+// its WHERE against the completed row.
+const completeSQL = `
+UPDATE {table} r SET
+    state = 2,
+    status      = CASE WHEN r.state = 1 THEN $4 ELSE r.status END,
+    body        = CASE WHEN r.state = 1 THEN $5 ELSE r.body END,
+    header      = CASE WHEN r.state = 1 THEN $6 ELSE r.header END,
+    tombstone   = CASE WHEN r.state = 1 THEN $7 ELSE r.tombstone END,
+    fingerprint = CASE WHEN r.state = 1 AND $8 <> '' THEN $8 ELSE r.fingerprint END,
+    stored_at   = CASE WHEN r.state = 1 THEN n.t ELSE r.stored_at END,
+    ttl_ns      = CASE WHEN r.state = 1 THEN $10 ELSE r.ttl_ns END,
+    expires_at  = CASE WHEN r.state = 1 THEN n.t + ($10::bigint / 1000) * interval '1 microsecond'
+                  ELSE r.expires_at END
+FROM (SELECT coalesce($9::timestamptz, clock_timestamp()) AS t) n
+WHERE r.id = $1 AND r.owner = $2 AND r.fence = $3
+    AND ((r.state = 1 AND r.expires_at > clock_timestamp()) OR r.state = 2)`
+
+// releaseSQL: $1 id, $2 owner, $3 fence. The row stays, marked released,
+// until the reaper removes it: a Begin racing the release then takes it
+// over under the row lock, drawing a fresh fence.
+const releaseSQL = `
+UPDATE {table} SET state = 0, fingerprint = '', expires_at = clock_timestamp()
+WHERE id = $1 AND owner = $2 AND fence = $3 AND state = 1 AND expires_at > clock_timestamp()`
+
+// renewSQL: $1 id, $2 owner, $3 fence, $4 lease in microseconds.
+const renewSQL = `
+UPDATE {table} SET expires_at = clock_timestamp() + $4::bigint * interval '1 microsecond'
+WHERE id = $1 AND owner = $2 AND fence = $3 AND state = 1 AND expires_at > clock_timestamp()`
+
+// deleteExpiredSQL: $1 batch. SKIP LOCKED lets reapers on several replicas
+// share the work without waiting on each other; FOR UPDATE re-checks a
+// row's expiry against its latest version, so a row renewed or taken over
+// meanwhile is left alone.
+const deleteExpiredSQL = `
+DELETE FROM {table}
+WHERE id IN (
+    SELECT id FROM {table}
+    WHERE expires_at < clock_timestamp()
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)`
