@@ -80,6 +80,7 @@ func TestDispatchRefusals(t *testing.T) {
 		{"invalid UTF-8 in key", cmd("create", "a\xffb", "", `{}`), 400, dispatcher.CodeKeyInvalid},
 		{"invalid JSON", cmd("create", "k", "", `{"name":`), 400, dispatcher.CodeInvalidJSON},
 		{"two JSON values", cmd("create", "k", "", `{} {}`), 400, dispatcher.CodeInvalidJSON},
+		{"duplicate member", cmd("create", "k", "", `{"a":1,"a":2}`), 400, dispatcher.CodeInvalidJSON},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -106,8 +107,9 @@ func TestDispatchReplaysVerbatim(t *testing.T) {
 	if status1 != http.StatusCreated {
 		t.Fatalf("first: got %d %s, want 201", status1, body1)
 	}
-	// A retry with other white space is the same payload.
-	for _, p := range []string{`{"name":"a","n":1}`, "{ \"name\" : \"a\",\n \"n\": 1 }"} {
+	// A retry with other white space, member order or number spelling is the
+	// same payload.
+	for _, p := range []string{`{"name":"a","n":1}`, "{ \"name\" : \"a\",\n \"n\": 1 }", `{"n":1.0,"name":"\u0061"}`} {
 		status, body := d.Dispatch(ctx, cmd("create", "k1", "alice", p))
 		if status != status1 || string(body) != string(body1) {
 			t.Errorf("retry with %q: got %d %s, want %d %s", p, status, body, status1, body1)

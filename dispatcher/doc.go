@@ -18,7 +18,9 @@
 // key, identity, command name and payload gets those bytes back verbatim
 // (ServeHTTP adds "Idempotent-Replayed: true") without running the handler
 // again. The request fingerprint is idempotency.Fingerprint of the name and the
-// payload with its white space compacted.
+// payload's RFC 8785 canonical form (idempotency.CanonicalJSON), so a retry
+// whose payload differs only in white space, member order or number spelling
+// is the same request.
 //
 // What is recorded:
 //
@@ -37,7 +39,7 @@
 //	4xx/5xx   the handler's code         a handler's *Error (Errorf)
 //	400 idempotency_key_missing          keyed command without a key
 //	400 idempotency_key_invalid          empty, >255 bytes, control characters, malformed header
-//	400 invalid_json                     payload is not JSON
+//	400 invalid_json                     payload is not JSON (or has duplicate names)
 //	400 invalid_payload                  payload JSON of the wrong shape (Request.Decode)
 //	404 unknown_command                  no such command
 //	405 method_not_allowed               ServeHTTP: not a POST

@@ -1,8 +1,9 @@
 package dispatcher
 
 import (
-	"bytes"
 	"encoding/json"
+
+	"github.com/idemkit/idempotency"
 )
 
 // The wire envelopes of DESIGN §6. Field order is fixed by the structs, so
@@ -31,14 +32,10 @@ func errorEnvelope(code, message string) []byte {
 	return b
 }
 
-// canonical returns the form of payload that the fingerprint digests, or an
-// error when payload is not JSON. It compacts white space; it does not sort
-// object keys, so {"a":1,"b":2} and {"b":2,"a":1} count as different
-// payloads.
+// canonical returns the form of payload that the fingerprint digests: its
+// RFC 8785 canonical form, so white space, member order and number spelling
+// do not make two payloads differ. It fails for text that is not JSON, or that
+// has no canonical form (a duplicate member name, invalid UTF-8).
 func canonical(payload []byte) ([]byte, error) {
-	var buf bytes.Buffer
-	if err := json.Compact(&buf, payload); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
+	return idempotency.CanonicalJSON(payload)
 }
