@@ -1,0 +1,122 @@
+package redisstore
+
+import (
+	"context"
+	"crypto/rand"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/idemkit/idempotency"
+	"github.com/redis/go-redis/v9"
+)
+
+const defaultRedisURL = "redis://127.0.0.1:6379/0"
+
+// unreachable skips the test, or fails it when IDEMPOTENCY_REQUIRE_BACKENDS=1.
+func unreachable(tb testing.TB, format string, args ...any) {
+	tb.Helper()
+	if os.Getenv("IDEMPOTENCY_REQUIRE_BACKENDS") == "1" {
+		tb.Fatalf(format, args...)
+	}
+	tb.Skipf(format+"\n(start redis-server on 127.0.0.1:6379 or set IDEMPOTENCY_REDIS_URL to run these tests;"+
+		" IDEMPOTENCY_REQUIRE_BACKENDS=1 turns this skip into a failure)", args...)
+}
+
+// redisOptions returns the options of the test server and skips the test
+// when it does not answer.
+func redisOptions(tb testing.TB) *redis.Options {
+	tb.Helper()
+	url := os.Getenv("IDEMPOTENCY_REDIS_URL")
+	if url == "" {
+		url = defaultRedisURL
+	}
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		tb.Fatalf("IDEMPOTENCY_REDIS_URL %q: %v", url, err)
+	}
+	probe := redis.NewClient(&redis.Options{Addr: opt.Addr, Network: opt.Network, Username: opt.Username,
+		Password: opt.Password, DB: opt.DB, TLSConfig: opt.TLSConfig, DialTimeout: time.Second, MaxRetries: -1})
+	defer probe.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := probe.Ping(ctx).Err(); err != nil {
+		unreachable(tb, "redis at %s does not answer: %v", url, err)
+	}
+	return opt
+}
+
+// newClient returns a client of the test server, closed when tb ends.
+func newClient(tb testing.TB) *redis.Client {
+	tb.Helper()
+	c := redis.NewClient(redisOptions(tb))
+	tb.Cleanup(func() { c.Close() })
+	return c
+}
+
+// newPrefix returns a key prefix no other test uses and deletes its keys
+// when tb ends.
+func newPrefix(tb testing.TB, c redis.UniversalClient) string {
+	tb.Helper()
+	prefix := "idemtest:" + rand.Text() + ":"
+	tb.Cleanup(func() { deletePrefix(tb, c, prefix) })
+	return prefix
+}
+
+// deletePrefix deletes every key under prefix, on every master of a cluster.
+func deletePrefix(tb testing.TB, c redis.UniversalClient, prefix string) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	clean := func(ctx context.Context, c *redis.Client) error {
+		iter := c.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+		var batch []string
+		for iter.Next(ctx) {
+			batch = append(batch, iter.Val())
+			if len(batch) == 500 {
+				if err := c.Unlink(ctx, batch...).Err(); err != nil {
+					return err
+				}
+				batch = batch[:0]
+			}
+		}
+		if err := iter.Err(); err != nil {
+			return err
+		}
+		if len(batch) > 0 {
+			return c.Unlink(ctx, batch...).Err()
+		}
+		return nil
+	}
+	var err error
+	switch c := c.(type) {
+	case *redis.ClusterClient:
+		err = c.ForEachMaster(ctx, clean)
+	case *redis.Client:
+		err = clean(ctx, c)
+	default:
+		tb.Fatalf("deletePrefix: unsupported client %T", c)
+	}
+	if err != nil {
+		tb.Errorf("deleting keys under %q: %v", prefix, err)
+	}
+}
+
+// newStore is the storetest factory: a Store on its own client and prefix.
+func newStore(tb testing.TB) idempotency.Store {
+	tb.Helper()
+	c := newClient(tb)
+	return New(c, WithPrefix(newPrefix(tb, c)))
+}
+
+// newReplicas returns n Stores, each with its own client, on one prefix.
+func newReplicas(tb testing.TB, n int) []idempotency.Store {
+	tb.Helper()
+	first := newClient(tb)
+	prefix := newPrefix(tb, first)
+	stores := []idempotency.Store{New(first, WithPrefix(prefix))}
+	for len(stores) < n {
+		stores = append(stores, New(newClient(tb), WithPrefix(prefix)))
+	}
+	return stores[:n]
+}

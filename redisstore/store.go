@@ -1,0 +1,244 @@
+package redisstore
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/idemkit/idempotency"
+	"github.com/redis/go-redis/v9"
+)
+
+// DefaultPrefix is the key prefix used unless WithPrefix says otherwise.
+const DefaultPrefix = "idem:"
+
+// maxDuration caps leases and TTLs (100 years) so that the scripts' sums of
+// microseconds stay exact in Lua's doubles.
+const maxDuration = 100 * 365 * 24 * time.Hour
+
+// maxMicros caps absolute times handed to the scripts: 2^53 µs, the year 2255.
+const maxMicros = 1<<53 - 1
+
+// Store is an idempotency.ClaimStore kept in Redis. It is safe for concurrent
+// use; it holds no state of its own besides its configuration, so any number
+// of Stores, in any number of processes, may share one Redis and one prefix.
+type Store struct {
+	client     redis.UniversalClient
+	prefix     string
+	secret     []byte
+	defaultTTL time.Duration
+}
+
+// Option configures a Store.
+type Option func(*Store)
+
+// WithPrefix sets the prefix of every key the Store writes. The default is
+// DefaultPrefix ("idem:"). Stores sharing records must use the same prefix.
+// The prefix must not contain '{': the record's hash tag follows it.
+func WithPrefix(prefix string) Option {
+	return func(s *Store) { s.prefix = prefix }
+}
+
+// WithSecret sets the HMAC key that names records (see
+// idempotency.RecordKey), so that whoever reads Redis can neither recover
+// nor guess the keys and identities behind its records. The default, nil,
+// names them by plain SHA-256. Stores sharing records must use the same
+// secret; changing it orphans the records written under the old one.
+func WithSecret(secret []byte) Option {
+	return func(s *Store) { s.secret = append([]byte(nil), secret...) }
+}
+
+// WithDefaultTTL sets how long a response stored without a TTL is kept.
+// d <= 0 keeps idempotency.DefaultTTL (24h).
+func WithDefaultTTL(d time.Duration) Option {
+	return func(s *Store) {
+		if d > 0 {
+			s.defaultTTL = d
+		}
+	}
+}
+
+// New returns a Store that keeps its records in Redis through client: a
+// *redis.Client, a Sentinel-backed *redis.Client (redis.NewFailoverClient),
+// a *redis.ClusterClient or any other redis.UniversalClient. The caller owns
+// the client and closes it. The server must be Redis 6.2 or later.
+func New(client redis.UniversalClient, opts ...Option) *Store {
+	s := &Store{client: client, prefix: DefaultPrefix, defaultTTL: idempotency.DefaultTTL}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// recordKey names the record of (key, identity): the prefix and the hex
+// record key in braces, a Redis Cluster hash tag.
+func (s *Store) recordKey(key, identity string) string {
+	sum := idempotency.RecordKey(s.secret, key, identity)
+	var b strings.Builder
+	b.Grow(len(s.prefix) + 2 + 2*len(sum))
+	b.WriteString(s.prefix)
+	b.WriteByte('{')
+	var h [2 * len(sum)]byte
+	hex.Encode(h[:], sum[:])
+	b.Write(h[:])
+	b.WriteByte('}')
+	return b.String()
+}
+
+// Begin implements idempotency.ClaimStore in one round trip; a replay
+// carries the recorded response.
+func (s *Store) Begin(ctx context.Context, key, identity string, req idempotency.ClaimRequest) (idempotency.Claim, error) {
+	if err := idempotency.ValidateBegin(key, req); err != nil {
+		return idempotency.Claim{}, err
+	}
+	res, err := beginScript.Run(ctx, s.client, []string{s.recordKey(key, identity)},
+		req.Owner, req.Fingerprint, micros(req.Lease)).Result()
+	if err != nil {
+		return idempotency.Claim{}, unavailable("begin", err)
+	}
+	switch r := res.(type) {
+	case int64:
+		switch {
+		case r > 0:
+			tok := idempotency.Token{Key: key, Identity: identity, Owner: req.Owner, Fence: uint64(r)}
+			return idempotency.Claim{Status: idempotency.ClaimAcquired, Token: tok}, nil
+		case r == 0:
+			return idempotency.Claim{Status: idempotency.ClaimMismatch}, nil
+		default:
+			return idempotency.Claim{Status: idempotency.ClaimInFlight, RetryAfter: time.Duration(-1-r) * time.Microsecond}, nil
+		}
+	case string:
+		rec, err := decodeRecord(r)
+		if err != nil {
+			return idempotency.Claim{}, unavailable("begin", err)
+		}
+		return idempotency.Claim{Status: idempotency.ClaimReplay, Record: rec}, nil
+	}
+	return idempotency.Claim{}, unavailable("begin", fmt.Errorf("unexpected reply %T", res))
+}
+
+// Complete implements idempotency.ClaimStore in one round trip.
+func (s *Store) Complete(ctx context.Context, tok idempotency.Token, c idempotency.Cached) error {
+	if tok.Owner == "" { // no claim has an empty owner; records written by Store have one
+		return fmt.Errorf("redisstore: complete: %w", idempotency.ErrLeaseLost)
+	}
+	payload, expiry, ttl := s.encode(&c)
+	fence := fenceBytes(tok.Fence)
+	n, err := completeScript.Run(ctx, s.client, []string{s.recordKey(tok.Key, tok.Identity)},
+		tok.Owner, fence[:], c.Fingerprint, payload, expiry, ttl).Int()
+	switch {
+	case err != nil:
+		return unavailable("complete", err)
+	case n == 0:
+		return fmt.Errorf("redisstore: complete: %w", idempotency.ErrLeaseLost)
+	}
+	return nil
+}
+
+// Release implements idempotency.ClaimStore in one round trip.
+func (s *Store) Release(ctx context.Context, tok idempotency.Token) error {
+	fence := fenceBytes(tok.Fence)
+	n, err := releaseScript.Run(ctx, s.client, []string{s.recordKey(tok.Key, tok.Identity)},
+		tok.Owner, fence[:]).Int()
+	switch {
+	case err != nil:
+		return unavailable("release", err)
+	case n == 0:
+		return fmt.Errorf("redisstore: release: %w", idempotency.ErrLeaseLost)
+	}
+	return nil
+}
+
+// Renew implements idempotency.ClaimStore in one round trip.
+func (s *Store) Renew(ctx context.Context, tok idempotency.Token, lease time.Duration) error {
+	if lease <= 0 {
+		return fmt.Errorf("redisstore: renew: %w: lease %v is not positive", idempotency.ErrInvalidArgument, lease)
+	}
+	fence := fenceBytes(tok.Fence)
+	n, err := renewScript.Run(ctx, s.client, []string{s.recordKey(tok.Key, tok.Identity)},
+		tok.Owner, fence[:], micros(lease)).Int()
+	switch {
+	case err != nil:
+		return unavailable("renew", err)
+	case n == 0:
+		return fmt.Errorf("redisstore: renew: %w", idempotency.ErrLeaseLost)
+	}
+	return nil
+}
+
+// Lookup implements idempotency.Store in one round trip. Any failure is a miss.
+func (s *Store) Lookup(ctx context.Context, key, identity string) (*idempotency.Cached, bool) {
+	v, err := lookupScript.Run(ctx, s.client, []string{s.recordKey(key, identity)}).Text()
+	if err != nil { // redis.Nil (a miss) or a failure
+		return nil, false
+	}
+	rec, err := decodeRecord(v)
+	if err != nil {
+		return nil, false
+	}
+	return rec, true
+}
+
+// Store implements idempotency.Store in one round trip. It replaces whatever
+// the record held, a claim in flight included (whose holder then gets
+// ErrLeaseLost), and keeps its fence.
+func (s *Store) Store(ctx context.Context, key, identity string, c idempotency.Cached) error {
+	if err := idempotency.ValidateKey(key); err != nil {
+		return fmt.Errorf("redisstore: store: %w", err)
+	}
+	payload, expiry, ttl := s.encode(&c)
+	err := storeScript.Run(ctx, s.client, []string{s.recordKey(key, identity)},
+		c.Fingerprint, payload, expiry, ttl).Err()
+	if err != nil {
+		return unavailable("store", err)
+	}
+	return nil
+}
+
+// encode fills c's default TTL and returns the scripts' arguments: the
+// payload, the expiry in µs (-1: the server's clock plus ttl, when StoredAt
+// is zero) and the TTL in µs.
+func (s *Store) encode(c *idempotency.Cached) (payload []byte, expiry, ttl int64) {
+	if c.TTL <= 0 {
+		c.TTL = s.defaultTTL
+	}
+	stamped := c.StoredAt.IsZero()
+	payload = appendPayload(make([]byte, 0, payloadLen(c)), c, stamped)
+	expiry = -1
+	if !stamped {
+		end := c.StoredAt.Add(min(c.TTL, maxDuration))
+		expiry = end.UnixMicro()
+		if end.Nanosecond()%1000 != 0 {
+			expiry++ // round up: expired means now >= StoredAt + TTL
+		}
+		expiry = max(0, min(expiry, maxMicros))
+	}
+	return payload, expiry, micros(c.TTL)
+}
+
+// micros rounds d up to whole microseconds, capped at maxDuration.
+func micros(d time.Duration) int64 {
+	d = min(d, maxDuration)
+	return int64((d + time.Microsecond - 1) / time.Microsecond)
+}
+
+func fenceBytes(f uint64) [8]byte {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], f)
+	return b
+}
+
+// unavailable wraps a failure to reach Redis or to run a script there.
+// redis.Nil never gets here: the scripts answer a miss with a value.
+func unavailable(op string, err error) error {
+	if errors.Is(err, redis.Nil) {
+		err = errors.New("unexpected nil reply")
+	}
+	return fmt.Errorf("redisstore: %s: %w: %w", op, idempotency.ErrStoreUnavailable, err)
+}
+
+var _ idempotency.ClaimStore = (*Store)(nil)
