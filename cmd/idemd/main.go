@@ -1,0 +1,53 @@
+// Command idemd serves the dashboard command API of DESIGN §6: JSON commands
+// posted to /v1/commands/{name} with an Idempotency-Key header, each run at
+// most once per key and caller, with every retry answered by the recorded
+// response.
+//
+// Usage:
+//
+//	idemd [flags]
+//
+// Flags (each may also come from the environment variable named in brackets;
+// a flag wins over its variable):
+//
+//	-addr address           listen address [IDEMD_ADDR] (default 127.0.0.1:8080;
+//	                        port 0 picks a free port: the "listening" log line says which)
+//	-store spec             where keys and responses live [IDEMD_STORE] (default memory):
+//	                        memory, or postgres://… (the table is created at start)
+//	-ttl duration           how long responses are replayed [IDEMD_TTL] (default 24h)
+//	-lease duration         how long a claim lives without a heartbeat [IDEMD_LEASE] (default 30s)
+//	-shutdown-timeout d     how long SIGINT/SIGTERM waits for running commands before
+//	                        cancelling them and releasing their keys [IDEMD_SHUTDOWN_TIMEOUT] (default 20s)
+//	-log-format text|json   log format on standard output [IDEMD_LOG_FORMAT] (default text)
+//
+// IDEMD_SECRET, when set, keys the HMAC that names records in a shared store
+// (every replica must use the same value).
+//
+// Commands: widgets.create {"name":s} → 201 data.id; widgets.list {} → 200
+// data.widgets and data.count (needs no key); reports.generate {"ms":n} →
+// waits n ms (0..10000), then 200 data.report_id. Widgets live in memory, one
+// dashboard shared by all callers. Other endpoints: GET /healthz, GET /metrics
+// (Prometheus text).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "idemd:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,105 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"time"
+)
+
+// config is idemd's configuration, from flags over environment variables.
+type config struct {
+	addr            string
+	store           string
+	ttl             time.Duration
+	lease           time.Duration
+	shutdownTimeout time.Duration
+	logFormat       string
+	secret          string
+}
+
+// parseConfig reads the flags in args, taking each default from its
+// environment variable when that is set. -h prints the usage to out and
+// returns flag.ErrHelp.
+func parseConfig(args []string, getenv func(string) string, out io.Writer) (config, error) {
+	var cfg config
+	fs := flag.NewFlagSet("idemd", flag.ContinueOnError)
+	fs.SetOutput(out)
+	var errs []error
+	str := func(p *string, name, env, def, usage string) {
+		if v := getenv(env); v != "" {
+			def = v
+		}
+		fs.StringVar(p, name, def, usage+" ["+env+"]")
+	}
+	dur := func(p *time.Duration, name, env string, def time.Duration, usage string) {
+		if v := getenv(env); v != "" {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", env, err))
+			}
+			def = d
+		}
+		fs.DurationVar(p, name, def, usage+" ["+env+"]")
+	}
+	str(&cfg.addr, "addr", "IDEMD_ADDR", "127.0.0.1:8080", "listen address (port 0: any free port)")
+	str(&cfg.store, "store", "IDEMD_STORE", "memory", "store: memory or postgres://…")
+	dur(&cfg.ttl, "ttl", "IDEMD_TTL", 24*time.Hour, "how long responses are replayed")
+	dur(&cfg.lease, "lease", "IDEMD_LEASE", 30*time.Second, "how long a claim lives without a heartbeat")
+	dur(&cfg.shutdownTimeout, "shutdown-timeout", "IDEMD_SHUTDOWN_TIMEOUT", 20*time.Second,
+		"how long shutdown waits for running commands before cancelling them")
+	str(&cfg.logFormat, "log-format", "IDEMD_LOG_FORMAT", "text", "log format: text or json")
+	cfg.secret = getenv("IDEMD_SECRET")
+	if len(errs) > 0 {
+		return config{}, errs[0]
+	}
+	if err := fs.Parse(args); err != nil {
+		return config{}, err
+	}
+	switch {
+	case fs.NArg() > 0:
+		return config{}, fmt.Errorf("unexpected arguments %q", fs.Args())
+	case cfg.ttl <= 0:
+		return config{}, fmt.Errorf("-ttl %v: must be positive", cfg.ttl)
+	case cfg.lease <= 0:
+		return config{}, fmt.Errorf("-lease %v: must be positive", cfg.lease)
+	case cfg.shutdownTimeout < 0:
+		return config{}, fmt.Errorf("-shutdown-timeout %v: must not be negative", cfg.shutdownTimeout)
+	case cfg.logFormat != "text" && cfg.logFormat != "json":
+		return config{}, fmt.Errorf("-log-format %q: want text or json", cfg.logFormat)
+	}
+	return cfg, nil
+}
+
+func newLogger(format string, out io.Writer) *slog.Logger {
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(out, nil))
+	}
+	return slog.New(slog.NewTextHandler(out, nil))
+}
+
+// run is idemd: it serves until ctx ends, then shuts down gracefully. Logs,
+// the first of them "listening" with the bound address, go to stdout.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	cfg, err := parseConfig(args, getenv, stdout)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.logFormat, stdout)
+	store, err := openStore(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer store.close()
+	ln, err := net.Listen("tcp", cfg.addr)
+	if err != nil {
+		return err
+	}
+	s := newServer(cfg, store.store, log)
+	log.Info("listening", "addr", ln.Addr().String(), "store", store.name,
+		"ttl", cfg.ttl, "lease", cfg.lease)
+	return s.serve(ctx, ln)
+}

@@ -1,0 +1,72 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/idemkit/idempotency"
+	"github.com/idemkit/idempotency/pgstore"
+)
+
+// openedStore is the store -store names, with what closes it.
+type openedStore struct {
+	store idempotency.Store
+	name  string // for logs: the spec without credentials
+	close func()
+}
+
+// startupTimeout bounds connecting to a shared store and creating its schema.
+const startupTimeout = 30 * time.Second
+
+// openStore opens the store cfg.store names: "memory", or a URL whose
+// scheme picks the backend. Shared stores have their schema created here.
+func openStore(ctx context.Context, cfg config, log *slog.Logger) (openedStore, error) {
+	if cfg.store == "memory" {
+		return openedStore{
+			store: idempotency.NewInMemoryStore(idempotency.WithDefaultTTL(cfg.ttl)),
+			name:  "memory",
+			close: func() {},
+		}, nil
+	}
+	u, err := url.Parse(cfg.store)
+	if err != nil {
+		return openedStore{}, fmt.Errorf("-store: not memory nor a URL: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, startupTimeout)
+	defer cancel()
+	switch strings.ToLower(u.Scheme) {
+	case "postgres", "postgresql":
+		return openPostgres(ctx, cfg, u.Redacted(), log)
+	}
+	return openedStore{}, fmt.Errorf("-store %s: unsupported; want memory or postgres://…", u.Redacted())
+}
+
+func openPostgres(ctx context.Context, cfg config, name string, log *slog.Logger) (openedStore, error) {
+	pool, err := pgxpool.New(ctx, cfg.store)
+	if err != nil {
+		return openedStore{}, fmt.Errorf("-store %s: %w", name, err)
+	}
+	s := pgstore.New(pool,
+		pgstore.WithDefaultTTL(cfg.ttl),
+		pgstore.WithSecret([]byte(cfg.secret)),
+		pgstore.WithReaper(time.Minute, 0),
+		pgstore.WithReaperErrorHandler(func(err error) {
+			log.Warn("deleting expired records failed", "err", err)
+		}),
+	)
+	if err := s.Migrate(ctx); err != nil {
+		s.Close()
+		pool.Close()
+		return openedStore{}, fmt.Errorf("-store %s: creating the schema: %w", name, err)
+	}
+	return openedStore{store: s, name: name, close: func() {
+		s.Close()
+		pool.Close()
+	}}, nil
+}
