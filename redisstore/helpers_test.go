@@ -68,25 +68,23 @@ func deletePrefix(tb testing.TB, c redis.UniversalClient, prefix string) {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	// One UNLINK per key: in a cluster, one command may not span slots.
 	clean := func(ctx context.Context, c *redis.Client) error {
 		iter := c.Scan(ctx, 0, prefix+"*", 1000).Iterator()
-		var batch []string
+		pipe := c.Pipeline()
 		for iter.Next(ctx) {
-			batch = append(batch, iter.Val())
-			if len(batch) == 500 {
-				if err := c.Unlink(ctx, batch...).Err(); err != nil {
+			pipe.Unlink(ctx, iter.Val())
+			if pipe.Len() == 500 {
+				if _, err := pipe.Exec(ctx); err != nil {
 					return err
 				}
-				batch = batch[:0]
 			}
 		}
 		if err := iter.Err(); err != nil {
 			return err
 		}
-		if len(batch) > 0 {
-			return c.Unlink(ctx, batch...).Err()
-		}
-		return nil
+		_, err := pipe.Exec(ctx) // nil when empty
+		return err
 	}
 	var err error
 	switch c := c.(type) {

@@ -27,7 +27,9 @@ func BenchmarkStore(b *testing.B) {
 // with an error matching ErrStoreUnavailable, on its own and soon (not by
 // running into the caller's deadline), and claims nothing.
 func TestUnavailable(t *testing.T) {
-	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", DialTimeout: 200 * time.Millisecond})
+	// A client configured to fail fast: short dial timeout, few retries.
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", DialTimeout: 200 * time.Millisecond,
+		DialerRetries: 1, DialerRetryTimeout: 10 * time.Millisecond, MaxRetries: 1})
 	t.Cleanup(func() { c.Close() })
 	st := New(c)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -65,6 +67,15 @@ func TestUnavailable(t *testing.T) {
 	}
 	if got, ok := st.Lookup(ctx, "k", "alice"); ok || got != nil {
 		t.Errorf("Lookup = (%v, %v), want a miss", got, ok)
+	}
+	// Fail closed: the Engine does not run the command.
+	ran := false
+	_, err := idempotency.NewEngine(st).Do(ctx, "k", "alice", "fp", func(context.Context) (idempotency.Cached, error) {
+		ran = true
+		return idempotency.Cached{Status: 200}, nil
+	})
+	if !errors.Is(err, idempotency.ErrStoreUnavailable) || ran {
+		t.Errorf("Engine.Do = %v, command ran: %v; want ErrStoreUnavailable and no run", err, ran)
 	}
 }
 
