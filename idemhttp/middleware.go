@@ -1,0 +1,124 @@
+package idemhttp
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"slices"
+
+	"github.com/idemkit/idempotency"
+)
+
+// New returns middleware that makes the wrapped handler idempotent over
+// store, in the shape routers use (func(next http.Handler) http.Handler):
+//
+//	mux.Handle("POST /payments", idemhttp.New(store)(payments))
+//	r.Use(idemhttp.New(store, idemhttp.WithRequired(true))) // chi
+//
+// All requests through one returned func share one idempotency.Engine (or
+// the WithEngine one). New panics if store is nil and WithEngine is not
+// given.
+func New(store idempotency.Store, opts ...Option) func(http.Handler) http.Handler {
+	c := config{
+		methods:     []string{http.MethodPost, http.MethodPatch},
+		identity:    DefaultIdentity,
+		fingerprint: DefaultFingerprint,
+		maxBody:     DefaultMaxBodyBytes,
+		maxResponse: DefaultMaxResponseBytes,
+		onError:     WriteError,
+	}
+	for _, o := range opts {
+		o(&c)
+	}
+	if c.engine == nil {
+		if store == nil {
+			panic("idemhttp: New with a nil store and no WithEngine")
+		}
+		c.engine = idempotency.NewEngine(store, append(slices.Clip(c.engineOpts), idempotency.WithMaxResponseBytes(c.maxResponse))...)
+	}
+	m := &middleware{config: c, allow: allowedHeaders(c.headers)}
+	return func(next http.Handler) http.Handler {
+		return &handler{m: m, next: next}
+	}
+}
+
+type middleware struct {
+	config
+	allow []string // canonical names of the recorded headers
+}
+
+type handler struct {
+	m    *middleware
+	next http.Handler
+}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	m := h.m
+	if !slices.Contains(m.methods, r.Method) {
+		h.next.ServeHTTP(w, r)
+		return
+	}
+	key, err := ParseKey(r.Header.Values(HeaderKey))
+	switch {
+	case errors.Is(err, ErrKeyMissing):
+		if !m.required {
+			h.next.ServeHTTP(w, r)
+			return
+		}
+		m.onError(w, r, errKeyMissing())
+		return
+	case err != nil:
+		m.onError(w, r, errKeyInvalid(err))
+		return
+	}
+	body, perr := readBody(r, m.maxBody)
+	if perr != nil {
+		m.onError(w, r, perr)
+		return
+	}
+	identity, fingerprint := m.identity(r), m.fingerprint(r, body)
+
+	ctx := newRunContext(r.Context())
+	defer ctx.release()
+	rw := newRecorder(w, m.maxResponse, m.allow)
+	res, err := m.engine.Do(ctx, key, identity, fingerprint, func(runCtx context.Context) (idempotency.Cached, error) {
+		if err := ctx.start(); err != nil {
+			return idempotency.Cached{}, err // the client left before anything ran
+		}
+		h.next.ServeHTTP(rw, withBody(r.WithContext(runCtx), body))
+		return rw.result(), nil
+	})
+	switch {
+	case err != nil:
+		m.onError(w, r, classify(err, res))
+	case res.Replayed:
+		writeRecorded(w, &res.Response)
+	default:
+		rw.finish()
+	}
+}
+
+// Headers recorded whatever the options, and headers never recorded.
+var (
+	alwaysRecorded = []string{"Content-Type", "Content-Encoding", "Location"}
+	neverRecorded  = map[string]bool{
+		"Set-Cookie": true, "Set-Cookie2": true, "Authorization": true,
+		"Proxy-Authenticate": true, "Proxy-Authorization": true,
+		"Content-Length": true, "Date": true, HeaderReplayed: true,
+		// hop-by-hop (RFC 9110 section 7.6.1)
+		"Connection": true, "Proxy-Connection": true, "Keep-Alive": true,
+		"Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true,
+	}
+)
+
+// allowedHeaders returns the canonical names of the headers to record.
+func allowedHeaders(extra []string) []string {
+	allow := slices.Clone(alwaysRecorded)
+	for _, name := range extra {
+		name = http.CanonicalHeaderKey(name)
+		if name != "" && !neverRecorded[name] && !slices.Contains(allow, name) {
+			allow = append(allow, name)
+		}
+	}
+	return allow
+}

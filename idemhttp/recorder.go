@@ -1,0 +1,227 @@
+package idemhttp
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+
+	"github.com/idemkit/idempotency"
+)
+
+// recorder is the http.ResponseWriter the handler writes to. It buffers the
+// response so it can be recorded, and sends it on to the client when the
+// handler is done. Three things make it send earlier ("commit"), passing
+// what follows straight through:
+//
+//   - Flush: the handler streams. What it writes still goes into the buffer
+//     too, and the whole response is recorded if it fits the cap;
+//   - the body outgrowing the cap: the rest passes through unbuffered and a
+//     tombstone is recorded instead of the response;
+//   - Hijack: the handler takes the connection; a tombstone is recorded.
+//
+// Header returns the client's own header map, so headers set by outer
+// middleware stay visible and are sent as usual. Write errors of the client
+// connection are not reported to the handler: it runs to completion either
+// way, and its response is recorded for the retry.
+type recorder struct {
+	w     http.ResponseWriter
+	max   int      // body bytes recorded at most
+	allow []string // canonical names of the headers recorded
+
+	status    int    // 0 until the handler writes a final status
+	body      []byte // what is recorded; nil once overflowed
+	committed bool   // status and headers went to the client
+	overflow  bool   // the body outgrew max: a tombstone is recorded
+	hijacked  bool
+
+	header map[string][]string // headers recorded, snapshot at commit
+}
+
+var (
+	_ http.Flusher  = (*recorder)(nil)
+	_ http.Hijacker = (*recorder)(nil)
+)
+
+func newRecorder(w http.ResponseWriter, max int, allow []string) *recorder {
+	return &recorder{w: w, max: max, allow: allow}
+}
+
+// Header implements http.ResponseWriter.
+func (rw *recorder) Header() http.Header { return rw.w.Header() }
+
+// WriteHeader implements http.ResponseWriter. Informational statuses (1xx
+// but 101) go to the client at once and are not recorded.
+func (rw *recorder) WriteHeader(code int) {
+	if code < 100 || code > 999 {
+		panic(fmt.Sprintf("invalid WriteHeader code %v", code)) // as net/http does
+	}
+	if rw.status != 0 || rw.hijacked {
+		return
+	}
+	if code < 200 && code != http.StatusSwitchingProtocols {
+		rw.w.WriteHeader(code)
+		return
+	}
+	rw.status = code
+}
+
+// Write implements http.ResponseWriter.
+func (rw *recorder) Write(p []byte) (int, error) {
+	if rw.hijacked {
+		return 0, http.ErrHijacked
+	}
+	if rw.status == 0 {
+		rw.WriteHeader(http.StatusOK)
+	}
+	if !bodyAllowed(rw.status) {
+		return 0, http.ErrBodyNotAllowed
+	}
+	switch {
+	case rw.overflow:
+		_, _ = rw.w.Write(p)
+	case len(rw.body)+len(p) > rw.max:
+		rw.overflow = true
+		if rw.committed {
+			_, _ = rw.w.Write(p)
+		} else {
+			rw.body = append(rw.body, p...) // sent whole, so it is sniffed whole
+			rw.commit()
+		}
+		rw.body = nil
+	default:
+		rw.body = append(rw.body, p...)
+		if rw.committed {
+			_, _ = rw.w.Write(p)
+		}
+	}
+	return len(p), nil
+}
+
+// Flush implements http.Flusher.
+func (rw *recorder) Flush() { _ = rw.FlushError() }
+
+// FlushError sends what the handler wrote so far to the client and flushes
+// it (http.ResponseController calls it). It reports only that the client's
+// writer cannot flush, not a failed write.
+func (rw *recorder) FlushError() error {
+	if rw.hijacked {
+		return http.ErrHijacked
+	}
+	rw.commit()
+	if err := http.NewResponseController(rw.w).Flush(); errors.Is(err, http.ErrNotSupported) {
+		return err
+	}
+	return nil
+}
+
+// Hijack implements http.Hijacker, through the client's writer. Once the
+// connection is hijacked the response cannot be recorded: a tombstone is.
+func (rw *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(rw.w).Hijack()
+	if err == nil {
+		rw.hijacked, rw.body = true, nil
+	}
+	return conn, brw, err
+}
+
+// Unwrap returns the client's writer, for http.ResponseController. What a
+// handler writes to it directly bypasses the recorder and is not recorded.
+func (rw *recorder) Unwrap() http.ResponseWriter { return rw.w }
+
+// commit sends the status, the headers and the body buffered so far.
+func (rw *recorder) commit() {
+	if rw.committed || rw.hijacked {
+		return
+	}
+	rw.committed = true
+	if rw.status == 0 {
+		rw.status = http.StatusOK
+	}
+	rw.prepareHeader(false)
+	rw.header = recordedHeader(rw.w.Header(), rw.allow)
+	rw.w.WriteHeader(rw.status)
+	if len(rw.body) > 0 {
+		_, _ = rw.w.Write(rw.body)
+	}
+}
+
+// prepareHeader sets what net/http would derive from the body, so that it is
+// recorded and a replay sends the same: the sniffed Content-Type, and, when
+// the whole body is known, Content-Length.
+func (rw *recorder) prepareHeader(whole bool) {
+	h := rw.w.Header()
+	if !bodyAllowed(rw.status) {
+		return
+	}
+	_, haveType := h["Content-Type"]
+	if !haveType && len(rw.body) > 0 && h.Get("Content-Encoding") == "" && h.Get("Transfer-Encoding") == "" {
+		h.Set("Content-Type", http.DetectContentType(rw.body[:min(len(rw.body), 512)]))
+	}
+	if whole && h.Get("Content-Length") == "" && h.Get("Transfer-Encoding") == "" {
+		h.Set("Content-Length", strconv.Itoa(len(rw.body)))
+	}
+}
+
+// result is the response to record, once the handler has returned.
+func (rw *recorder) result() idempotency.Cached {
+	if rw.status == 0 {
+		rw.status = http.StatusOK
+	}
+	c := idempotency.Cached{Status: rw.status}
+	if rw.overflow || rw.hijacked {
+		c.Tombstone = true
+		return c
+	}
+	if !rw.committed {
+		rw.prepareHeader(true)
+		rw.header = recordedHeader(rw.w.Header(), rw.allow)
+	}
+	c.WireBody, c.Header = rw.body, rw.header
+	return c
+}
+
+// finish sends the response to the client if it has not gone out yet.
+func (rw *recorder) finish() { rw.commit() }
+
+// recordedHeader copies the allowed headers of h.
+func recordedHeader(h http.Header, allow []string) map[string][]string {
+	var out map[string][]string
+	for _, name := range allow {
+		if vs := h[name]; len(vs) > 0 {
+			if out == nil {
+				out = make(map[string][]string, len(allow))
+			}
+			out[name] = slices.Clone(vs)
+		}
+	}
+	return out
+}
+
+// writeRecorded replays a recorded response: its status, its recorded
+// headers verbatim, Idempotent-Replayed: true, and its body.
+func writeRecorded(w http.ResponseWriter, c *idempotency.Cached) {
+	h := w.Header()
+	for k, vs := range c.Header {
+		h[k] = slices.Clone(vs)
+	}
+	if _, ok := c.Header["Content-Type"]; !ok {
+		h["Content-Type"] = nil // the original had none: do not sniff one now
+	}
+	h.Set(HeaderReplayed, "true")
+	if bodyAllowed(c.Status) {
+		h.Set("Content-Length", strconv.Itoa(len(c.WireBody)))
+	}
+	w.WriteHeader(c.Status)
+	if len(c.WireBody) > 0 && bodyAllowed(c.Status) {
+		_, _ = w.Write(c.WireBody) // a client that left needs no answer
+	}
+}
+
+// bodyAllowed reports whether a response with status may have a body.
+func bodyAllowed(status int) bool {
+	return status >= 200 && status != http.StatusNoContent && status != http.StatusNotModified
+}
