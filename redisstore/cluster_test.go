@@ -3,10 +3,8 @@ package redisstore
 import (
 	"context"
 	"fmt"
-	"net"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -73,10 +71,6 @@ func TestCluster(t *testing.T) {
 // every node reports cluster_state:ok, and kills them when t ends.
 func startCluster(t *testing.T, n int) []string {
 	t.Helper()
-	server, err := exec.LookPath("redis-server")
-	if err != nil {
-		unreachable(t, "redis-server is not on PATH: %v", err)
-	}
 	cli, err := exec.LookPath("redis-cli")
 	if err != nil {
 		unreachable(t, "redis-cli is not on PATH: %v", err)
@@ -85,31 +79,11 @@ func startCluster(t *testing.T, n int) []string {
 	ports := freeClusterPorts(t, n)
 	addrs := make([]string, n)
 	for i, port := range ports {
-		p := strconv.Itoa(port)
-		addrs[i] = "127.0.0.1:" + p
-		cmd := exec.Command(server,
-			"--cluster-enabled", "yes", "--port", p,
-			"--cluster-config-file", filepath.Join(dir, "nodes-"+p+".conf"),
-			"--dir", dir, "--save", "", "--appendonly", "no", "--bind", "127.0.0.1",
-			"--logfile", filepath.Join(dir, "redis-"+p+".log"))
-		if err := cmd.Start(); err != nil {
-			t.Fatalf("starting %s: %v", server, err)
-		}
-		pid := cmd.Process.Pid
-		t.Cleanup(func() {
-			if err := cmd.Process.Kill(); err != nil {
-				t.Errorf("killing redis-server pid %d: %v", pid, err)
-			}
-			_ = cmd.Wait()
-		})
+		addrs[i] = startRedis(t, dir, port, "--cluster-enabled", "yes",
+			"--cluster-config-file", filepath.Join(dir, fmt.Sprintf("nodes-%d.conf", port)))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	for _, addr := range addrs {
-		c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
-		poll(ctx, t, "redis-server on "+addr+" to answer", func() bool { return c.Ping(ctx).Err() == nil })
-		c.Close()
-	}
 	args := append([]string{"--cluster", "create"}, addrs...)
 	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
 	if out, err := exec.CommandContext(ctx, cli, args...).CombinedOutput(); err != nil {
@@ -124,52 +98,4 @@ func startCluster(t *testing.T, n int) []string {
 		c.Close()
 	}
 	return addrs
-}
-
-// poll calls ok every 50ms until it reports true, failing t when ctx ends.
-func poll(ctx context.Context, t *testing.T, what string, ok func() bool) {
-	t.Helper()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for !ok() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("gave up waiting for %s", what)
-		case <-tick.C:
-		}
-	}
-}
-
-// freeClusterPorts returns n loopback ports that are free, as are their
-// cluster bus ports (port + 10000).
-func freeClusterPorts(t *testing.T, n int) []int {
-	t.Helper()
-	var ports []int
-	var held []net.Listener
-	defer func() {
-		for _, l := range held {
-			l.Close()
-		}
-	}()
-	for tries := 0; len(ports) < n; tries++ {
-		if tries == 100 {
-			t.Fatalf("found only %d free port pairs", len(ports))
-		}
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		held = append(held, l)
-		port := l.Addr().(*net.TCPAddr).Port
-		if port+10000 > 65535 {
-			continue
-		}
-		bus, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port+10000))
-		if err != nil {
-			continue
-		}
-		held = append(held, bus)
-		ports = append(ports, port)
-	}
-	return ports
 }

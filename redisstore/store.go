@@ -98,7 +98,7 @@ func (s *Store) Begin(ctx context.Context, key, identity string, req idempotency
 	res, err := beginScript.Run(ctx, s.client, []string{s.recordKey(key, identity)},
 		req.Owner, req.Fingerprint, micros(req.Lease)).Result()
 	if err != nil {
-		return idempotency.Claim{}, unavailable("begin", err)
+		return idempotency.Claim{}, failed("begin", err)
 	}
 	switch r := res.(type) {
 	case int64:
@@ -114,11 +114,11 @@ func (s *Store) Begin(ctx context.Context, key, identity string, req idempotency
 	case string:
 		rec, err := decodeRecord(r)
 		if err != nil {
-			return idempotency.Claim{}, unavailable("begin", err)
+			return idempotency.Claim{}, failed("begin", err)
 		}
 		return idempotency.Claim{Status: idempotency.ClaimReplay, Record: rec}, nil
 	}
-	return idempotency.Claim{}, unavailable("begin", fmt.Errorf("unexpected reply %T", res))
+	return idempotency.Claim{}, failed("begin", fmt.Errorf("unexpected reply %T", res))
 }
 
 // Complete implements idempotency.ClaimStore in one round trip.
@@ -132,7 +132,7 @@ func (s *Store) Complete(ctx context.Context, tok idempotency.Token, c idempoten
 		tok.Owner, fence[:], c.Fingerprint, payload, expiry, ttl).Int()
 	switch {
 	case err != nil:
-		return unavailable("complete", err)
+		return failed("complete", err)
 	case n == 0:
 		return fmt.Errorf("redisstore: complete: %w", idempotency.ErrLeaseLost)
 	}
@@ -146,7 +146,7 @@ func (s *Store) Release(ctx context.Context, tok idempotency.Token) error {
 		tok.Owner, fence[:]).Int()
 	switch {
 	case err != nil:
-		return unavailable("release", err)
+		return failed("release", err)
 	case n == 0:
 		return fmt.Errorf("redisstore: release: %w", idempotency.ErrLeaseLost)
 	}
@@ -163,7 +163,7 @@ func (s *Store) Renew(ctx context.Context, tok idempotency.Token, lease time.Dur
 		tok.Owner, fence[:], micros(lease)).Int()
 	switch {
 	case err != nil:
-		return unavailable("renew", err)
+		return failed("renew", err)
 	case n == 0:
 		return fmt.Errorf("redisstore: renew: %w", idempotency.ErrLeaseLost)
 	}
@@ -194,7 +194,7 @@ func (s *Store) Store(ctx context.Context, key, identity string, c idempotency.C
 	err := storeScript.Run(ctx, s.client, []string{s.recordKey(key, identity)},
 		c.Fingerprint, payload, expiry, ttl).Err()
 	if err != nil {
-		return unavailable("store", err)
+		return failed("store", err)
 	}
 	return nil
 }
@@ -232,11 +232,16 @@ func fenceBytes(f uint64) [8]byte {
 	return b
 }
 
-// unavailable wraps a failure to reach Redis or to run a script there.
-// redis.Nil never gets here: the scripts answer a miss with a value.
-func unavailable(op string, err error) error {
+// failed wraps a failure to reach Redis or to run a script there so that
+// it matches idempotency.ErrStoreUnavailable, and also ErrStoreFull when
+// Redis is out of memory (maxmemory with the noeviction policy). redis.Nil
+// never gets here: the scripts answer a miss with a value.
+func failed(op string, err error) error {
 	if errors.Is(err, redis.Nil) {
 		err = errors.New("unexpected nil reply")
+	}
+	if redis.IsOOMError(err) {
+		return fmt.Errorf("redisstore: %s: %w (%w): %w", op, idempotency.ErrStoreFull, idempotency.ErrStoreUnavailable, err)
 	}
 	return fmt.Errorf("redisstore: %s: %w: %w", op, idempotency.ErrStoreUnavailable, err)
 }

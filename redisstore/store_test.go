@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"regexp"
 	"testing"
 	"time"
@@ -264,5 +265,47 @@ func TestStoredAtRoundTrip(t *testing.T) {
 	}
 	if got, ok := st.Lookup(ctx, "old", "alice"); ok {
 		t.Errorf("Lookup of a record stored expired = %+v, want a miss", got)
+	}
+}
+
+// TestOutOfMemory: a Redis at maxmemory with the noeviction policy refuses
+// new claims with ErrStoreFull (which is also ErrStoreUnavailable), never
+// evicting claims in flight, and still replays completed records.
+func TestOutOfMemory(t *testing.T) {
+	t.Parallel()
+	addr := startRedis(t, t.TempDir(), freeClusterPorts(t, 1)[0], "--maxmemory", "4mb", "--maxmemory-policy", "noeviction")
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { c.Close() })
+	st := New(c)
+	ctx := context.Background()
+	tok, err := st.Begin(ctx, "first", "alice", idempotency.ClaimRequest{Owner: "o", Lease: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Complete(ctx, tok.Token, idempotency.Cached{Status: 200, WireBody: []byte("kept")}); err != nil {
+		t.Fatal(err)
+	}
+	// Fill Redis with claims until it refuses one.
+	for i := 0; ; i++ {
+		if i == 100000 {
+			t.Fatal("100000 claims held under a 4 MiB maxmemory")
+		}
+		_, err := st.Begin(ctx, fmt.Sprint("filler-", i), "alice", idempotency.ClaimRequest{Owner: "o", Lease: time.Minute})
+		if err != nil {
+			if !errors.Is(err, idempotency.ErrStoreFull) || !errors.Is(err, idempotency.ErrStoreUnavailable) {
+				t.Fatalf("Begin over maxmemory = %v, want ErrStoreFull and ErrStoreUnavailable", err)
+			}
+			break
+		}
+	}
+	if got, err := c.DBSize(ctx).Result(); err != nil || got < 1000 {
+		t.Fatalf("DBSIZE = (%d, %v), want the claims to be kept", got, err)
+	}
+	cl, err := st.Begin(ctx, "first", "alice", idempotency.ClaimRequest{Owner: "o2", Lease: time.Minute})
+	if err != nil || cl.Status != idempotency.ClaimReplay || string(cl.Record.WireBody) != "kept" {
+		t.Fatalf("replaying Begin over maxmemory = (%+v, %v), want the recorded response", cl, err)
+	}
+	if got, ok := st.Lookup(ctx, "first", "alice"); !ok || string(got.WireBody) != "kept" {
+		t.Fatalf("Lookup over maxmemory = (%+v, %v), want the recorded response", got, ok)
 	}
 }
