@@ -144,7 +144,8 @@ func WithWait(wait bool) Option {
 }
 
 // WithRecordPolicy decides which responses are recorded. Only Status,
-// Header and WireBody of its argument are set. A response it refuses is
+// Header, WireBody and Tombstone (an oversized, streamed-over-the-cap or
+// hijacked response) of its argument are set. A response it refuses is
 // sent to the client and the key is released, so a retry runs the handler
 // again. nil keeps idempotency.RecordNon5xx: everything but 5xx is recorded.
 // Ignored with WithEngine.

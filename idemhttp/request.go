@@ -52,7 +52,15 @@ func DefaultFingerprint(r *http.Request, body []byte) string {
 			body, form = c, "jcs"
 		}
 	}
-	return idempotency.Fingerprint([]byte(r.Method), []byte(r.URL.EscapedPath()), []byte(r.URL.RawQuery), []byte(form), body)
+	// One buffer for the short parts: one allocation instead of four.
+	path := r.URL.EscapedPath()
+	buf := make([]byte, 0, len(r.Method)+len(path)+len(r.URL.RawQuery)+len(form))
+	buf = append(buf, r.Method...)
+	buf = append(buf, path...)
+	buf = append(buf, r.URL.RawQuery...)
+	buf = append(buf, form...)
+	m, p, q := len(r.Method), len(r.Method)+len(path), len(r.Method)+len(path)+len(r.URL.RawQuery)
+	return idempotency.Fingerprint(buf[:m], buf[m:p], buf[p:q], buf[q:], body)
 }
 
 // isJSON reports whether the media type of a Content-Type value is JSON.
