@@ -134,11 +134,12 @@ redis.call('PEXPIREAT', key, expireat(till, fence))
 return 1
 `)
 
-// lookupScript replies with the completed, unexpired record, or nil.
+// lookupScript replies with the completed, unexpired record, or an empty
+// string (which no record is; a nil reply would cost the client an error).
 var lookupScript = redis.NewScript(prelude + `
 local v = redis.call('GET', KEYS[1])
-if not v or string.sub(v, 1, 1) ~= 'C' then return false end
-if now() >= struct.unpack('>I8', v, 10) then return false end
+if not v or string.sub(v, 1, 1) ~= 'C' then return '' end
+if now() >= struct.unpack('>I8', v, 10) then return '' end
 return v
 `)
 

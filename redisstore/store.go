@@ -173,7 +173,7 @@ func (s *Store) Renew(ctx context.Context, tok idempotency.Token, lease time.Dur
 // Lookup implements idempotency.Store in one round trip. Any failure is a miss.
 func (s *Store) Lookup(ctx context.Context, key, identity string) (*idempotency.Cached, bool) {
 	v, err := lookupScript.Run(ctx, s.client, []string{s.recordKey(key, identity)}).Text()
-	if err != nil { // redis.Nil (a miss) or a failure
+	if err != nil || v == "" { // a failure, or a miss
 		return nil, false
 	}
 	rec, err := decodeRecord(v)
