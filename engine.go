@@ -25,7 +25,9 @@ const cleanupTimeout = 10 * time.Second
 
 // Func runs a command once. ctx carries the claim's Token (TokenFromContext)
 // and is cancelled with cause ErrLeaseLost if the claim is lost while the
-// command runs.
+// command runs. A Func may return a Cached with Tombstone set to record that
+// the command ran but its response is not kept (an adapter that streamed a
+// response past its cap does this); retries then get ErrResponseNotRecorded.
 type Func func(ctx context.Context) (Cached, error)
 
 // Engine runs commands at most once per (key, identity) over a Store. It is
@@ -279,23 +281,30 @@ func (e *Engine) execute(ctx context.Context, tok Token, fingerprint string, fn 
 	runCtx, cancel := context.WithCancelCause(context.WithValue(ctx, tokenKey{}, tok))
 	defer cancel(nil)
 	hb := e.startHeartbeat(runCtx, cancel, tok)
-	c, err, panicked, pv := call(runCtx, fn)
+	returned := false
+	defer func() {
+		if !returned {
+			// fn panicked: release the key and let the panic go on with its
+			// own stack (nothing here recovers it).
+			hb.stop()
+			e.release(ctx, tok)
+		}
+	}()
+	c, err := fn(runCtx)
+	returned = true
 	hb.stop()
 
-	// The caller's context may be gone by now (a client that disconnected);
-	// what is left to do must still reach the store.
-	bg, done := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-	defer done()
-	if panicked || err != nil || !e.record(c) {
-		_ = e.claims.Release(bg, tok) // a lost lease is already released
-		if panicked {
-			panic(pv)
-		}
+	if err != nil || !e.record(c) {
+		e.release(ctx, tok)
 		if err != nil {
 			return Result{}, err
 		}
 		return Result{Response: c, Fence: tok.Fence}, nil
 	}
+	// The caller's context may be gone by now (a client that disconnected);
+	// the response must still reach the store.
+	bg, done := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer done()
 	res := Result{Response: c, Fence: tok.Fence, Recorded: true}
 	rec := e.prepare(c, fingerprint)
 	err = e.claims.Complete(bg, tok, rec)
@@ -308,18 +317,13 @@ func (e *Engine) execute(ctx context.Context, tok Token, fingerprint string, fn 
 	return res, nil
 }
 
-// call runs fn, catching a panic so the claim can be released before the
-// panic goes on.
-func call(ctx context.Context, fn Func) (c Cached, err error, panicked bool, pv any) {
-	panicked = true
-	defer func() {
-		if panicked {
-			pv = recover()
-		}
-	}()
-	c, err = fn(ctx)
-	panicked = false
-	return c, err, false, nil
+// release gives tok's claim up, even when the caller's context is gone. A
+// failure is ignored: a lost lease is released already, and an unreachable
+// store lets the lease run out.
+func (e *Engine) release(ctx context.Context, tok Token) {
+	bg, done := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer done()
+	_ = e.claims.Release(bg, tok)
 }
 
 // heartbeat renews a claim's lease every third of the lease while its
@@ -351,7 +355,11 @@ func (h *heartbeat) renew() {
 	if h.stopped {
 		return
 	}
-	err := h.e.claims.Renew(h.ctx, h.tok, h.e.lease)
+	// Renew even when the caller has gone: the command still runs and
+	// must keep its claim. Each attempt is bounded by the next tick.
+	ctx, done := context.WithTimeout(context.WithoutCancel(h.ctx), h.e.lease/3)
+	err := h.e.claims.Renew(ctx, h.tok, h.e.lease)
+	done()
 	if errors.Is(err, ErrLeaseLost) {
 		h.cancel(ErrLeaseLost)
 		return
@@ -446,10 +454,8 @@ func (e *Engine) executeLocal(ctx context.Context, name recordName, f *flight, f
 		}
 		return replay(c)
 	}
-	c, err, panicked, pv := call(ctx, fn)
+	c, err := fn(ctx) // a panic goes on; the deferred leave frees the key
 	switch {
-	case panicked:
-		panic(pv)
 	case err != nil:
 		return Result{}, err
 	case !e.record(c):

@@ -3,6 +3,7 @@ package idempotency_test
 import (
 	"context"
 	"errors"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -478,5 +479,30 @@ func TestDoSeedStoreExactlyOnceUnderRace(t *testing.T) {
 	wg.Wait()
 	if got := c.n.Load(); got != 1 {
 		t.Fatalf("seed store: command ran %d times under 64 racing calls, want 1", got)
+	}
+}
+
+//go:noinline
+func panickingHandler(context.Context) (idempotency.Cached, error) { panic("deep bug") }
+
+// The handler's panic keeps its own stack: the engine releases the key
+// without recovering and re-raising, so the frame that panicked is still on
+// the stack a recover sees.
+func TestDoPanicKeepsStack(t *testing.T) {
+	for name, newStore := range stores() {
+		t.Run(name, func(t *testing.T) {
+			var stack string
+			func() {
+				defer func() {
+					if recover() != nil {
+						stack = string(debug.Stack())
+					}
+				}()
+				_, _ = idempotency.NewEngine(newStore()).Do(context.Background(), "k", "", "", panickingHandler)
+			}()
+			if !strings.Contains(stack, "panickingHandler") {
+				t.Fatalf("stack at recover lacks the panicking frame:\n%s", stack)
+			}
+		})
 	}
 }
