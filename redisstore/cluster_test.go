@@ -73,7 +73,7 @@ func startCluster(t *testing.T, n int) []string {
 	t.Helper()
 	cli, err := exec.LookPath("redis-cli")
 	if err != nil {
-		unreachable(t, "redis-cli is not on PATH: %v", err)
+		unreachable(t, "redis-cli is not on PATH (%v); install Redis to run this test, which starts its own servers", err)
 	}
 	dir := t.TempDir()
 	ports := freeClusterPorts(t, n)

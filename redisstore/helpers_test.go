@@ -19,8 +19,7 @@ func unreachable(tb testing.TB, format string, args ...any) {
 	if os.Getenv("IDEMPOTENCY_REQUIRE_BACKENDS") == "1" {
 		tb.Fatalf(format, args...)
 	}
-	tb.Skipf(format+"\n(start redis-server on 127.0.0.1:6379 or set IDEMPOTENCY_REDIS_URL to run these tests;"+
-		" IDEMPOTENCY_REQUIRE_BACKENDS=1 turns this skip into a failure)", args...)
+	tb.Skipf(format+" (IDEMPOTENCY_REQUIRE_BACKENDS=1 turns this skip into a failure)", args...)
 }
 
 // redisOptions returns the options of the test server and skips the test
@@ -36,12 +35,13 @@ func redisOptions(tb testing.TB) *redis.Options {
 		tb.Fatalf("IDEMPOTENCY_REDIS_URL %q: %v", url, err)
 	}
 	probe := redis.NewClient(&redis.Options{Addr: opt.Addr, Network: opt.Network, Username: opt.Username,
-		Password: opt.Password, DB: opt.DB, TLSConfig: opt.TLSConfig, DialTimeout: time.Second, MaxRetries: -1})
+		Password: opt.Password, DB: opt.DB, TLSConfig: opt.TLSConfig, DialTimeout: time.Second, DialerRetries: 1, MaxRetries: -1})
 	defer probe.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	if err := probe.Ping(ctx).Err(); err != nil {
-		unreachable(tb, "redis at %s does not answer: %v", url, err)
+		unreachable(tb, "redis at %s does not answer: %v; to run this test, start redis-server on 127.0.0.1:6379"+
+			" or point IDEMPOTENCY_REDIS_URL at a server", url, err)
 	}
 	return opt
 }

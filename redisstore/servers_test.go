@@ -19,7 +19,7 @@ func startRedis(t *testing.T, dir string, port int, args ...string) string {
 	t.Helper()
 	server, err := exec.LookPath("redis-server")
 	if err != nil {
-		unreachable(t, "redis-server is not on PATH: %v", err)
+		unreachable(t, "redis-server is not on PATH (%v); install Redis to run this test, which starts its own servers", err)
 	}
 	p := strconv.Itoa(port)
 	addr := "127.0.0.1:" + p

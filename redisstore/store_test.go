@@ -18,10 +18,12 @@ import (
 
 func TestConformance(t *testing.T) {
 	t.Parallel()
+	redisOptions(t) // skip at once when there is no server
 	storetest.Run(t, newStore, storetest.WithReplicas(newReplicas))
 }
 
 func BenchmarkStore(b *testing.B) {
+	redisOptions(b)
 	storetest.Benchmark(b, newStore)
 }
 
