@@ -61,8 +61,8 @@
 // for example idem:{3f5c…64 hex digits…}. The braces are a Redis Cluster hash
 // tag: the slot is that of the record's hash, so records spread over the
 // cluster while everything a script touches lies in one slot (each script
-// touches exactly one key). The prefix (WithPrefix, default "idem:") must not
-// contain '{'.
+// touches exactly one key). The prefix (WithPrefix, default "idem:") should
+// not contain '{'.
 //
 // The value is a small binary encoding (see record.go): a fixed header the
 // scripts read (kind, fence, lease end or expiry, owner, fingerprint), and
@@ -81,11 +81,12 @@
 // # Retries
 //
 // go-redis retries a command (up to MaxRetries, 3 by default) after errors
-// that suggest it may not have run: a failed dial, a connection reset or
-// closed before the reply, a pool timeout, LOADING, READONLY, CLUSTERDOWN,
-// TRYAGAIN. Some of those retries repeat a script that did run and whose reply
-// was lost. Each script is safe to run twice, so this package adds no retry
-// loop of its own and needs none disabled:
+// that make another try worthwhile: a failed dial, a connection closed before
+// the reply arrived, a pool or read timeout, and server answers such as
+// LOADING, READONLY, CLUSTERDOWN or TRYAGAIN. Some of those retries repeat a
+// script that did run and whose reply was lost. Each script is safe to run
+// twice, so this package adds no retry loop of its own and needs none
+// disabled:
 //
 //   - Begin: the repeat finds the claim it made, owned by the same Owner with
 //     a live lease, and answers with the same token. It can never hand the

@@ -37,8 +37,9 @@ type Store struct {
 type Option func(*Store)
 
 // WithPrefix sets the prefix of every key the Store writes. The default is
-// DefaultPrefix ("idem:"). Stores sharing records must use the same prefix.
-// The prefix must not contain '{': the record's hash tag follows it.
+// DefaultPrefix ("idem:"); "" means none. Stores sharing records must use
+// the same prefix. Avoid '{' in it: Redis Cluster would take the hash tag from
+// the prefix instead of the record's hash, and put every record in one slot.
 func WithPrefix(prefix string) Option {
 	return func(s *Store) { s.prefix = prefix }
 }
