@@ -1,6 +1,9 @@
 package idempotency_test
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"os/exec"
 	"strings"
@@ -131,5 +134,60 @@ func TestRootImportsOnlyStdlib(t *testing.T) {
 		if p != "github.com/idemkit/idempotency" {
 			t.Errorf("root package depends on non-standard package %s", p)
 		}
+	}
+}
+
+// TestRecordKeyReference pins the record name to its definition, so that a
+// faster implementation cannot silently rename every stored record.
+func TestRecordKeyReference(t *testing.T) {
+	enc := func(parts ...string) []byte {
+		var b []byte
+		for _, p := range parts {
+			b = binary.AppendUvarint(b, uint64(len(p)))
+			b = append(b, p...)
+		}
+		return b
+	}
+	long := strings.Repeat("i", 300) // past the stack buffer
+	for _, p := range [][2]string{{"k", "alice"}, {"", ""}, {"order-42", long}} {
+		want := sha256.Sum256(append([]byte("idemkit/record/v1\x00"), enc(p[0], p[1])...))
+		if got := idempotency.RecordKey(nil, p[0], p[1]); got != want {
+			t.Errorf("RecordKey(nil, %q, …) = %x, want %x", p[0], got, want)
+		}
+		mac := hmac.New(sha256.New, []byte("secret"))
+		mac.Write(enc(p[0], p[1]))
+		var wantMAC [32]byte
+		copy(wantMAC[:], mac.Sum(nil))
+		h := idempotency.NewRecordHasher([]byte("secret"))
+		for range 2 { // the pooled state is reset between uses
+			if got := h.Sum(p[0], p[1]); got != wantMAC {
+				t.Errorf("RecordHasher.Sum(%q, …) = %x, want %x", p[0], got, wantMAC)
+			}
+		}
+	}
+}
+
+func TestRecordHasherAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts differ under the race detector; run without -race")
+	}
+	plain, keyed := idempotency.NewRecordHasher(nil), idempotency.NewRecordHasher([]byte("secret"))
+	keyed.Sum("warm", "up")
+	for name, h := range map[string]*idempotency.RecordHasher{"plain": plain, "keyed": keyed} {
+		if n := testing.AllocsPerRun(100, func() { h.Sum("order-42", "identity-hash") }); n > 0 {
+			t.Errorf("%s RecordHasher.Sum allocates %v times per call, want 0", name, n)
+		}
+	}
+}
+
+func BenchmarkRecordHasher(b *testing.B) {
+	for _, secret := range [][]byte{nil, []byte("secret")} {
+		h := idempotency.NewRecordHasher(secret)
+		b.Run(map[bool]string{true: "keyed", false: "plain"}[secret != nil], func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				h.Sum("bench-key-000000000000000000000000000000", "identity")
+			}
+		})
 	}
 }

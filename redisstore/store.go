@@ -30,6 +30,7 @@ type Store struct {
 	client     redis.UniversalClient
 	prefix     string
 	secret     []byte
+	hasher     *idempotency.RecordHasher // of secret, set by New
 	defaultTTL time.Duration
 }
 
@@ -72,13 +73,14 @@ func New(client redis.UniversalClient, opts ...Option) *Store {
 	for _, o := range opts {
 		o(s)
 	}
+	s.hasher = idempotency.NewRecordHasher(s.secret)
 	return s
 }
 
 // recordKey names the record of (key, identity): the prefix and the hex
 // record key in braces, a Redis Cluster hash tag.
 func (s *Store) recordKey(key, identity string) string {
-	sum := idempotency.RecordKey(s.secret, key, identity)
+	sum := s.hasher.Sum(key, identity)
 	var b strings.Builder
 	b.Grow(len(s.prefix) + 2 + 2*len(sum))
 	b.WriteString(s.prefix)
