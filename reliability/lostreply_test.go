@@ -1,0 +1,151 @@
+package reliability
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/idemkit/idempotency"
+)
+
+// lostReply runs call through proxy with replies dropped: the store
+// executes it but the caller never hears back. call's error must say the
+// store was unavailable (or that the caller gave up). warm runs first, with
+// replies flowing: the same kind of call on another key, so that the
+// client has a connection open with the statement prepared and the call
+// itself, not a handshake or a prepare, is what goes unanswered.
+func lostReply(t *testing.T, proxy *Proxy, what string, warm, call func(ctx context.Context) error) {
+	t.Helper()
+	if err := warm(context.Background()); err != nil {
+		t.Fatalf("warming up for %s: %v", what, err)
+	}
+	proxy.Set(DropReplies)
+	defer proxy.Set(Pass)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	err := call(ctx)
+	if !errors.Is(err, idempotency.ErrStoreUnavailable) && !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("%s with its reply lost: %v, want an error matching ErrStoreUnavailable", what, err)
+	}
+}
+
+// TestLostReply loses the reply of each claim-protocol step after the store
+// executed it, and checks that the caller can recover by retrying: a
+// retried Begin with the same owner gets its own claim back (instead of
+// leaving the key stuck), a retried Complete succeeds (it is idempotent), a
+// key whose Release reply was lost is free.
+func TestLostReply(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, f *fixture) {
+		t.Parallel()
+		proxy, s := f.proxied(t)
+		ctx := context.Background()
+		req := idempotency.ClaimRequest{Fingerprint: "fp", Owner: idempotency.NewOwner(), Lease: longLease}
+		other := idempotency.ClaimRequest{Fingerprint: "fp", Owner: idempotency.NewOwner(), Lease: longLease}
+
+		t.Run("begin", func(t *testing.T) {
+			key := "lost-begin-" + idempotency.NewOwner()
+			begin := func(key string) func(ctx context.Context) error {
+				return func(ctx context.Context) error {
+					_, err := s.Begin(ctx, key, "alice", req)
+					return err
+				}
+			}
+			lostReply(t, proxy, "Begin", begin(key+"-warm"), begin(key))
+			if cl, err := f.store.Begin(ctx, key, "alice", other); err != nil || cl.Status != idempotency.ClaimInFlight {
+				t.Fatalf("another owner's Begin after the lost reply: %v %v, want in flight (the store executed the claim)", cl.Status, err)
+			}
+			cl, err := s.Begin(ctx, key, "alice", req)
+			if err != nil || cl.Status != idempotency.ClaimAcquired {
+				t.Fatalf("the owner's retried Begin: %v %v, want acquired", cl.Status, err)
+			}
+			if err := s.Complete(ctx, cl.Token, idempotency.Cached{Status: 201, WireBody: []byte(`"x"`)}); err != nil {
+				t.Fatalf("Complete after the retried Begin: %v", err)
+			}
+		})
+
+		t.Run("complete", func(t *testing.T) {
+			key := "lost-complete-" + idempotency.NewOwner()
+			cl, err := s.Begin(ctx, key, "alice", req)
+			if err != nil || cl.Status != idempotency.ClaimAcquired {
+				t.Fatalf("Begin: %v %v", cl.Status, err)
+			}
+			rec := idempotency.Cached{Status: 201, WireBody: []byte(`"done"`)}
+			lostReply(t, proxy, "Complete", func(ctx context.Context) error {
+				warm, err := s.Begin(ctx, key+"-warm", "alice", req)
+				if err != nil {
+					return err
+				}
+				return s.Complete(ctx, warm.Token, rec)
+			}, func(ctx context.Context) error { return s.Complete(ctx, cl.Token, rec) })
+			if err := s.Complete(ctx, cl.Token, rec); err != nil {
+				t.Fatalf("retried Complete: %v, want nil (Complete is idempotent)", err)
+			}
+			got, ok := f.store.Lookup(ctx, key, "alice")
+			if !ok || string(got.WireBody) != `"done"` {
+				t.Fatalf("Lookup after the retried Complete: %v %v", ok, got)
+			}
+		})
+
+		t.Run("release", func(t *testing.T) {
+			key := "lost-release-" + idempotency.NewOwner()
+			cl, err := s.Begin(ctx, key, "alice", req)
+			if err != nil || cl.Status != idempotency.ClaimAcquired {
+				t.Fatalf("Begin: %v %v", cl.Status, err)
+			}
+			lostReply(t, proxy, "Release", func(ctx context.Context) error {
+				warm, err := s.Begin(ctx, key+"-warm", "alice", req)
+				if err != nil {
+					return err
+				}
+				return s.Release(ctx, warm.Token)
+			}, func(ctx context.Context) error { return s.Release(ctx, cl.Token) })
+			if err := s.Release(ctx, cl.Token); err != nil && !errors.Is(err, idempotency.ErrLeaseLost) {
+				t.Fatalf("retried Release: %v, want nil or ErrLeaseLost", err)
+			}
+			if cl, err := f.store.Begin(ctx, key, "alice", other); err != nil || cl.Status != idempotency.ClaimAcquired {
+				t.Fatalf("Begin after the released claim: %v %v, want acquired", cl.Status, err)
+			}
+		})
+
+		// Through the Engine: a Do whose Begin reply is lost does not run
+		// the command; the claim it left behind runs out with its lease and
+		// a retrying caller (the Engine picks a new owner for every Do)
+		// then runs the command once.
+		t.Run("engine", func(t *testing.T) {
+			key := "lost-engine-" + idempotency.NewOwner()
+			var ledger Ledger
+			fn := func(ctx context.Context) (idempotency.Cached, error) {
+				tok, _ := idempotency.TokenFromContext(ctx)
+				ledger.Record(Pair(tok.Key, tok.Identity))
+				return idempotency.Cached{Status: 201, WireBody: []byte(`"ran"`)}, nil
+			}
+			e := idempotency.NewEngine(s, idempotency.WithLease(outageLease))
+			do := func(key string) func(ctx context.Context) error {
+				return func(ctx context.Context) error {
+					_, err := e.Do(ctx, key, "alice", "fp", fn)
+					return err
+				}
+			}
+			lost := time.Now()
+			lostReply(t, proxy, "Do", do(key+"-warm"), do(key))
+			if n := ledger.Count(Pair(key, "alice")); n != 0 {
+				t.Fatalf("the command ran %d times although Begin failed", n)
+			}
+			res, at, refused := retryUntilExecuted(t, e, key, "alice", fn, 10*time.Second)
+			t.Logf("key free %v after the lost Begin (%d refused as in flight)", at.Sub(lost).Round(time.Millisecond), refused)
+			if refused == 0 {
+				t.Errorf("the key was free at once: the lost Begin had not claimed it, so the test proved nothing")
+			}
+			if stuck := at.Sub(lost); stuck > outageLease+time.Second {
+				t.Errorf("key stuck %v after a lost Begin reply, want at most lease + 1s = %v", stuck, outageLease+time.Second)
+			}
+			if res.Replayed {
+				t.Errorf("replayed a response no one recorded")
+			}
+			if err := ledger.Check([]string{Pair(key, "alice")}); err != nil {
+				t.Error(err)
+			}
+		})
+	}, redisBackend, postgresBackend)
+}
