@@ -36,6 +36,10 @@ type fixture struct {
 	// via opens another store on the same namespace whose client dials addr
 	// (a Proxy in front of target) with short network timeouts.
 	via func(tb testing.TB, addr string) idempotency.ClaimStore
+	// replica opens another store on the same namespace with a client of
+	// its own, as another replica of a service would; the in-memory
+	// fixture returns its one store.
+	replica func(tb testing.TB) idempotency.ClaimStore
 	// env describes the namespace to a helper process (see helper_test.go).
 	env []string
 
@@ -98,7 +102,8 @@ func newFixture(tb testing.TB, k backendKind, opts ...fixtureOption) *fixture {
 	case postgresBackend:
 		return postgresFixture(tb, cfg)
 	}
-	return &fixture{name: "memory", store: idempotency.NewInMemoryStore(cfg.mem...)}
+	st := idempotency.NewInMemoryStore(cfg.mem...)
+	return &fixture{name: "memory", store: st, replica: func(testing.TB) idempotency.ClaimStore { return st }}
 }
 
 // unreachable skips tb, or fails it when IDEMPOTENCY_REQUIRE_BACKENDS=1.
@@ -175,6 +180,11 @@ func redisFixture(tb testing.TB, cfg fixtureConfig) *fixture {
 	}
 	f.via = func(tb testing.TB, addr string) idempotency.ClaimStore {
 		c := redis.NewClient(faultyRedisOptions(opt, addr))
+		tb.Cleanup(func() { c.Close() })
+		return redisstore.New(c, storeOpts...)
+	}
+	f.replica = func(tb testing.TB) idempotency.ClaimStore {
+		c := redis.NewClient(opt)
 		tb.Cleanup(func() { c.Close() })
 		return redisstore.New(c, storeOpts...)
 	}
@@ -276,6 +286,13 @@ func postgresFixture(tb testing.TB, cfg fixtureConfig) *fixture {
 		c.ConnConfig.ConnectTimeout = 300 * time.Millisecond
 		c.MaxConns = 16
 		c.ConnConfig.Fallbacks = nil
+		s := pgstore.New(newPool(tb, c), storeOpts...)
+		tb.Cleanup(func() { _ = s.Close() })
+		return s
+	}
+	f.replica = func(tb testing.TB) idempotency.ClaimStore {
+		c := pcfg.Copy()
+		c.MaxConns = 8
 		s := pgstore.New(newPool(tb, c), storeOpts...)
 		tb.Cleanup(func() { _ = s.Close() })
 		return s
