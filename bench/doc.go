@@ -1,0 +1,13 @@
+// Package bench compares idemkit's stores and middleware with their peers and
+// with raw floors, measured in the same run so that every figure is a ratio.
+// It is its own module, so that the peer libraries (otter, golang-lru,
+// rueidis, gonum/plot) never enter the main go.mod.
+//
+// Everything here is a benchmark or a test: run it with ../scripts/bench.sh,
+// which runs the comparison with -count 5 and summarises it with benchstat
+// (see ../BENCHMARKS.md for the commands and the latest numbers). The Redis
+// and PostgreSQL benchmarks read IDEMPOTENCY_REDIS_URL and
+// IDEMPOTENCY_POSTGRES_URL (defaults redis://127.0.0.1:6379/0 and
+// postgres://postgres@127.0.0.1:5432/test?sslmode=disable) and skip when the
+// server is unreachable. The chart program is in ./cmd/benchchart.
+package bench

@@ -1,0 +1,134 @@
+package bench
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/idemkit/idempotency"
+	"github.com/idemkit/idempotency/idemhttp"
+)
+
+// trivial is the handler behind the middleware: a small JSON answer.
+var trivial = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusCreated)
+	w.Write([]byte(`{"id":"w1","name":"gear"}`))
+})
+
+const httpBody = `{"name":"gear","size":{"w":2,"h":3}}`
+
+// httpTargets are the handlers compared: the bare handler, and the
+// middleware over an InMemoryStore in front of it.
+func httpTargets() map[string]http.Handler {
+	return map[string]http.Handler{
+		"bare":     trivial,
+		"idemhttp": idemhttp.New(idempotency.NewInMemoryStore())(trivial),
+	}
+}
+
+func inProcessRequest(key string) *http.Request {
+	req := httptest.NewRequest("POST", "/widgets", strings.NewReader(httpBody))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer bench-token")
+	req.Header.Set("Idempotency-Key", key)
+	return req
+}
+
+// BenchmarkHTTPInProcess serves requests through ServeHTTP directly:
+// replay (one key, recorded) and fresh (a new key each time), through the
+// middleware and bare. The difference is what the middleware adds.
+func BenchmarkHTTPInProcess(b *testing.B) {
+	for _, path := range []string{"replay", "fresh"} {
+		for _, name := range []string{"bare", "idemhttp"} {
+			b.Run(path+"/"+name, func(b *testing.B) {
+				h := httpTargets()[name]
+				h.ServeHTTP(httptest.NewRecorder(), inProcessRequest("k"))
+				keys := make([]string, 0, 1<<16)
+				for i := range cap(keys) {
+					keys = append(keys, "key-"+strconv.Itoa(i))
+				}
+				i := 0
+				b.ReportAllocs()
+				for b.Loop() {
+					key := "k"
+					if path == "fresh" {
+						// Pre-made keys cycled through the default 10k
+						// entries: a key is evicted long before it returns.
+						key = keys[i&(len(keys)-1)]
+						i++
+					}
+					rr := httptest.NewRecorder()
+					h.ServeHTTP(rr, inProcessRequest(key))
+					if rr.Code != http.StatusCreated {
+						b.Fatalf("status %d", rr.Code)
+					}
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkHTTPLoopback serves the same over 127.0.0.1 with keep-alive, 64
+// callers on 64 connections; ns/op is per request across all of them, so
+// bare/idemhttp is the throughput ratio. The client runs in this process and
+// shares the CPUs with the server.
+func BenchmarkHTTPLoopback(b *testing.B) {
+	const conns = 64
+	for _, path := range []string{"replay", "fresh"} {
+		for _, name := range []string{"bare", "idemhttp"} {
+			b.Run(path+"/"+name+"/c64", func(b *testing.B) {
+				srv := httptest.NewServer(httpTargets()[name])
+				defer srv.Close()
+				client := &http.Client{Transport: &http.Transport{
+					MaxIdleConns: conns, MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns,
+					IdleConnTimeout: time.Minute, DisableCompression: true,
+				}}
+				defer client.CloseIdleConnections()
+				url := srv.URL + "/widgets"
+				body := []byte(httpBody)
+				send := func(key string) error {
+					req, err := http.NewRequest("POST", url, bytes.NewReader(body))
+					if err != nil {
+						return err
+					}
+					req.Header["Content-Type"] = []string{"application/json"}
+					req.Header["Authorization"] = []string{"Bearer bench-token"}
+					req.Header["Idempotency-Key"] = []string{key}
+					resp, err := client.Do(req)
+					if err != nil {
+						return err
+					}
+					_, err = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if err == nil && resp.StatusCode != http.StatusCreated {
+						err = errStatus(resp.StatusCode)
+					}
+					return err
+				}
+				if err := send("k"); err != nil {
+					b.Fatal(err)
+				}
+				var seq atomic.Int64
+				run := strconv.FormatInt(time.Now().UnixNano(), 36)
+				atParallel(b, conns, func(i int64) error {
+					key := "k"
+					if path == "fresh" {
+						key = run + "-" + strconv.FormatInt(seq.Add(1), 10)
+					}
+					return send(key)
+				})
+			})
+		}
+	}
+}
+
+type errStatus int
+
+func (e errStatus) Error() string { return "status " + strconv.Itoa(int(e)) }
