@@ -3,8 +3,6 @@ package idemhttp
 import (
 	"bytes"
 	"crypto/sha256"
-	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"io"
 	"net/http"
@@ -23,15 +21,14 @@ func DefaultIdentity(r *http.Request) string {
 	if len(vs) == 0 {
 		return ""
 	}
-	h := sha256.New()
-	h.Write([]byte("idemkit/idemhttp/identity/v1\x00"))
-	var n [binary.MaxVarintLen64]byte
+	d := getDigester()
+	defer d.put()
+	d.buf = append(d.buf[:0], "idemkit/idemhttp/identity/v1\x00"...)
+	d.raw(d.buf)
 	for _, v := range vs { // length-prefixed, so line boundaries count
-		h.Write(n[:binary.PutUvarint(n[:], uint64(len(v)))])
-		h.Write([]byte(v))
+		d.partString(v)
 	}
-	var sum [sha256.Size]byte
-	return hex.EncodeToString(h.Sum(sum[:0]))
+	return d.hexSum(sha256.Size)
 }
 
 // DefaultFingerprint is the request fingerprint the middleware uses unless
@@ -52,15 +49,16 @@ func DefaultFingerprint(r *http.Request, body []byte) string {
 			body, form = c, "jcs"
 		}
 	}
-	// One buffer for the short parts: one allocation instead of four.
-	path := r.URL.EscapedPath()
-	buf := make([]byte, 0, len(r.Method)+len(path)+len(r.URL.RawQuery)+len(form))
-	buf = append(buf, r.Method...)
-	buf = append(buf, path...)
-	buf = append(buf, r.URL.RawQuery...)
-	buf = append(buf, form...)
-	m, p, q := len(r.Method), len(r.Method)+len(path), len(r.Method)+len(path)+len(r.URL.RawQuery)
-	return idempotency.Fingerprint(buf[:m], buf[m:p], buf[p:q], buf[q:], body)
+	// The same digest as idempotency.Fingerprint(method, path, query, form,
+	// body), from a pooled hash: one allocation, the result.
+	d := getDigester()
+	defer d.put()
+	d.partString(r.Method)
+	d.partString(r.URL.EscapedPath())
+	d.partString(r.URL.RawQuery)
+	d.partString(form)
+	d.part(body)
+	return d.hexSum(16)
 }
 
 // isJSON reports whether the media type of a Content-Type value is JSON.
