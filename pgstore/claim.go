@@ -28,6 +28,8 @@ func (s *Store) Begin(ctx context.Context, key, identity string, req idempotency
 	}
 	id := s.recordID(key, identity)
 	lease := micros(req.Lease)
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	for range maxAttempts {
 		var r beginRow
 		err := s.pool.QueryRow(ctx, s.q.begin, id, req.Owner, req.Fingerprint, lease).Scan(
@@ -156,6 +158,8 @@ func (s *Store) Renew(ctx context.Context, tok idempotency.Token, lease time.Dur
 // 40P01) is a store failure, as for any other database error: the caller's
 // claim is untouched and its lease runs out as after a crash.
 func (s *Store) casUpdate(ctx context.Context, op, sql string, args ...any) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	var err error
 	for range maxAttempts {
 		var tag interface{ RowsAffected() int64 }

@@ -57,7 +57,8 @@ func schemaStatements(n names) []string {
     owner       text        NOT NULL,      -- ClaimRequest.Owner of the claim; '' after Store
     fence       bigint      NOT NULL,      -- from the fence sequence
     fingerprint text        NOT NULL,      -- '' means not checked
-    expires_at  timestamptz NOT NULL,      -- in flight: lease end; completed: stored_at + ttl
+    expires_at  timestamptz NOT NULL,      -- in flight: lease end; completed: stored_at + ttl;
+                                           -- released: the release; past it, the row is dead
     status      integer,                   -- completed only, like the columns below
     body        bytea,
     header      bytea,                     -- compact encoding, see the package doc

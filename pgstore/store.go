@@ -23,6 +23,9 @@ const (
 	// DefaultReapBatch is how many rows one DeleteExpired statement removes
 	// when it is given a batch that is not positive.
 	DefaultReapBatch = 1000
+	// DefaultTimeout bounds each Lookup, Store, Begin, Complete, Release and
+	// Renew unless WithTimeout says otherwise.
+	DefaultTimeout = 5 * time.Second
 )
 
 // maxAttempts bounds how often a statement is run again after a
@@ -46,7 +49,9 @@ type Store struct {
 	schema     string
 	table      string
 	secret     []byte
+	hasher     *idempotency.RecordHasher
 	defaultTTL time.Duration
+	timeout    time.Duration
 	unlogged   bool
 	reapEvery  time.Duration
 	reapBatch  int
@@ -104,6 +109,25 @@ func WithDefaultTTL(d time.Duration) Option {
 	}
 }
 
+// WithTimeout bounds how long each Lookup, Store, Begin, Complete, Release
+// and Renew may take, retries included, on top of the caller's context:
+// pgx has no read timeout of its own, so without a bound a connection that
+// hangs (a stalled network, a frozen server) holds the request until the
+// caller gives up, instead of failing with ErrStoreUnavailable. When the
+// bound cuts a Begin or Complete short, its effect may or may not have been
+// committed, as with a reply lost on the network: the claim protocol
+// recovers from both (the lease runs out; Complete is idempotent).
+// Migrate and DeleteExpired are bounded by their context only. The default
+// is DefaultTimeout (5s); d < 0 means no bound but the caller's context,
+// and d == 0 keeps the default.
+func WithTimeout(d time.Duration) Option {
+	return func(s *Store) {
+		if d != 0 {
+			s.timeout = d
+		}
+	}
+}
+
 // WithUnlogged makes Migrate create the table UNLOGGED. The default, false,
 // is a normal (logged) table.
 //
@@ -151,10 +175,12 @@ func New(pool *pgxpool.Pool, opts ...Option) *Store {
 		pool:       pool,
 		table:      DefaultTable,
 		defaultTTL: idempotency.DefaultTTL,
+		timeout:    DefaultTimeout,
 	}
 	for _, o := range opts {
 		o(s)
 	}
+	s.hasher = idempotency.NewRecordHasher(s.secret)
 	if s.reapBatch <= 0 {
 		s.reapBatch = DefaultReapBatch
 	}
@@ -223,8 +249,16 @@ func (s *Store) names() names {
 
 // recordID names the record of (key, identity) in the id column.
 func (s *Store) recordID(key, identity string) []byte {
-	id := idempotency.RecordKey(s.secret, key, identity)
+	id := s.hasher.Sum(key, identity)
 	return id[:]
+}
+
+// bound applies the store's timeout to ctx.
+func (s *Store) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	if s.timeout < 0 {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, s.timeout)
 }
 
 // Lookup implements idempotency.Store. It reads one row and returns a hit
@@ -235,6 +269,8 @@ func (s *Store) Lookup(ctx context.Context, key, identity string) (*idempotency.
 	if s.err != nil {
 		return nil, false
 	}
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	var r record
 	err := s.pool.QueryRow(ctx, s.q.lookup, s.recordID(key, identity)).
 		Scan(&r.status, &r.body, &r.header, &r.tombstone, &r.fingerprint, &r.storedAt, &r.ttl)
@@ -266,6 +302,8 @@ func (s *Store) Store(ctx context.Context, key, identity string, c idempotency.C
 	}
 	args := []any{s.recordID(key, identity), int32(c.Status), []byte(c.WireBody), header,
 		c.Tombstone, c.Fingerprint, storedAt(c.StoredAt), int64(s.ttl(c.TTL))}
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	for range maxAttempts {
 		_, err = s.pool.Exec(ctx, s.q.store, args...)
 		if !retryable(err) {

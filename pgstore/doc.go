@@ -1,0 +1,153 @@
+// Package pgstore is the PostgreSQL backend of the idempotency package: a
+// Store and ClaimStore on github.com/jackc/pgx/v5 (pgxpool) that many
+// replicas of a service can share.
+//
+//	pool, err := pgxpool.New(ctx, "postgres://app@db/app")
+//	...
+//	store := pgstore.New(pool, pgstore.WithSecret(secret), pgstore.WithReaper(time.Minute, 1000))
+//	defer store.Close()
+//	if err := store.Migrate(ctx); err != nil { ... }
+//	engine := idempotency.NewEngine(store)
+//
+// # Guarantees
+//
+// Every protocol step is one SQL statement, atomic on its own, so the claim
+// protocol holds across any number of processes sharing the table:
+//
+//   - Begin claims a key for exactly one caller at a time. A caller retrying
+//     its own Begin (same Owner, lease still live) gets its token back.
+//   - Complete, Release and Renew are compare-and-set on (owner, fence) and
+//     succeed only while the lease is live, so a holder whose lease ran out
+//     cannot overwrite the new holder's work. Complete repeated by the token
+//     that succeeded returns nil and changes nothing.
+//   - Fences come from a sequence (CACHE 1). A takeover draws its fence while
+//     it holds the row lock, so it is greater than the fence of every earlier
+//     holder of the key, including holders of records that have since expired.
+//   - Leases and TTLs are judged by the server's clock_timestamp(), never the
+//     clients' clocks, so replicas with skewed clocks agree.
+//   - A mismatch, a replay and an in-flight answer change nothing.
+//   - Records are named by idempotency.RecordKey (HMAC-SHA-256 with
+//     WithSecret): raw keys and identities never reach the database.
+//   - Races the database reports as serialization failures (40001),
+//     deadlocks (40P01) or unique violations (23505) are retried inside the
+//     store a bounded number of times. A Begin that keeps losing them answers
+//     ClaimInFlight (others are claiming the key right now), so they never
+//     turn into a 503. A Complete, Release or Renew that keeps losing them
+//     reports ErrStoreUnavailable and changes nothing; the Engine does not
+//     fail the request for those (a failed Complete is Result.RecordErr, a
+//     failed Renew is retried at the next heartbeat).
+//   - Failures of the database (connection refused, timeouts, a missing
+//     table) return errors wrapping idempotency.ErrStoreUnavailable, which
+//     adapters answer with 503; the command does not run. Lookup reports
+//     every failure as a miss.
+//   - Every request-path call is bounded in time (WithTimeout, 5s by
+//     default), so a hung connection fails closed with a 503 instead of
+//     holding the request: pgx has no read timeout of its own.
+//
+// The statements run in autocommit at the session's isolation level; READ
+// COMMITTED (PostgreSQL's default) never needs the retries above, stricter
+// levels may.
+//
+// # Schema
+//
+// Migrate creates the table, its fence sequence and its expiry index;
+// SchemaSQL returns the same SQL for other options, for users who apply
+// migrations with their own tools. With the default options it is:
+//
+//	CREATE SEQUENCE IF NOT EXISTS "idempotency_records_fence_seq" AS bigint CACHE 1;
+//
+//	CREATE TABLE IF NOT EXISTS "idempotency_records" (
+//	    id          bytea       PRIMARY KEY,   -- idempotency.RecordKey(secret, key, identity)
+//	    state       smallint    NOT NULL,      -- 0 released, 1 in flight, 2 completed
+//	    owner       text        NOT NULL,      -- ClaimRequest.Owner of the claim; '' after Store
+//	    fence       bigint      NOT NULL,      -- from the fence sequence
+//	    fingerprint text        NOT NULL,      -- '' means not checked
+//	    expires_at  timestamptz NOT NULL,      -- in flight: lease end; completed: stored_at + ttl;
+//	                                           -- released: the release; past it, the row is dead
+//	    status      integer,                   -- completed only, like the columns below
+//	    body        bytea,
+//	    header      bytea,                     -- compact encoding, see the package doc
+//	    tombstone   boolean     NOT NULL DEFAULT false,
+//	    stored_at   timestamptz,
+//	    ttl_ns      bigint,                    -- Cached.TTL in nanoseconds
+//	    CHECK (state IN (0, 1, 2))
+//	);
+//
+//	CREATE INDEX IF NOT EXISTS "idempotency_records_expires_at_idx" ON "idempotency_records" (expires_at);
+//
+// A completed record keeps the owner and fence of the claim that completed
+// it, which is how a repeated Complete is recognised. A released claim stays
+// as a dead row (state 0) until the reaper removes it, so that a Begin
+// racing the release takes the row over under its lock rather than
+// inserting a fresh one. The header column holds the recorded response
+// headers as a count of names followed by, for each name in sorted order,
+// the name, the count of its values and the values, every string
+// length-prefixed and every number an unsigned varint; NULL when there are
+// none.
+//
+// # Statements per operation
+//
+// Each operation is one round trip and one statement:
+//
+//   - Begin: one INSERT ... ON CONFLICT (id) DO UPDATE ... WHERE (takeover
+//     allowed) ... RETURNING, inside a WITH that first reads the row. When
+//     the row is live (a replay, a claim in flight, a mismatch, the caller's
+//     own claim), the INSERT is skipped: the statement only reads, takes no
+//     lock, draws no fence and writes no WAL, so a replay costs what a
+//     SELECT by primary key costs, and it returns the recorded response.
+//     When the row is absent or dead the INSERT runs; its takeover condition
+//     is checked again on the latest row version under the row lock. If it
+//     loses that race to another Begin, the row the statement read is older
+//     than the winner's (the read uses the statement's snapshot); Begin
+//     then runs the statement again, with a new snapshot, and answers from
+//     the winner's row. That second round trip happens only to a Begin that
+//     lost a race for the same key.
+//   - Complete, Release, Renew: one UPDATE each, with the owner and fence
+//     compare-and-set and the lease check in its WHERE clause.
+//   - Lookup: one SELECT. Store: one INSERT ... ON CONFLICT DO UPDATE.
+//   - DeleteExpired: one DELETE per batch.
+//
+// # Expiry and the reaper
+//
+// Every read honours expires_at against clock_timestamp(): an expired record
+// is a miss and a dead claim is taken over, whether or not its row has been
+// deleted yet. Deleting expired rows is never on the request path.
+// DeleteExpired removes a batch in one statement:
+//
+//	DELETE FROM t WHERE id IN (
+//	    SELECT id FROM t WHERE expires_at < clock_timestamp() LIMIT $1 FOR UPDATE SKIP LOCKED)
+//
+// so that reapers on several replicas split the work instead of waiting on
+// each other, and a row renewed or taken over meanwhile is left alone.
+// WithReaper runs it in a background goroutine every interval until Close;
+// run it on one replica, several, or call DeleteExpired from a cron job.
+// Without any reaper the table only grows, though reads stay correct.
+//
+// # Durability
+//
+// The table is LOGGED by default: an acknowledged Begin or Complete survives
+// a crash of the database server, so a command that was claimed or recorded
+// is not run again after recovery. WithUnlogged trades that away (see its
+// documentation): an UNLOGGED table is emptied by crash recovery and absent
+// on standbys after a failover.
+//
+// A middle ground is synchronous_commit = off for the store's sessions
+// only, set for example with ALTER ROLE ... SET synchronous_commit = off for
+// a role the store alone uses, or through the pool's
+// ConnConfig.RuntimeParams["synchronous_commit"] = "off". The gain: a Begin
+// that claims and a Complete no longer wait for their WAL to be flushed to
+// disk (or, with synchronous replication, confirmed by a standby), which is
+// most of their latency on a busy or slow disk. Replays and lookups do not
+// change: they write nothing. The loss: when the database server crashes
+// (PostgreSQL, the OS or the machine), transactions acknowledged in the last
+// moments before the crash (up to three times wal_writer_delay, 600ms by
+// default) are lost, atomically, as if they had never happened. A lost claim
+// lets a retry run the command while the first execution may still be
+// running; a lost Complete turns the record back into its claim, whose
+// lease then runs out, so a retry runs the command again; fences drawn in
+// that window may be handed out again after recovery, so a downstream
+// system that saw one may see it twice. The database stays consistent
+// (unlike with fsync = off), and a crash of the application alone loses
+// nothing. Keep synchronous_commit on where a repeated execution after a
+// database crash is not acceptable.
+package pgstore

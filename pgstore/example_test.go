@@ -1,0 +1,81 @@
+package pgstore_test
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"os"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/idemkit/idempotency"
+	"github.com/idemkit/idempotency/pgstore"
+)
+
+// A service replica sharing one PostgreSQL table with its peers: each
+// command runs once per key and identity, whichever replica gets it.
+// It needs a server, so it has no Output and does not run.
+func Example() {
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, os.Getenv("DATABASE_URL"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pool.Close()
+
+	store := pgstore.New(pool,
+		pgstore.WithSecret([]byte(os.Getenv("IDEMPOTENCY_SECRET"))),
+		pgstore.WithReaper(time.Minute, 1000),
+	)
+	defer store.Close()
+	if err := store.Migrate(ctx); err != nil {
+		log.Fatal(err)
+	}
+
+	engine := idempotency.NewEngine(store)
+	body := []byte(`{"name":"sprocket"}`)
+	res, err := engine.Do(ctx, "9f2c1b7e", "user-42", idempotency.Fingerprint([]byte("widgets.create"), body),
+		func(ctx context.Context) (idempotency.Cached, error) {
+			tok, _ := idempotency.TokenFromContext(ctx)
+			// Create the widget, passing tok.Fence to systems that reject
+			// writes from a stale holder.
+			_ = tok.Fence
+			return idempotency.Cached{Status: 201, WireBody: []byte(`{"ok":true,"data":{"id":7}}`)}, nil
+		})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(res.Response.Status, res.Replayed)
+}
+
+func ExampleSchemaSQL() {
+	sql, err := pgstore.SchemaSQL(pgstore.WithSchema("billing"), pgstore.WithTable("idem"), pgstore.WithUnlogged(true))
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Print(sql)
+	// Output:
+	// CREATE SCHEMA IF NOT EXISTS "billing";
+	//
+	// CREATE SEQUENCE IF NOT EXISTS "billing"."idem_fence_seq" AS bigint CACHE 1;
+	//
+	// CREATE UNLOGGED TABLE IF NOT EXISTS "billing"."idem" (
+	//     id          bytea       PRIMARY KEY,   -- idempotency.RecordKey(secret, key, identity)
+	//     state       smallint    NOT NULL,      -- 0 released, 1 in flight, 2 completed
+	//     owner       text        NOT NULL,      -- ClaimRequest.Owner of the claim; '' after Store
+	//     fence       bigint      NOT NULL,      -- from the fence sequence
+	//     fingerprint text        NOT NULL,      -- '' means not checked
+	//     expires_at  timestamptz NOT NULL,      -- in flight: lease end; completed: stored_at + ttl;
+	//                                            -- released: the release; past it, the row is dead
+	//     status      integer,                   -- completed only, like the columns below
+	//     body        bytea,
+	//     header      bytea,                     -- compact encoding, see the package doc
+	//     tombstone   boolean     NOT NULL DEFAULT false,
+	//     stored_at   timestamptz,
+	//     ttl_ns      bigint,                    -- Cached.TTL in nanoseconds
+	//     CHECK (state IN (0, 1, 2))
+	// );
+	//
+	// CREATE INDEX IF NOT EXISTS "idem_expires_at_idx" ON "billing"."idem" (expires_at);
+}

@@ -1,0 +1,154 @@
+package pgstore
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/idemkit/idempotency"
+)
+
+// countRows returns how many rows st's table holds, expired or not.
+func countRows(t *testing.T, st *Store) int64 {
+	t.Helper()
+	var n int64
+	if err := st.pool.QueryRow(context.Background(), "SELECT count(*) FROM "+st.names().table).Scan(&n); err != nil {
+		t.Fatalf("count rows: %v", err)
+	}
+	return n
+}
+
+// fillExpired stores n completed records that expired an hour ago (by the
+// client's clock, which is the server's on this machine, give or take far
+// less than an hour) and returns their keys.
+func fillExpired(t *testing.T, st *Store, prefix string, n int) {
+	t.Helper()
+	old := idempotency.Cached{Status: 200, WireBody: []byte("old"), StoredAt: time.Now().Add(-2 * time.Hour), TTL: time.Hour}
+	for i := range n {
+		if err := st.Store(context.Background(), fmt.Sprintf("%s-%d", prefix, i), "alice", old); err != nil {
+			t.Fatalf("Store: %v", err)
+		}
+	}
+}
+
+func TestDeleteExpired(t *testing.T) {
+	st := newStore(t)
+	ctx := context.Background()
+	const completedExpired, live = 60, 10
+	fillExpired(t, st, "expired", completedExpired)
+	for i := range live {
+		if err := st.Store(ctx, fmt.Sprintf("live-%d", i), "alice", idempotency.Cached{Status: 200, TTL: time.Hour}); err != nil {
+			t.Fatalf("Store: %v", err)
+		}
+	}
+	// Dead claims are reaped too: a released one and one whose lease ran out.
+	released, err := st.Begin(ctx, "released", "alice", idempotency.ClaimRequest{Owner: "o", Lease: time.Hour})
+	if err != nil {
+		t.Fatalf("Begin: %v", err)
+	}
+	if err := st.Release(ctx, released.Token); err != nil {
+		t.Fatalf("Release: %v", err)
+	}
+	if _, err := st.Begin(ctx, "lapsed", "alice", idempotency.ClaimRequest{Owner: "o", Lease: time.Microsecond}); err != nil {
+		t.Fatalf("Begin: %v", err)
+	}
+	// A live claim is not.
+	if _, err := st.Begin(ctx, "held", "alice", idempotency.ClaimRequest{Owner: "o", Lease: time.Hour}); err != nil {
+		t.Fatalf("Begin: %v", err)
+	}
+	const expired = completedExpired + 2
+	const kept = live + 1
+
+	// Callers racing over small batches delete every expired row exactly once.
+	const callers, batch = 4, 7
+	var total atomic.Int64
+	errs := make(chan error, callers)
+	var wg sync.WaitGroup
+	for range callers {
+		wg.Go(func() {
+			for {
+				n, err := st.DeleteExpired(ctx, batch)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if n > batch {
+					errs <- fmt.Errorf("DeleteExpired(%d) deleted %d rows", batch, n)
+					return
+				}
+				total.Add(n)
+				if n == 0 {
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("DeleteExpired: %v", err)
+	}
+	if got := total.Load(); got != expired {
+		t.Errorf("deleted %d rows in all, want %d", got, expired)
+	}
+	if got := countRows(t, st); got != kept {
+		t.Errorf("%d rows left, want %d", got, kept)
+	}
+	if _, ok := st.Lookup(ctx, "live-0", "alice"); !ok {
+		t.Errorf("a live record is gone")
+	}
+	cl, err := st.Begin(ctx, "held", "alice", idempotency.ClaimRequest{Owner: "other", Lease: time.Hour})
+	if err != nil || cl.Status != idempotency.ClaimInFlight {
+		t.Errorf("Begin on the live claim = (%v, %v), want in flight", cl.Status, err)
+	}
+	if n, err := st.DeleteExpired(ctx, 0); n != 0 || err != nil {
+		t.Errorf("DeleteExpired with nothing expired = (%d, %v), want (0, nil)", n, err)
+	}
+}
+
+func TestReaper(t *testing.T) {
+	pool := testPool(t)
+	schema := testSchema(t, pool)
+	const interval = 20 * time.Millisecond
+	var reapErrs atomic.Int64
+	st := newMigrated(t, pool, WithSchema(schema), WithReaper(interval, 5),
+		WithReaperErrorHandler(func(error) { reapErrs.Add(1) }))
+	fillExpired(t, st, "expired", 23) // more than a batch: drained in one pass
+	if err := st.Store(context.Background(), "live", "alice", idempotency.Cached{Status: 200, TTL: time.Hour}); err != nil {
+		t.Fatalf("Store: %v", err)
+	}
+	// Waiting on the real server's reaper: poll until it is done.
+	deadline := time.Now().Add(10 * time.Second)
+	for countRows(t, st) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 10s, %d rows left, want the 1 live record", countRows(t, st))
+		}
+		time.Sleep(interval)
+	}
+	if got := reapErrs.Load(); got != 0 {
+		t.Errorf("reaper reported %d errors, want 0", got)
+	}
+
+	if err := st.Close(); err != nil {
+		t.Fatalf("Close = %v, want nil", err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatalf("second Close = %v, want nil", err)
+	}
+	// Closed, the reaper deletes nothing more; the store itself still works.
+	fillExpired(t, st, "after-close", 1)
+	time.Sleep(10 * interval)
+	if got := countRows(t, st); got != 2 {
+		t.Errorf("%d rows after Close and %v, want 2 (the reaper kept running?)", got, 10*interval)
+	}
+}
+
+func TestCloseWithoutReaper(t *testing.T) {
+	st := New(nil)
+	if err := st.Close(); err != nil {
+		t.Errorf("Close = %v, want nil", err)
+	}
+}

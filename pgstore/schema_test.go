@@ -1,0 +1,160 @@
+package pgstore
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/idemkit/idempotency"
+)
+
+func TestNames(t *testing.T) {
+	long := strings.Repeat("t", maxTableLen)
+	cases := []struct {
+		name  string
+		opts  []Option
+		table string // quoted, qualified name; "" when the options are invalid
+	}{
+		{"default", nil, `"idempotency_records"`},
+		{"table", []Option{WithTable("Idem_2")}, `"Idem_2"`},
+		{"schema", []Option{WithSchema("app")}, `"app"."idempotency_records"`},
+		{"longest table", []Option{WithTable(long)}, `"` + long + `"`},
+		{"table too long", []Option{WithTable(long + "t")}, ""},
+		{"empty table", []Option{WithTable("")}, ""},
+		{"quote in table", []Option{WithTable(`a"b`)}, ""},
+		{"dot in table", []Option{WithTable("a.b")}, ""},
+		{"leading digit", []Option{WithTable("1a")}, ""},
+		{"space in schema", []Option{WithSchema("a b")}, ""},
+		{"quote in schema", []Option{WithSchema("a'b")}, ""},
+		{"schema too long", []Option{WithSchema(strings.Repeat("s", 64))}, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			st := New(nil, tc.opts...)
+			sql, err := SchemaSQL(tc.opts...)
+			if tc.table == "" {
+				if !errors.Is(st.err, idempotency.ErrInvalidArgument) {
+					t.Errorf("New: config error %v, want ErrInvalidArgument", st.err)
+				}
+				if !errors.Is(err, idempotency.ErrInvalidArgument) {
+					t.Errorf("SchemaSQL error = %v, want ErrInvalidArgument", err)
+				}
+				// Every method refuses to run, with the store-unavailable error.
+				ctx := context.Background()
+				if err := st.Migrate(ctx); !errors.Is(err, idempotency.ErrInvalidArgument) {
+					t.Errorf("Migrate = %v, want ErrInvalidArgument", err)
+				}
+				_, err := st.Begin(ctx, "k", "alice", idempotency.ClaimRequest{Owner: "o", Lease: 1})
+				if !errors.Is(err, idempotency.ErrStoreUnavailable) {
+					t.Errorf("Begin = %v, want ErrStoreUnavailable", err)
+				}
+				if _, ok := st.Lookup(ctx, "k", "alice"); ok {
+					t.Errorf("Lookup hit")
+				}
+				return
+			}
+			if st.err != nil || err != nil {
+				t.Fatalf("New: %v; SchemaSQL: %v; want no error", st.err, err)
+			}
+			if got := st.names().table; got != tc.table {
+				t.Errorf("table = %s, want %s", got, tc.table)
+			}
+			if !strings.Contains(sql, "TABLE IF NOT EXISTS "+tc.table+" (") {
+				t.Errorf("SchemaSQL does not create %s:\n%s", tc.table, sql)
+			}
+		})
+	}
+}
+
+// The schema in the package documentation is the one Migrate applies.
+func TestDocShowsSchema(t *testing.T) {
+	doc, err := os.ReadFile("doc.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sql, err := SchemaSQL()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want strings.Builder
+	for line := range strings.Lines(sql) {
+		if line == "\n" {
+			want.WriteString("//\n")
+		} else {
+			want.WriteString("//\t" + line)
+		}
+	}
+	if !strings.Contains(string(doc), want.String()) {
+		t.Errorf("doc.go does not show SchemaSQL() verbatim; want these lines in it:\n%s", want.String())
+	}
+}
+
+func TestMigrate(t *testing.T) {
+	pool := testPool(t)
+	schema := testSchema(t, pool)
+	ctx := context.Background()
+	// Replicas starting together all migrate the same schema.
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	for i := range errs {
+		wg.Go(func() { errs[i] = New(pool, WithSchema(schema+"_new")).Migrate(ctx) })
+	}
+	wg.Wait()
+	t.Cleanup(func() { _, _ = pool.Exec(context.Background(), "DROP SCHEMA "+schema+"_new CASCADE") })
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("concurrent Migrate %d = %v", i, err)
+		}
+	}
+	// Migrating again changes nothing and keeps the data.
+	st := newMigrated(t, pool, WithSchema(schema))
+	if err := st.Store(ctx, "k", "alice", idempotency.Cached{Status: 200}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Migrate(ctx); err != nil {
+		t.Fatalf("second Migrate = %v", err)
+	}
+	if _, ok := st.Lookup(ctx, "k", "alice"); !ok {
+		t.Errorf("record lost by a second Migrate")
+	}
+}
+
+func TestUnlogged(t *testing.T) {
+	pool := testPool(t)
+	schema := testSchema(t, pool)
+	cases := []struct {
+		name string
+		opts []Option
+		want string // pg_class.relpersistence: p permanent, u unlogged
+	}{
+		{"default is logged", nil, "p"},
+		{"WithUnlogged(false)", []Option{WithTable("explicitly_logged"), WithUnlogged(false)}, "p"},
+		{"WithUnlogged(true)", []Option{WithTable("unlogged_records"), WithUnlogged(true)}, "u"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			st := newMigrated(t, pool, append([]Option{WithSchema(schema)}, tc.opts...)...)
+			var got string
+			err := pool.QueryRow(context.Background(),
+				"SELECT relpersistence::text FROM pg_class WHERE oid = $1::regclass", st.names().table).Scan(&got)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tc.want {
+				t.Errorf("relpersistence = %q, want %q", got, tc.want)
+			}
+			// The fence sequence stays logged: fences must survive a crash.
+			err = pool.QueryRow(context.Background(),
+				"SELECT relpersistence::text FROM pg_class WHERE oid = $1::regclass", st.names().sequence).Scan(&got)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != "p" {
+				t.Errorf("sequence relpersistence = %q, want %q", got, "p")
+			}
+		})
+	}
+}
