@@ -3,6 +3,7 @@ package idemhttp
 import (
 	"context"
 	"sync"
+	"time"
 )
 
 // runContext is the context Engine.Do runs with. Until the command starts
@@ -12,43 +13,66 @@ import (
 // response is recorded even if the client leaves (the engine still cancels
 // the command's own context when its claim is lost). It carries the
 // request's values throughout.
+//
+// It watches the request's context only once someone asks for Done: a
+// replay from a store that never looks at its context costs no watcher.
+// Its zero value is not usable; call init.
 type runContext struct {
-	context.Context // the request's values, without its cancellation
-
-	done chan struct{}
-	stop func() bool
+	req context.Context
 
 	mu      sync.Mutex
-	err     error // set when done is closed
+	done    chan struct{} // made by the first Done before the start
+	stop    func() bool   // stops watching req; nil until Done started it
+	err     error         // set, and done closed, when req ended before the start
 	started bool
 }
 
-func newRunContext(req context.Context) *runContext {
-	c := &runContext{Context: context.WithoutCancel(req), done: make(chan struct{})}
-	if err := req.Err(); err != nil { // gone already: no need to race the AfterFunc
-		c.err = err
-		close(c.done)
-		c.stop = func() bool { return false }
-		return c
+func (c *runContext) init(req context.Context) { c.req = req }
+
+// Deadline implements context.Context: none, whatever the request's.
+func (c *runContext) Deadline() (time.Time, bool) { return time.Time{}, false }
+
+// Value implements context.Context with the request's values.
+func (c *runContext) Value(key any) any { return c.req.Value(key) }
+
+// Done implements context.Context. Once the command has started, a first
+// call returns nil: the context can no longer end.
+func (c *runContext) Done() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.done != nil || (c.started && c.err == nil) {
+		return c.done
 	}
-	c.stop = context.AfterFunc(req, func() {
+	c.check() // done is still nil: this only sets err
+	c.done = make(chan struct{})
+	if c.err != nil {
+		close(c.done)
+		return c.done
+	}
+	c.stop = context.AfterFunc(c.req, func() {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		if !c.started {
-			c.err = req.Err()
-			close(c.done)
-		}
+		c.check()
 	})
-	return c
+	return c.done
 }
 
-// Done implements context.Context.
-func (c *runContext) Done() <-chan struct{} { return c.done }
+// check ends c if the request has ended and the command has not started.
+// The caller holds mu.
+func (c *runContext) check() {
+	if c.started || c.err != nil {
+		return
+	}
+	if c.err = c.req.Err(); c.err != nil && c.done != nil {
+		close(c.done)
+	}
+}
 
 // Err implements context.Context.
 func (c *runContext) Err() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.check()
 	return c.err
 }
 
@@ -58,6 +82,7 @@ func (c *runContext) Err() error {
 func (c *runContext) start() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.check()
 	if c.err != nil {
 		return c.err
 	}
@@ -66,4 +91,11 @@ func (c *runContext) start() error {
 }
 
 // release stops watching the request's context.
-func (c *runContext) release() { c.stop() }
+func (c *runContext) release() {
+	c.mu.Lock()
+	stop := c.stop
+	c.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+}

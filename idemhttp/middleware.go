@@ -78,24 +78,41 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	identity, fingerprint := m.identity(r), m.fingerprint(r, body)
 
-	ctx := newRunContext(r.Context())
-	defer ctx.release()
-	rw := newRecorder(w, m.maxResponse, m.allow)
-	res, err := m.engine.Do(ctx, key, identity, fingerprint, func(runCtx context.Context) (idempotency.Cached, error) {
-		if err := ctx.start(); err != nil {
-			return idempotency.Cached{}, err // the client left before anything ran
-		}
-		h.next.ServeHTTP(rw, withBody(r.WithContext(runCtx), body))
-		return rw.result(), nil
-	})
+	ex := &exchange{next: h.next, req: r, body: body}
+	ex.ctx.init(r.Context())
+	defer ex.ctx.release()
+	ex.rw.init(w, m.maxResponse, m.allow)
+	res, err := m.engine.Do(&ex.ctx, key, identity, fingerprint, ex.run)
 	switch {
 	case err != nil:
 		m.onError(w, r, classify(err, res))
 	case res.Replayed:
 		writeRecorded(w, &res.Response)
 	default:
-		rw.finish()
+		ex.rw.finish()
 	}
+}
+
+// exchange is one keyed request's state, in one allocation: the context the
+// engine runs with, the recorder the handler writes to, and the reader of
+// the body it reads again.
+type exchange struct {
+	ctx  runContext
+	rw   recorder
+	rd   bodyReader
+	next http.Handler
+	req  *http.Request
+	body []byte
+}
+
+// run is the command the engine runs: the handler, with the request detached
+// from the client (runCtx) and its body rewound.
+func (ex *exchange) run(runCtx context.Context) (idempotency.Cached, error) {
+	if err := ex.ctx.start(); err != nil {
+		return idempotency.Cached{}, err // the client left before anything ran
+	}
+	ex.next.ServeHTTP(&ex.rw, ex.rd.attach(ex.req.WithContext(runCtx), ex.body))
+	return ex.rw.result(), nil
 }
 
 // Headers recorded whatever the options, and headers never recorded.

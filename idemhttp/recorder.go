@@ -46,8 +46,8 @@ var (
 	_ http.Hijacker = (*recorder)(nil)
 )
 
-func newRecorder(w http.ResponseWriter, max int, allow []string) *recorder {
-	return &recorder{w: w, max: max, allow: allow}
+func (rw *recorder) init(w http.ResponseWriter, max int, allow []string) {
+	rw.w, rw.max, rw.allow = w, max, allow
 }
 
 // Header implements http.ResponseWriter.

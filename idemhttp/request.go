@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/idemkit/idempotency"
@@ -69,7 +70,9 @@ func isJSON(contentType string) bool {
 }
 
 // readBody reads r's body, refusing one longer than limit before reading it
-// when its length is declared.
+// when its length is declared. It reads into one buffer, sized by the
+// declared length when there is one (plus a byte, for the read that sees
+// the end).
 func readBody(r *http.Request, limit int64) ([]byte, *Error) {
 	if r.Body == nil || r.Body == http.NoBody {
 		return nil, nil
@@ -77,31 +80,51 @@ func readBody(r *http.Request, limit int64) ([]byte, *Error) {
 	if r.ContentLength > limit {
 		return nil, errBodyTooLarge(limit)
 	}
-	var buf bytes.Buffer
+	size := int64(bytes.MinRead)
 	if r.ContentLength > 0 {
-		buf.Grow(int(r.ContentLength))
+		size = r.ContentLength + 1
 	}
-	_, err := buf.ReadFrom(io.LimitReader(r.Body, limit+1))
-	var tooLarge *http.MaxBytesError // an outer http.MaxBytesReader's limit
-	switch {
-	case errors.As(err, &tooLarge):
-		return nil, errBodyTooLarge(tooLarge.Limit)
-	case err != nil:
-		return nil, errBodyUnreadable(err)
-	case int64(buf.Len()) > limit:
+	buf := make([]byte, 0, min(size, limit+1))
+	for int64(len(buf)) <= limit { // reading limit+1 bytes tells a body too large
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, bytes.MinRead)
+		}
+		n, err := r.Body.Read(buf[len(buf):min(int64(cap(buf)), limit+1)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			break
+		}
+		var tooLarge *http.MaxBytesError // an outer http.MaxBytesReader's limit
+		switch {
+		case errors.As(err, &tooLarge):
+			return nil, errBodyTooLarge(tooLarge.Limit)
+		case err != nil:
+			return nil, errBodyUnreadable(err)
+		}
+	}
+	if int64(len(buf)) > limit {
 		return nil, errBodyTooLarge(limit)
 	}
-	return buf.Bytes(), nil
+	return buf, nil
 }
 
-// withBody returns a shallow copy of r (already carrying its run context)
-// whose body reads body from the start.
-func withBody(r *http.Request, body []byte) *http.Request {
+// bodyReader serves the body again to the handler. Its methods are those of
+// io.NopCloser(bytes.NewReader(body)): Read, WriteTo and Close.
+type bodyReader struct{ r bytes.Reader }
+
+func (b *bodyReader) Read(p []byte) (int, error)         { return b.r.Read(p) }
+func (b *bodyReader) WriteTo(w io.Writer) (int64, error) { return b.r.WriteTo(w) }
+func (b *bodyReader) Close() error                       { return nil }
+
+// attach gives r (a shallow copy already carrying its run context) a body
+// that reads body from the start.
+func (b *bodyReader) attach(r *http.Request, body []byte) *http.Request {
 	if len(body) == 0 {
 		r.Body, r.ContentLength = http.NoBody, 0
 		return r
 	}
-	r.Body = io.NopCloser(bytes.NewReader(body))
+	b.r.Reset(body)
+	r.Body = b
 	r.ContentLength = int64(len(body))
 	return r
 }
