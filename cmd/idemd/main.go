@@ -13,7 +13,8 @@
 //	-addr address           listen address [IDEMD_ADDR] (default 127.0.0.1:8080;
 //	                        port 0 picks a free port: the "listening" log line says which)
 //	-store spec             where keys and responses live [IDEMD_STORE] (default memory):
-//	                        memory, or postgres://… (the table is created at start)
+//	                        memory, redis://… (or rediss://), or postgres://… (the
+//	                        table is created at start; search_path picks its schema)
 //	-ttl duration           how long responses are replayed [IDEMD_TTL] (default 24h)
 //	-lease duration         how long a claim lives without a heartbeat [IDEMD_LEASE] (default 30s)
 //	-shutdown-timeout d     how long SIGINT/SIGTERM waits for running commands before

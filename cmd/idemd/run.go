@@ -46,7 +46,7 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (conf
 		fs.DurationVar(p, name, def, usage+" ["+env+"]")
 	}
 	str(&cfg.addr, "addr", "IDEMD_ADDR", "127.0.0.1:8080", "listen address (port 0: any free port)")
-	str(&cfg.store, "store", "IDEMD_STORE", "memory", "store: memory or postgres://…")
+	str(&cfg.store, "store", "IDEMD_STORE", "memory", "store: memory, redis://… or postgres://…")
 	dur(&cfg.ttl, "ttl", "IDEMD_TTL", 24*time.Hour, "how long responses are replayed")
 	dur(&cfg.lease, "lease", "IDEMD_LEASE", 30*time.Second, "how long a claim lives without a heartbeat")
 	dur(&cfg.shutdownTimeout, "shutdown-timeout", "IDEMD_SHUTDOWN_TIMEOUT", 20*time.Second,
@@ -81,8 +81,8 @@ func newLogger(format string, out io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(out, nil))
 }
 
-// run is idemd: it serves until ctx ends, then shuts down gracefully. Logs,
-// the first of them "listening" with the bound address, go to stdout.
+// run is idemd: it serves until ctx ends, then shuts down gracefully. Logs go
+// to stdout; the line "listening" gives the bound address.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	cfg, err := parseConfig(args, getenv, stdout)
 	if err != nil {

@@ -9,9 +9,11 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/idemkit/idempotency"
 	"github.com/idemkit/idempotency/pgstore"
+	"github.com/idemkit/idempotency/redisstore"
 )
 
 // openedStore is the store -store names, with what closes it.
@@ -43,8 +45,25 @@ func openStore(ctx context.Context, cfg config, log *slog.Logger) (openedStore, 
 	switch strings.ToLower(u.Scheme) {
 	case "postgres", "postgresql":
 		return openPostgres(ctx, cfg, u.Redacted(), log)
+	case "redis", "rediss", "unix":
+		return openRedis(ctx, cfg, u.Redacted())
 	}
-	return openedStore{}, fmt.Errorf("-store %s: unsupported; want memory or postgres://…", u.Redacted())
+	return openedStore{}, fmt.Errorf("-store %s: unsupported; want memory, redis://… or postgres://…", u.Redacted())
+}
+
+func openRedis(ctx context.Context, cfg config, name string) (openedStore, error) {
+	opts, err := redis.ParseURL(cfg.store)
+	if err != nil {
+		return openedStore{}, fmt.Errorf("-store %s: %w", name, err)
+	}
+	client := redis.NewClient(opts)
+	// Fail at start, not on the first command, when Redis is unreachable.
+	if err := client.Ping(ctx).Err(); err != nil {
+		client.Close()
+		return openedStore{}, fmt.Errorf("-store %s: %w", name, err)
+	}
+	s := redisstore.New(client, redisstore.WithDefaultTTL(cfg.ttl), redisstore.WithSecret([]byte(cfg.secret)))
+	return openedStore{store: s, name: name, close: func() { client.Close() }}, nil
 }
 
 func openPostgres(ctx context.Context, cfg config, name string, log *slog.Logger) (openedStore, error) {
