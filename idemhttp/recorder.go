@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"slices"
 	"strconv"
 
 	"github.com/idemkit/idempotency"
@@ -187,36 +186,66 @@ func (rw *recorder) result() idempotency.Cached {
 // finish sends the response to the client if it has not gone out yet.
 func (rw *recorder) finish() { rw.commit() }
 
-// recordedHeader copies the allowed headers of h.
+// recordedHeader copies the allowed headers of h, their values in one
+// backing array.
 func recordedHeader(h http.Header, allow []string) map[string][]string {
-	var out map[string][]string
+	n, names := 0, 0
 	for _, name := range allow {
 		if vs := h[name]; len(vs) > 0 {
-			if out == nil {
-				out = make(map[string][]string, len(allow))
-			}
-			out[name] = slices.Clone(vs)
+			n += len(vs)
+			names++
+		}
+	}
+	if names == 0 {
+		return nil
+	}
+	out := make(map[string][]string, len(allow))
+	vals := make([]string, 0, n)
+	for _, name := range allow {
+		if vs := h[name]; len(vs) > 0 {
+			i := len(vals)
+			vals = append(vals, vs...)
+			out[name] = vals[i:len(vals):len(vals)]
 		}
 	}
 	return out
 }
 
 // writeRecorded replays a recorded response: its status, its recorded
-// headers verbatim, Idempotent-Replayed: true, and its body.
+// headers verbatim, Idempotent-Replayed: true, and its body. The header
+// values it sets share one backing array, each capped to its own length.
 func writeRecorded(w http.ResponseWriter, c *idempotency.Cached) {
 	h := w.Header()
+	body := bodyAllowed(c.Status)
+	n := 1 // Idempotent-Replayed
+	if body {
+		n++ // Content-Length
+	}
+	for _, vs := range c.Header {
+		n += len(vs)
+	}
+	vals := make([]string, 0, n)
+	set := func(name string, vs ...string) {
+		i := len(vals)
+		vals = append(vals, vs...)
+		h[name] = vals[i:len(vals):len(vals)]
+	}
 	for k, vs := range c.Header {
-		h[k] = slices.Clone(vs)
+		if vs == nil {
+			h[k] = nil
+			continue
+		}
+		set(k, vs...)
 	}
 	if _, ok := c.Header["Content-Type"]; !ok {
 		h["Content-Type"] = nil // the original had none: do not sniff one now
 	}
-	h.Set(HeaderReplayed, "true")
-	if bodyAllowed(c.Status) {
-		h.Set("Content-Length", strconv.Itoa(len(c.WireBody)))
+	set(HeaderReplayed, "true")
+	if body {
+		set("Content-Length", strconv.Itoa(len(c.WireBody)))
 	}
 	w.WriteHeader(c.Status)
-	if len(c.WireBody) > 0 && bodyAllowed(c.Status) {
+	if len(c.WireBody) > 0 && body {
 		_, _ = w.Write(c.WireBody) // a client that left needs no answer
 	}
 }
