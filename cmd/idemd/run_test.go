@@ -1,0 +1,122 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(kv map[string]string) func(string) string {
+	return func(k string) string { return kv[k] }
+}
+
+func TestParseConfig(t *testing.T) {
+	defaults := config{
+		addr: "127.0.0.1:8080", store: "memory", ttl: 24 * time.Hour, lease: 30 * time.Second,
+		shutdownTimeout: 20 * time.Second, logFormat: "text",
+	}
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want func(c *config)
+	}{
+		{"defaults", nil, nil, func(*config) {}},
+		{"flags", []string{"-addr", ":9", "-store", "redis://h/0", "-ttl", "1h", "-lease", "5s", "-shutdown-timeout", "0s", "-log-format", "json"}, nil,
+			func(c *config) {
+				c.addr, c.store, c.ttl, c.lease, c.shutdownTimeout, c.logFormat = ":9", "redis://h/0", time.Hour, 5*time.Second, 0, "json"
+			}},
+		{"environment", nil, map[string]string{"IDEMD_ADDR": ":7", "IDEMD_TTL": "2h", "IDEMD_SECRET": "s"},
+			func(c *config) { c.addr, c.ttl, c.secret = ":7", 2*time.Hour, "s" }},
+		{"flag wins over environment", []string{"-addr", ":8"}, map[string]string{"IDEMD_ADDR": ":7"},
+			func(c *config) { c.addr = ":8" }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseConfig(tt.args, env(tt.env), io.Discard)
+			want := defaults
+			tt.want(&want)
+			if err != nil || got != want {
+				t.Errorf("got %+v, %v\nwant %+v", got, err, want)
+			}
+		})
+	}
+}
+
+func TestParseConfigErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+	}{
+		{"unknown flag", []string{"-nope"}, nil},
+		{"argument", []string{"extra"}, nil},
+		{"zero ttl", []string{"-ttl", "0s"}, nil},
+		{"negative lease", []string{"-lease", "-1s"}, nil},
+		{"negative shutdown timeout", []string{"-shutdown-timeout", "-1s"}, nil},
+		{"log format", []string{"-log-format", "xml"}, nil},
+		{"bad duration in the environment", nil, map[string]string{"IDEMD_LEASE": "soon"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got, err := parseConfig(tt.args, env(tt.env), io.Discard); err == nil {
+				t.Errorf("got %+v, want an error", got)
+			}
+		})
+	}
+	if _, err := parseConfig([]string{"-h"}, env(nil), io.Discard); !errors.Is(err, flag.ErrHelp) {
+		t.Errorf("-h: got %v, want flag.ErrHelp", err)
+	}
+}
+
+func TestRunUnknownStore(t *testing.T) {
+	err := run(context.Background(), []string{"-store", "mongodb://x"}, env(nil), io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "unsupported") {
+		t.Errorf("got %v, want an unsupported store error", err)
+	}
+}
+
+// TestRun runs idemd in-process until its context ends.
+func TestRun(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"-addr", "127.0.0.1:0"}, env(map[string]string{"IDEMD_LOG_FORMAT": "json"}), pw)
+		pw.Close()
+	}()
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			var l struct{ Msg, Addr string }
+			if json.Unmarshal(sc.Bytes(), &l) == nil && l.Msg == "listening" {
+				addr <- l.Addr
+			}
+		}
+		io.Copy(io.Discard, pr)
+	}()
+	var c client
+	select {
+	case a := <-addr:
+		c = client{base: "http://" + a, http: &http.Client{}}
+	case err := <-done:
+		t.Fatalf("run returned before listening: %v", err)
+	}
+	c.post(t, "widgets.create", `{"name":"x"}`, "Idempotency-Key", "run-1").data(t, 201, &struct{}{})
+	if n := c.widgetCount(t); n != 1 {
+		t.Errorf("widgets: %d, want 1", n)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("run: %v", err)
+	}
+}
