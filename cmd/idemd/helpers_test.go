@@ -166,8 +166,14 @@ func testConfig() config {
 // the HTTP server closes.
 func newTestServer(t *testing.T) (*server, client) {
 	t.Helper()
+	return newTestServerOn(t, idempotency.NewInMemoryStore())
+}
+
+// newTestServerOn is newTestServer on the given store.
+func newTestServerOn(t *testing.T, store idempotency.Store) (*server, client) {
+	t.Helper()
 	cfg := testConfig()
-	s := newServer(cfg, idempotency.NewInMemoryStore(), newLogger(cfg.logFormat, t.Output()))
+	s := newServer(cfg, store, newLogger(cfg.logFormat, t.Output()))
 	hs := httptest.NewServer(s.handler)
 	t.Cleanup(hs.Close)
 	t.Cleanup(func() { s.stopCommands(context.Canceled) })
