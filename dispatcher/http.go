@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/idemkit/idempotency/idemhttp"
 )
 
 // AnonymousIdentity is BearerIdentity's answer for a request without an
@@ -111,60 +113,20 @@ func (d *Dispatcher) detach(parent context.Context) (context.Context, func()) {
 	}
 }
 
-// headerKey reads the Idempotency-Key header: ("", false) when absent, and
-// bad set when it is present but cannot be parsed (then key is the raw value,
-// for the observer).
+// headerKey reads the Idempotency-Key header with idemhttp.ParseKey, so
+// that both adapters read a key the same way: ("", false) when absent, and
+// bad set when it is present but malformed (then key is the raw value, for
+// the observer).
 func headerKey(h http.Header) (key string, bad bool) {
-	vs := h.Values("Idempotency-Key")
-	switch len(vs) {
-	case 0:
+	vs := h.Values(idemhttp.HeaderKey)
+	k, err := idemhttp.ParseKey(vs)
+	switch {
+	case errors.Is(err, idemhttp.ErrKeyMissing):
 		return "", false
-	case 1:
-		k, err := parseKey(vs[0])
-		if err != nil || k == "" { // present but empty is malformed, not missing
-			return vs[0], true
-		}
-		return k, false
+	case err != nil:
+		return strings.Join(vs, ", "), true
 	}
-	return strings.Join(vs, ", "), true
-}
-
-var errBadKeyHeader = errors.New("malformed Idempotency-Key header")
-
-// parseKey accepts an RFC 8941 sf-string ("abc", with \" and \\ escapes and
-// printable ASCII only, no parameters) or, leniently, a bare value; both are
-// trimmed of surrounding spaces and tabs. The key itself is checked later with
-// idempotency.ValidateKey.
-func parseKey(v string) (string, error) {
-	v = strings.Trim(v, " \t")
-	if v == "" {
-		return "", errBadKeyHeader
-	}
-	if v[0] != '"' {
-		return v, nil
-	}
-	var b strings.Builder
-	for i := 1; i < len(v); i++ {
-		c := v[i]
-		switch {
-		case c == '\\':
-			i++
-			if i == len(v) || (v[i] != '"' && v[i] != '\\') {
-				return "", errBadKeyHeader
-			}
-			b.WriteByte(v[i])
-		case c == '"':
-			if i != len(v)-1 {
-				return "", errBadKeyHeader // parameters or trailing garbage
-			}
-			return b.String(), nil
-		case c < 0x20 || c > 0x7e:
-			return "", errBadKeyHeader
-		default:
-			b.WriteByte(c)
-		}
-	}
-	return "", errBadKeyHeader // unterminated
+	return k, false
 }
 
 // Headers a handler may not set: the dispatcher's own and hop-by-hop ones.
