@@ -53,16 +53,3 @@ func TestDefaultIdentityStable(t *testing.T) {
 		}
 	}
 }
-
-func TestDigestAllocations(t *testing.T) {
-	req := httptest.NewRequest("POST", "/widgets?x=1", nil)
-	req.Header.Set("Authorization", "Bearer token")
-	req.Header.Set("Content-Type", "text/plain")
-	body := []byte("a body that is not JSON")
-	if n := testing.AllocsPerRun(100, func() { idemhttp.DefaultIdentity(req) }); n > 1 {
-		t.Errorf("DefaultIdentity: %v allocations, want at most 1 (the result)", n)
-	}
-	if n := testing.AllocsPerRun(100, func() { idemhttp.DefaultFingerprint(req, body) }); n > 1 {
-		t.Errorf("DefaultFingerprint of a non-JSON body: %v allocations, want at most 1 (the result)", n)
-	}
-}

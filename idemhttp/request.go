@@ -94,18 +94,24 @@ func readBody(r *http.Request, limit int64) ([]byte, *Error) {
 		if err == io.EOF {
 			break
 		}
-		var tooLarge *http.MaxBytesError // an outer http.MaxBytesReader's limit
-		switch {
-		case errors.As(err, &tooLarge):
-			return nil, errBodyTooLarge(tooLarge.Limit)
-		case err != nil:
-			return nil, errBodyUnreadable(err)
+		if err != nil {
+			return nil, readError(err)
 		}
 	}
 	if int64(len(buf)) > limit {
 		return nil, errBodyTooLarge(limit)
 	}
 	return buf, nil
+}
+
+// readError answers a failed read of the body: 413 for an outer
+// http.MaxBytesReader's limit, 400 otherwise.
+func readError(err error) *Error {
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		return errBodyTooLarge(tooLarge.Limit)
+	}
+	return errBodyUnreadable(err)
 }
 
 // bodyReader serves the body again to the handler. Its methods are those of
