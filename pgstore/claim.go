@@ -33,8 +33,8 @@ func (s *Store) Begin(ctx context.Context, key, identity string, req idempotency
 	for range maxAttempts {
 		var r beginRow
 		err := s.pool.QueryRow(ctx, s.q.begin, id, req.Owner, req.Fingerprint, lease).Scan(
-			&r.acquired, &r.state, &r.owner, &r.fence, &r.fingerprint, &r.expiresAt,
-			&r.rec.status, &r.rec.body, &r.rec.header, &r.rec.tombstone, &r.rec.storedAt, &r.rec.ttl, &r.now)
+			&r.acquired, &r.state, &r.owner, &r.fence, &r.fingerprint, &r.live, &r.remaining,
+			&r.rec.status, &r.rec.body, &r.rec.header, &r.rec.tombstone, &r.rec.storedAt, &r.rec.ttl)
 		if retryable(err) {
 			continue
 		}
@@ -59,9 +59,9 @@ type beginRow struct {
 	owner       pgtype.Text
 	fence       pgtype.Int8
 	fingerprint pgtype.Text
-	expiresAt   pgtype.Timestamptz
+	live        pgtype.Bool // in flight with a live lease, or completed and unexpired
+	remaining   pgtype.Int8 // microseconds until the lease ends or the record expires
 	rec         record
-	now         pgtype.Timestamptz
 }
 
 // claim turns the row into Begin's answer. ok is false when the row shows
@@ -73,7 +73,7 @@ func (r *beginRow) claim(key, identity string, req idempotency.ClaimRequest) (cl
 	if r.acquired.Valid {
 		return idempotency.Claim{Status: idempotency.ClaimAcquired, Token: token(r.acquired.Int64)}, true, nil
 	}
-	if !r.state.Valid || !r.expiresAt.Time.After(r.now.Time) {
+	if !r.live.Bool {
 		return idempotency.Claim{}, false, nil // absent or dead, yet not acquired: a stale snapshot
 	}
 	if mismatch(r.fingerprint.String, req.Fingerprint) {
@@ -91,7 +91,7 @@ func (r *beginRow) claim(key, identity string, req idempotency.ClaimRequest) (cl
 		if r.owner.String == req.Owner {
 			return idempotency.Claim{Status: idempotency.ClaimAcquired, Token: token(r.fence.Int64)}, true, nil
 		}
-		return idempotency.Claim{Status: idempotency.ClaimInFlight, RetryAfter: r.expiresAt.Time.Sub(r.now.Time)}, true, nil
+		return idempotency.Claim{Status: idempotency.ClaimInFlight, RetryAfter: time.Duration(r.remaining.Int64) * time.Microsecond}, true, nil
 	}
 	return idempotency.Claim{}, false, nil
 }

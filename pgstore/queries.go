@@ -49,9 +49,10 @@ ON CONFLICT (id) DO UPDATE SET
 
 // beginSQL: $1 id, $2 owner, $3 fingerprint, $4 lease in microseconds.
 //
-// cur reads the row as of the statement's snapshot, with the server's clock
-// read once (n.now). Only when that row is absent or dead (released, lease
-// run out, or expired) does claim try to write: an insert, or on conflict a
+// cur reads the row as of the statement's snapshot, and judges it with the
+// server's clock read once (n.now): live, and for how many microseconds
+// more. Only when the row is absent or dead (released, lease run out, or
+// expired) does claim try to write: an insert, or on conflict a
 // takeover, whose WHERE is checked again against the latest version of the
 // row under its lock, so two racing takeovers cannot both win. A replay or
 // an in-flight answer thus takes no lock and writes nothing. The fence of a
@@ -65,9 +66,10 @@ ON CONFLICT (id) DO UPDATE SET
 // statement again, with a fresh snapshot.
 const beginSQL = `
 WITH cur AS (
-    SELECT r.state, r.owner, r.fence, r.fingerprint, r.expires_at,
-        r.status, r.body, r.header, r.tombstone, r.stored_at, r.ttl_ns,
-        n.now, r.state IN (1, 2) AND r.expires_at > n.now AS live
+    SELECT r.state, r.owner, r.fence, r.fingerprint,
+        r.state IN (1, 2) AND r.expires_at > n.now AS live,
+        (extract(epoch FROM r.expires_at - n.now) * 1000000)::bigint AS remaining_us,
+        r.status, r.body, r.header, r.tombstone, r.stored_at, r.ttl_ns
     FROM {table} r, (SELECT clock_timestamp() AS now) n
     WHERE r.id = $1
 ), claim AS (
@@ -81,8 +83,8 @@ WITH cur AS (
     WHERE r.state = 0 OR r.expires_at <= clock_timestamp()
     RETURNING r.fence
 )
-SELECT (SELECT fence FROM claim), cur.state, cur.owner, cur.fence, cur.fingerprint, cur.expires_at,
-    cur.status, cur.body, cur.header, cur.tombstone, cur.stored_at, cur.ttl_ns, cur.now
+SELECT (SELECT fence FROM claim), cur.state, cur.owner, cur.fence, cur.fingerprint, cur.live, cur.remaining_us,
+    cur.status, cur.body, cur.header, cur.tombstone, cur.stored_at, cur.ttl_ns
 FROM (SELECT) one LEFT JOIN cur ON true`
 
 // completeSQL: $1 id, $2 owner, $3 fence, $4 status, $5 body, $6 header,

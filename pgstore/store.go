@@ -253,13 +253,18 @@ func (s *Store) recordID(key, identity string) []byte {
 	return id[:]
 }
 
-// bound applies the store's timeout to ctx.
+// bound applies the store's timeout to ctx, unless ctx ends sooner anyway.
 func (s *Store) bound(ctx context.Context) (context.Context, context.CancelFunc) {
 	if s.timeout < 0 {
-		return ctx, func() {}
+		return ctx, noCancel
+	}
+	if d, ok := ctx.Deadline(); ok && time.Until(d) <= s.timeout {
+		return ctx, noCancel
 	}
 	return context.WithTimeout(ctx, s.timeout)
 }
+
+func noCancel() {}
 
 // Lookup implements idempotency.Store. It reads one row and returns a hit
 // only for a completed record whose expires_at is still ahead of the
@@ -359,6 +364,9 @@ func (r *record) cached() (*idempotency.Cached, error) {
 // statement again resolves: the statement changed nothing, and the race it
 // lost is over.
 func retryable(err error) bool {
+	if err == nil {
+		return false
+	}
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) {
 		return false
