@@ -21,6 +21,11 @@
 //	                        cancelling them and releasing their keys [IDEMD_SHUTDOWN_TIMEOUT] (default 20s)
 //	-log-format text|json   log format on standard output [IDEMD_LOG_FORMAT] (default text)
 //
+// SIGINT or SIGTERM shuts down gracefully: idemd stops accepting, lets
+// running commands finish for up to -shutdown-timeout, then cancels the rest,
+// whose keys are released so that their retries run again. A second signal
+// kills it at once.
+//
 // IDEMD_SECRET, when set, keys the HMAC that names records in a shared store
 // (every replica must use the same value).
 //
@@ -44,6 +49,9 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// After the first signal starts the graceful shutdown, a second one
+	// kills the process at once.
+	context.AfterFunc(ctx, stop)
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(0)
