@@ -12,7 +12,8 @@ const (
 	// CodeKeyMissing (400): the command needs an idempotency key and none was sent.
 	CodeKeyMissing = "idempotency_key_missing"
 	// CodeKeyInvalid (400): the key is empty, longer than 255 bytes, contains
-	// control characters, or is not a well-formed header value.
+	// control characters, or its header is malformed (see idemhttp.ParseKey:
+	// a bad quoted string, a bare key with a comma or quote, several lines).
 	CodeKeyInvalid = "idempotency_key_invalid"
 	// CodeKeyReused (422): the key was used, by the same caller, for another
 	// command or another payload.
