@@ -187,7 +187,7 @@ func BenchmarkCache(b *testing.B) {
 		return cc
 	}
 	for _, c := range contenders {
-		b.Run("LookupHit/"+c.name, func(b *testing.B) {
+		b.Run("op=LookupHit/impl="+c.name, func(b *testing.B) {
 			cc := full(c)
 			parallel(b, len(keys), func(i int) {
 				if !cc.get(keys[i]) {
@@ -197,13 +197,13 @@ func BenchmarkCache(b *testing.B) {
 		})
 	}
 	for _, c := range contenders {
-		b.Run("Store/"+c.name, func(b *testing.B) {
+		b.Run("op=Store/impl="+c.name, func(b *testing.B) {
 			cc := full(c)
 			parallel(b, len(keys), func(i int) { cc.set(keys[i], body) })
 		})
 	}
 	for _, c := range contenders {
-		b.Run("Mix90-10/"+c.name, func(b *testing.B) {
+		b.Run("op=Mix90-10/impl="+c.name, func(b *testing.B) {
 			cc := full(c)
 			parallel(b, len(keys), func(i int) {
 				if i%10 == 0 {
@@ -221,7 +221,7 @@ func BenchmarkCache(b *testing.B) {
 		if !c.bounded {
 			continue
 		}
-		b.Run("InsertEvict/"+c.name, func(b *testing.B) {
+		b.Run("op=InsertEvict/impl="+c.name, func(b *testing.B) {
 			cc := full(c)
 			parallel(b, len(fresh), func(i int) { cc.set(fresh[i], body) })
 		})

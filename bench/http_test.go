@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -47,7 +48,7 @@ func inProcessRequest(key string) *http.Request {
 func BenchmarkHTTPInProcess(b *testing.B) {
 	for _, path := range []string{"replay", "fresh"} {
 		for _, name := range []string{"bare", "idemhttp"} {
-			b.Run(path+"/"+name, func(b *testing.B) {
+			b.Run("path="+path+"/impl="+name, func(b *testing.B) {
 				h := httpTargets()[name]
 				h.ServeHTTP(httptest.NewRecorder(), inProcessRequest("k"))
 				keys := make([]string, 0, 1<<16)
@@ -83,7 +84,7 @@ func BenchmarkHTTPLoopback(b *testing.B) {
 	const conns = 64
 	for _, path := range []string{"replay", "fresh"} {
 		for _, name := range []string{"bare", "idemhttp"} {
-			b.Run(path+"/"+name+"/c64", func(b *testing.B) {
+			b.Run("path="+path+"/impl="+name+"/conns=64", func(b *testing.B) {
 				srv := httptest.NewServer(httpTargets()[name])
 				defer srv.Close()
 				client := &http.Client{Transport: &http.Transport{
@@ -112,11 +113,25 @@ func BenchmarkHTTPLoopback(b *testing.B) {
 					}
 					return err
 				}
+				var seq atomic.Int64
+				run := strconv.FormatInt(time.Now().UnixNano(), 36)
+				// Record the replayed key, then open the 64 connections
+				// before the timer starts.
 				if err := send("k"); err != nil {
 					b.Fatal(err)
 				}
-				var seq atomic.Int64
-				run := strconv.FormatInt(time.Now().UnixNano(), 36)
+				var wg sync.WaitGroup
+				errs := make(chan error, conns)
+				for range conns {
+					wg.Go(func() { errs <- send(run + "-warm-" + strconv.FormatInt(seq.Add(1), 10)) })
+				}
+				wg.Wait()
+				close(errs)
+				for err := range errs {
+					if err != nil {
+						b.Fatal(err)
+					}
+				}
 				atParallel(b, conns, func(i int64) error {
 					key := "k"
 					if path == "fresh" {

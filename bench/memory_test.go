@@ -14,7 +14,7 @@ func BenchmarkBytesPerEntry(b *testing.B) {
 	keys := benchKeys("mem", n)
 	body := benchBody()
 	for _, c := range contenders {
-		b.Run(c.name, func(b *testing.B) {
+		b.Run("impl="+c.name, func(b *testing.B) {
 			var per float64
 			for b.Loop() {
 				before := heapAfterGC()

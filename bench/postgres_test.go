@@ -85,14 +85,14 @@ func BenchmarkPostgres(b *testing.B) {
 		name string
 		op   func(i int64) error
 	}{
-		{"Replay/pgstore", func(i int64) error {
+		{"op=Replay/impl=pgstore", func(i int64) error {
 			cl, err := f.store.Begin(ctx, f.keys[i%pgPreload], "alice", claim)
 			if err == nil && cl.Status != idempotency.ClaimReplay {
 				err = fmt.Errorf("Begin on a completed key: %v", cl.Status)
 			}
 			return err
 		}},
-		{"Replay/raw-SELECT", func(i int64) error {
+		{"op=Replay/impl=raw-SELECT", func(i int64) error {
 			var (
 				status   *int32
 				body     []byte
@@ -104,21 +104,21 @@ func BenchmarkPostgres(b *testing.B) {
 			)
 			return f.pool.QueryRow(ctx, f.raw.sel, f.rawIDs[i%pgPreload]).Scan(&status, &body, &header, &tomb, &fp, &storedAt, &ttl)
 		}},
-		{"Claim/pgstore-begin", func(int64) error {
+		{"op=Claim/impl=pgstore-begin", func(int64) error {
 			cl, err := f.store.Begin(ctx, freshKey(), "alice", claim)
 			if err == nil && cl.Status != idempotency.ClaimAcquired {
 				err = fmt.Errorf("Begin on a fresh key: %v", cl.Status)
 			}
 			return err
 		}},
-		{"Claim/raw-INSERT", func(int64) error {
+		{"op=Claim/impl=raw-INSERT", func(int64) error {
 			id := idempotency.RecordKey(nil, freshKey(), "alice")
 			var fence int64
 			return f.pool.QueryRow(ctx, f.raw.ins, id[:], "bench-owner", "fp").Scan(&fence)
 		}},
 	}
 	for _, o := range ops {
-		b.Run(fmt.Sprintf("%s/p%d", o.name, pgParallel), func(b *testing.B) { atParallel(b, pgParallel, o.op) })
+		b.Run(fmt.Sprintf("%s/par=%d", o.name, pgParallel), func(b *testing.B) { atParallel(b, pgParallel, o.op) })
 	}
 }
 

@@ -85,26 +85,26 @@ func BenchmarkRedis(b *testing.B) {
 		name string
 		op   func(i int64) error
 	}{
-		{"Replay/redisstore", func(i int64) error {
+		{"op=Replay/impl=redisstore", func(i int64) error {
 			cl, err := f.store.Begin(ctx, f.keys[i%redisPreload], "alice", claim)
 			if err == nil && cl.Status != idempotency.ClaimReplay {
 				err = fmt.Errorf("Begin on a completed key: %v", cl.Status)
 			}
 			return err
 		}},
-		{"Replay/raw-GET", func(i int64) error {
+		{"op=Replay/impl=raw-GET", func(i int64) error {
 			return f.client.Get(ctx, f.rawKeys[i%redisPreload]).Err()
 		}},
-		{"Replay/raw-EVALSHA-GET", func(i int64) error {
+		{"op=Replay/impl=raw-EVALSHA-GET", func(i int64) error {
 			return goScript.Run(ctx, f.client, []string{f.rawKeys[i%redisPreload]}).Err()
 		}},
-		{"Replay/rueidis-GET", func(i int64) error {
+		{"op=Replay/impl=rueidis-GET", func(i int64) error {
 			return f.rue.Do(ctx, f.rue.B().Get().Key(f.rawKeys[i%redisPreload]).Build()).Error()
 		}},
-		{"Replay/rueidis-EVALSHA-GET", func(i int64) error {
+		{"op=Replay/impl=rueidis-EVALSHA-GET", func(i int64) error {
 			return rueScript.Exec(ctx, f.rue, []string{f.rawKeys[i%redisPreload]}, nil).Error()
 		}},
-		{"Claim/redisstore-begin+complete", func(int64) error {
+		{"op=Claim/impl=redisstore-begin+complete", func(int64) error {
 			cl, err := f.store.Begin(ctx, freshKey(), "alice", claim)
 			if err != nil {
 				return err
@@ -114,16 +114,16 @@ func BenchmarkRedis(b *testing.B) {
 			}
 			return f.store.Complete(ctx, cl.Token, idempotency.Cached{Status: 201, WireBody: f.body, TTL: time.Hour})
 		}},
-		{"Claim/raw-SETNX", func(int64) error {
+		{"op=Claim/impl=raw-SETNX", func(int64) error {
 			return f.client.SetArgs(ctx, freshRaw(), f.body, redis.SetArgs{Mode: "NX", TTL: time.Hour + time.Millisecond}).Err()
 		}},
-		{"Claim/rueidis-SETNX", func(int64) error {
+		{"op=Claim/impl=rueidis-SETNX", func(int64) error {
 			return f.rue.Do(ctx, f.rue.B().Set().Key(freshRaw()).Value(rueidis.BinaryString(f.body)).Nx().PxMilliseconds(3600001).Build()).Error()
 		}},
 	}
 	for _, par := range []int{1, 64} {
 		for _, o := range ops {
-			b.Run(fmt.Sprintf("%s/p%d", o.name, par), func(b *testing.B) { atParallel(b, par, o.op) })
+			b.Run(fmt.Sprintf("%s/par=%d", o.name, par), func(b *testing.B) { atParallel(b, par, o.op) })
 		}
 	}
 }
