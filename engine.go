@@ -188,6 +188,9 @@ func (e *Engine) Do(ctx context.Context, key, identity, fingerprint string, fn F
 	if err := ValidateKey(key); err != nil {
 		return Result{}, err
 	}
+	if ctx.Err() != nil { // the caller is gone: claim nothing, run nothing
+		return Result{}, fmt.Errorf("idempotency: %w", context.Cause(ctx))
+	}
 	if e.claims == nil {
 		return e.doLocal(ctx, key, identity, fingerprint, fn)
 	}

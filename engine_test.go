@@ -506,3 +506,23 @@ func TestDoPanicKeepsStack(t *testing.T) {
 		})
 	}
 }
+
+func TestDoCancelledBeforeStart(t *testing.T) {
+	for name, newStore := range stores() {
+		t.Run(name, func(t *testing.T) {
+			s := newStore()
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			var c counter
+			if _, err := idempotency.NewEngine(s).Do(ctx, "k", "", "", c.fn(200, "x")); !errors.Is(err, context.Canceled) || c.n.Load() != 0 {
+				t.Fatalf("Do with an ended context = %v (ran %d), want context.Canceled without running", err, c.n.Load())
+			}
+			if cs, ok := s.(idempotency.ClaimStore); ok {
+				cl, err := cs.Begin(context.Background(), "k", "", idempotency.ClaimRequest{Owner: "o", Lease: time.Second})
+				if err != nil || cl.Status != idempotency.ClaimAcquired {
+					t.Fatalf("Begin after the cancelled Do = (%v, %v), want the key untouched", cl.Status, err)
+				}
+			}
+		})
+	}
+}
