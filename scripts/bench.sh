@@ -50,6 +50,7 @@ gotest() {
 }
 
 profile() {
+  # go test -bench splits its pattern at each '/', one part per level.
   local dir=$out/profiles
   mkdir -p "$dir"
   prof() { # name, package dir, bench regexp, -cpu, go test args…
@@ -62,12 +63,12 @@ profile() {
     go tool pprof -top -nodecount 25 -sample_index=alloc_space "$dir/$name.test" "$dir/$name.mem" >"$dir/$name.alloc.txt" 2>/dev/null
     go tool pprof -top -nodecount 25 -sample_index=alloc_objects "$dir/$name.test" "$dir/$name.mem" >"$dir/$name.allocs.txt" 2>/dev/null
   }
-  prof memory-lookup bench 'Cache/op=LookupHit/impl=idemkit$' 2 -benchtime 3000000x
-  prof memory-store bench 'Cache/op=(Store|InsertEvict)/impl=idemkit$' 2 -benchtime 1000000x
+  prof memory-lookup bench 'Cache/op=LookupHit/impl=idemkit$' 2 -benchtime 30000000x
+  prof memory-store bench 'Cache/op=(Store|InsertEvict)/impl=idemkit$' 2 -benchtime 5000000x
   prof engine-do . 'EngineDo' 2 -benchtime 500000x
   prof middleware bench 'HTTPInProcess/path=(replay|fresh)/impl=idemhttp$' 2 -benchtime 200000x
-  prof redisstore bench 'Redis/op=(Replay/impl=redisstore|Claim/impl=redisstore-begin\+complete)/par=64' 2 -benchtime 50000x
-  prof pgstore bench 'Postgres/op=(Replay/impl=pgstore|Claim/impl=pgstore-begin)/' 2 -benchtime 10000x
+  prof redisstore bench 'Redis/op=(Replay|Claim)/impl=redisstore/par=64' 2 -benchtime 50000x
+  prof pgstore bench 'Postgres/op=(Replay|Claim)/impl=pgstore' 2 -benchtime 10000x
   log "profiles and their pprof -top in $dir"
 }
 
