@@ -71,7 +71,9 @@ func Run(t *testing.T, newStore func(tb testing.TB) idempotency.Store, opts ...O
 	if s.cfg.clock != nil {
 		s.lease, s.ttl, s.margin = 10*time.Second, time.Hour, time.Millisecond
 	} else {
-		s.lease, s.ttl, s.margin = 400*time.Millisecond, 600*time.Millisecond, 150*time.Millisecond
+		// Wide enough that a loaded machine (a stalled goroutine, a slow
+		// server) does not turn a wait into a flake.
+		s.lease, s.ttl, s.margin = time.Second, 1200*time.Millisecond, 300*time.Millisecond
 	}
 
 	t.Run("Seed", func(t *testing.T) {
