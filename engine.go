@@ -17,6 +17,9 @@ const (
 	// DefaultMaxResponseBytes is the largest response body the Engine records;
 	// a larger one is answered but recorded as a tombstone.
 	DefaultMaxResponseBytes = 1 << 20
+	// MaxRetryAfter caps Result.RetryAfter, the hint given to a duplicate
+	// that found its key in flight.
+	MaxRetryAfter = time.Second
 )
 
 // cleanupTimeout bounds the store calls that run after the caller's context
@@ -156,8 +159,11 @@ type Result struct {
 	// Fence is the fencing number of the claim this execution held; zero on a
 	// replay and with a plain Store.
 	Fence uint64
-	// RetryAfter accompanies ErrInFlight: how long the holder's lease still
-	// runs, when the store knows.
+	// RetryAfter accompanies ErrInFlight: when a retry may find the first
+	// execution finished. It is the holder's remaining lease, when the store
+	// knows it, capped at MaxRetryAfter: a heartbeat keeps renewing the lease
+	// of a running command, so the lease says how long a crashed holder could
+	// block the key, not when a live one will be done.
 	RetryAfter time.Duration
 }
 
@@ -209,10 +215,10 @@ func (e *Engine) Do(ctx context.Context, key, identity, fingerprint string, fn F
 			return Result{}, ErrMismatch
 		case ClaimInFlight:
 			if !e.wait {
-				return Result{RetryAfter: cl.RetryAfter}, ErrInFlight
+				return Result{RetryAfter: min(cl.RetryAfter, MaxRetryAfter)}, ErrInFlight
 			}
 			if err := e.await(ctx, recordName{key, identity}, attempt); err != nil {
-				return Result{RetryAfter: cl.RetryAfter}, err
+				return Result{RetryAfter: min(cl.RetryAfter, MaxRetryAfter)}, err
 			}
 		default:
 			return Result{}, &StoreError{Op: "begin", Err: fmt.Errorf("invalid claim status %d", cl.Status)}

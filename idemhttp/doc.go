@@ -50,7 +50,7 @@
 //
 //	HTTP/1.1 409 Conflict
 //	Content-Type: application/problem+json
-//	Retry-After: 30
+//	Retry-After: 1
 //
 //	{"type":"https://github.com/idemkit/idempotency/problems/idempotency-key-in-flight",
 //	 "title":"A request with this Idempotency-Key is being processed","status":409,"detail":"…"}
