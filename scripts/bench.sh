@@ -41,12 +41,21 @@ if ! [ -x "$benchstat" ]; then
   go install golang.org/x/perf/cmd/benchstat@latest
 fi
 
-# gotest runs go test in the bench module, output to $out/$1.txt.
+# gotest runs go test in the bench module $count times with -count 1, output
+# to $out/$1.txt. Rounds, not -count: -count repeats each benchmark before
+# the next, while a round runs every contender once, so that load from the
+# rest of a shared machine weighs on all of them alike.
 gotest() {
   local name=$1
   shift
-  log "go test $* > $name.txt"
-  (cd bench && go test -run '^$' "$@") | tee "$out/$name.txt" | grep -E '^(Benchmark|ok|FAIL|---)' >&2 || true
+  : >"$out/$name.txt"
+  (cd bench && go test -c -o "$out/bench.test" .)
+  for i in $(seq 1 "$count"); do
+    log "round $i/$count: go test $* >> $name.txt"
+    (cd bench && "$out/bench.test" -test.run '^$' "${@/#-/-test.}") >>"$out/$name.txt"
+  done
+  rm -f "$out/bench.test"
+  grep -cE '^Benchmark' "$out/$name.txt" | xargs printf '   %s results\n' >&2
 }
 
 profile() {
@@ -78,11 +87,11 @@ if [ "${1:-}" = profile ]; then
 fi
 
 # 1. The comparison.
-gotest cache -bench '^BenchmarkCache$|^BenchmarkClock$' -cpu 1,2 -count "$count" -benchtime "$btime"
-gotest bytes -bench '^BenchmarkBytesPerEntry$' -cpu 1 -count "$count" -benchtime 1x
-gotest redis -bench '^BenchmarkRedis$' -cpu 2 -count "$count" -benchtime "$btime"
-gotest postgres -bench '^BenchmarkPostgres$' -cpu 2 -count "$count" -benchtime "$btime"
-gotest http -bench '^BenchmarkHTTP' -cpu 2 -count "$count" -benchtime "$btime"
+gotest cache -bench '^BenchmarkCache$|^BenchmarkClock$' -cpu 1,2 -benchtime "$btime" -benchmem
+gotest bytes -bench '^BenchmarkBytesPerEntry$' -cpu 1 -benchtime 1x
+gotest redis -bench '^BenchmarkRedis$' -cpu 2 -benchtime "$btime" -benchmem
+gotest postgres -bench '^BenchmarkPostgres$' -cpu 2 -benchtime "$btime" -benchmem
+gotest http -bench '^BenchmarkHTTP' -cpu 2 -benchtime "$btime" -benchmem
 log "round-trip and statement checks"
 (cd bench && go test -count 1 -run 'TestRedisRoundTrips|TestPostgresStatements' -v .) >"$out/checks.txt" 2>&1 || true
 grep -E '^(--- |ok|FAIL)' "$out/checks.txt" >&2 || true

@@ -111,6 +111,9 @@ func targets() []target {
 	ts = append(ts,
 		target{name: "pgstore replay throughput ÷ raw primary-key SELECT (8 parallel)", kind: speed, a: pg("Replay", "pgstore"), b: pg("Replay", "raw-SELECT"), unit: "ns/op", goal: 0.9},
 		target{name: "pgstore claim throughput ÷ raw INSERT … ON CONFLICT DO NOTHING RETURNING (8 parallel)", kind: speed, a: pg("Claim", "pgstore-begin"), b: pg("Claim", "raw-INSERT"), unit: "ns/op", goal: 0.85},
+		target{name: "pgstore claim with synchronous_commit off, speed-up over on", kind: ratioUp, a: pg("Claim", "pgstore-begin-sync-commit-off"), b: pg("Claim", "pgstore-begin"), unit: "ns/op", info: true},
+		target{name: "pgstore replay, allocs/op", a: pg("Replay", "pgstore"), unit: "allocs/op", info: true},
+		target{name: "pgstore claim, allocs/op", a: pg("Claim", "pgstore-begin"), unit: "allocs/op", info: true},
 	)
 	return ts
 }
