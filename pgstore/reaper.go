@@ -2,7 +2,10 @@ package pgstore
 
 import (
 	"context"
+	"errors"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // DeleteExpired deletes at most batch rows whose expires_at has passed by
@@ -41,7 +44,7 @@ func (s *Store) reap(ctx context.Context) {
 		for ctx.Err() == nil {
 			n, err := s.DeleteExpired(ctx, s.reapBatch)
 			if err != nil {
-				if ctx.Err() == nil && s.onReapErr != nil {
+				if ctx.Err() == nil && s.onReapErr != nil && !notMigrated(err) {
 					s.onReapErr(err)
 				}
 				break
@@ -51,4 +54,12 @@ func (s *Store) reap(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// notMigrated reports an error saying the table (or its schema) does not
+// exist yet: a reaper started by New before Migrate has nothing to reap, and
+// that is not worth reporting.
+func notMigrated(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000")
 }

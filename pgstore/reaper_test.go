@@ -152,3 +152,26 @@ func TestCloseWithoutReaper(t *testing.T) {
 		t.Errorf("Close = %v, want nil", err)
 	}
 }
+
+// A reaper started before Migrate (New starts it) does not report the
+// missing table as an error; it starts reaping once the table exists.
+func TestReaperBeforeMigrate(t *testing.T) {
+	pool := testPool(t)
+	schema := testSchema(t, pool)
+	const interval = 5 * time.Millisecond
+	var reapErrs atomic.Int64
+	st := New(pool, WithSchema(schema), WithReaper(interval, 5),
+		WithReaperErrorHandler(func(err error) { reapErrs.Add(1); t.Logf("reaper error: %v", err) }))
+	defer st.Close()
+	// Let the reaper run against the missing table for a few intervals.
+	deadline := time.Now().Add(10 * interval)
+	for time.Now().Before(deadline) {
+		time.Sleep(interval)
+	}
+	if err := st.Migrate(context.Background()); err != nil {
+		t.Fatalf("Migrate: %v", err)
+	}
+	if got := reapErrs.Load(); got != 0 {
+		t.Errorf("reaper reported %d errors before Migrate, want 0", got)
+	}
+}

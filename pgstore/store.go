@@ -158,8 +158,10 @@ func WithReaper(interval time.Duration, batch int) Option {
 }
 
 // WithReaperErrorHandler sets a function the background reaper calls with
-// each error of DeleteExpired (it tries again at the next interval). It is
-// called from the reaper's goroutine. nil, the default, discards the errors.
+// each error of DeleteExpired (it tries again at the next interval), except
+// that the table or schema does not exist yet (a reaper runs from New, and
+// Migrate may come after). It is called from the reaper's goroutine. nil,
+// the default, discards the errors.
 func WithReaperErrorHandler(f func(error)) Option {
 	return func(s *Store) { s.onReapErr = f }
 }
