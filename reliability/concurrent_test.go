@@ -141,3 +141,72 @@ func exactlyOnce(t *testing.T, replicas []idempotency.Store) {
 		t.Errorf("ledger total %d for %d pairs", ledger.Total(), len(pairs))
 	}
 }
+
+// TestConcurrentDispatcher races duplicate HTTP requests through the
+// dispatcher (the handler idemd mounts) over each store: four callers per
+// key, retrying after 409 as a client does. Every key's widget is created
+// once and every caller gets the same response bytes.
+func TestConcurrentDispatcher(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, f *fixture) {
+		t.Parallel()
+		srv, ledger := newDashboard(t, f.store)
+		client := srv.Client()
+		const keys, callers = 30, 4
+		prefix := "http-once-" + idempotency.NewOwner()[:8]
+		type answer struct{ pair, body string }
+		answers := make(chan answer, keys*callers)
+		failures := make(chan string, keys*callers)
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for k := range keys {
+			key := fmt.Sprintf("%s-%d", prefix, k)
+			for range callers {
+				wg.Go(func() {
+					<-start
+					for attempt := 0; attempt < 200; attempt++ {
+						r, err := tryCommand(client, srv.URL, key, "tok", `{"name":"w"}`)
+						switch {
+						case err != nil:
+							failures <- fmt.Sprintf("%s: %v", key, err)
+							return
+						case r.status == 201:
+							answers <- answer{key, r.body}
+							return
+						case r.status != 409:
+							failures <- fmt.Sprintf("%s: %d %s", key, r.status, r.body)
+							return
+						}
+						time.Sleep(5 * time.Millisecond) // a client's backoff after 409
+					}
+					failures <- key + ": still 409 after 200 attempts"
+				})
+			}
+		}
+		close(start)
+		wg.Wait()
+		close(answers)
+		close(failures)
+		for msg := range failures {
+			t.Error(msg)
+		}
+		bodies := map[string]string{}
+		var pairs []string
+		for a := range answers {
+			if b, ok := bodies[a.pair]; !ok {
+				bodies[a.pair] = a.body
+				pairs = append(pairs, a.pair)
+			} else if b != a.body {
+				t.Errorf("%s: callers got %s and %s", a.pair, b, a.body)
+			}
+		}
+		if len(pairs) != keys {
+			t.Errorf("%d keys succeeded, want %d", len(pairs), keys)
+		}
+		if got := ledger.Total(); got != keys {
+			t.Errorf("%d widgets created for %d keys", got, keys)
+		}
+		if err := ledger.Check(nil); err != nil {
+			t.Error(err)
+		}
+	})
+}

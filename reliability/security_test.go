@@ -176,9 +176,22 @@ type reply struct {
 
 func postCommand(t *testing.T, c *http.Client, base, name, key, token, payload string) reply {
 	t.Helper()
+	r, err := sendCommand(c, base, name, key, token, payload)
+	if err != nil {
+		t.Fatalf("POST %s: %v", name, err)
+	}
+	return r
+}
+
+// tryCommand posts widgets.create; it is safe to call from any goroutine.
+func tryCommand(c *http.Client, base, key, token, payload string) (reply, error) {
+	return sendCommand(c, base, "widgets.create", key, token, payload)
+}
+
+func sendCommand(c *http.Client, base, name, key, token, payload string) (reply, error) {
 	req, err := http.NewRequest(http.MethodPost, base+"/v1/commands/"+name, strings.NewReader(payload))
 	if err != nil {
-		t.Fatal(err)
+		return reply{}, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	if key != "" {
@@ -189,14 +202,14 @@ func postCommand(t *testing.T, c *http.Client, base, name, key, token, payload s
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		t.Fatalf("POST %s: %v", name, err)
+		return reply{}, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		t.Fatalf("reading %s: %v", name, err)
+		return reply{}, err
 	}
-	return reply{resp.StatusCode, string(b), resp.Header.Get("Idempotent-Replayed") == "true", resp.Header}
+	return reply{resp.StatusCode, string(b), resp.Header.Get("Idempotent-Replayed") == "true", resp.Header}, nil
 }
 
 // newDashboard serves a dispatcher over store with the demo's
