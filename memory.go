@@ -102,15 +102,13 @@ type memEntry struct {
 	name       recordName
 	prev, next *memEntry
 
-	done    bool
-	rec     Cached
-	expires int64 // unix nanoseconds; for completed records
-	size    int64
-
-	owner       string
-	fence       uint64
-	fingerprint string
-	leaseUntil  int64 // unix nanoseconds
+	done bool
+	rec  Cached // in flight: only rec.Fingerprint, the claim's
+	// until is, in unix nanoseconds, when a completed record expires or
+	// when an in-flight claim's lease runs out.
+	until int64
+	owner string
+	fence uint64
 }
 
 // Len reports how many records the store holds, completed and in flight,
@@ -143,7 +141,7 @@ func (s *InMemoryStore) Lookup(_ context.Context, key, identity string) (*Cached
 		s.mu.Unlock()
 		return nil, false
 	}
-	if now >= e.expires {
+	if now >= e.until {
 		s.remove(e)
 		s.mu.Unlock()
 		return nil, false
@@ -162,8 +160,8 @@ func (s *InMemoryStore) Store(_ context.Context, key, identity string, c Cached)
 	}
 	now := s.now()
 	e := s.newCompleted(recordName{key, identity}, c, now)
-	if s.maxBytes > 0 && e.size > s.maxBytes {
-		return fmt.Errorf("store: %w: %d bytes, cap %d", ErrTooLarge, e.size, s.maxBytes)
+	if size := e.rec.size(); s.maxBytes > 0 && size > s.maxBytes {
+		return fmt.Errorf("store: %w: %d bytes, cap %d", ErrTooLarge, size, s.maxBytes)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -187,7 +185,7 @@ func (s *InMemoryStore) Begin(_ context.Context, key, identity string, req Claim
 	defer s.mu.Unlock()
 	e := s.records[name]
 	if e != nil && e.done {
-		if now < e.expires {
+		if now < e.until {
 			if mismatch(e.rec.Fingerprint, req.Fingerprint) {
 				return Claim{Status: ClaimMismatch}, nil
 			}
@@ -197,14 +195,14 @@ func (s *InMemoryStore) Begin(_ context.Context, key, identity string, req Claim
 		s.remove(e)
 		e = nil
 	}
-	if e != nil && now < e.leaseUntil { // a live claim
+	if e != nil && now < e.until { // a live claim
 		switch {
-		case mismatch(e.fingerprint, req.Fingerprint):
+		case mismatch(e.rec.Fingerprint, req.Fingerprint):
 			return Claim{Status: ClaimMismatch}, nil
 		case e.owner == req.Owner:
 			return Claim{Status: ClaimAcquired, Token: e.token()}, nil
 		}
-		return Claim{Status: ClaimInFlight, RetryAfter: time.Duration(e.leaseUntil - now)}, nil
+		return Claim{Status: ClaimInFlight, RetryAfter: time.Duration(e.until - now)}, nil
 	}
 	if e == nil {
 		if !s.makeRoom(1) {
@@ -215,8 +213,8 @@ func (s *InMemoryStore) Begin(_ context.Context, key, identity string, req Claim
 	}
 	// A new claim, or a takeover of one whose lease ran out.
 	s.fence++
-	e.owner, e.fence, e.fingerprint = req.Owner, s.fence, req.Fingerprint
-	e.leaseUntil = now + int64(req.Lease)
+	e.owner, e.fence, e.rec.Fingerprint = req.Owner, s.fence, req.Fingerprint
+	e.until = now + int64(req.Lease)
 	return Claim{Status: ClaimAcquired, Token: e.token()}, nil
 }
 
@@ -233,11 +231,11 @@ func (s *InMemoryStore) Complete(_ context.Context, tok Token, c Cached) error {
 		}
 		return fmt.Errorf("complete: %w", ErrLeaseLost)
 	}
-	if s.maxBytes > 0 && done.size > s.maxBytes {
-		return fmt.Errorf("complete: %w: %d bytes, cap %d", ErrTooLarge, done.size, s.maxBytes)
+	if size := done.rec.size(); s.maxBytes > 0 && size > s.maxBytes {
+		return fmt.Errorf("complete: %w: %d bytes, cap %d", ErrTooLarge, size, s.maxBytes)
 	}
 	if done.rec.Fingerprint == "" { // not yet published, so still ours to set
-		done.rec.Fingerprint = e.fingerprint
+		done.rec.Fingerprint = e.rec.Fingerprint
 	}
 	done.owner, done.fence = e.owner, e.fence
 	delete(s.records, e.name)
@@ -270,14 +268,14 @@ func (s *InMemoryStore) Renew(_ context.Context, tok Token, lease time.Duration)
 	if e == nil {
 		return fmt.Errorf("renew: %w", ErrLeaseLost)
 	}
-	e.leaseUntil = now + int64(lease)
+	e.until = now + int64(lease)
 	return nil
 }
 
 // held returns the in-flight entry that tok holds with a live lease, or nil.
 func (s *InMemoryStore) held(tok Token, now int64) *memEntry {
 	e := s.records[recordName{tok.Key, tok.Identity}]
-	if e == nil || e.done || e.owner != tok.Owner || e.fence != tok.Fence || now >= e.leaseUntil {
+	if e == nil || e.done || e.owner != tok.Owner || e.fence != tok.Fence || now >= e.until {
 		return nil
 	}
 	return e
@@ -296,8 +294,7 @@ func (s *InMemoryStore) newCompleted(name recordName, c Cached, now time.Time) *
 		c.TTL = s.defaultTTL
 	}
 	e := &memEntry{name: name, done: true, rec: c}
-	e.expires = c.StoredAt.Add(c.TTL).UnixNano()
-	e.size = e.rec.size()
+	e.until = c.StoredAt.Add(c.TTL).UnixNano()
 	return e
 }
 
@@ -306,7 +303,7 @@ func (s *InMemoryStore) newCompleted(name recordName, c Cached, now time.Time) *
 func (s *InMemoryStore) insertCompleted(e *memEntry) {
 	s.records[e.name] = e
 	s.pushFront(e)
-	s.bytes += e.size
+	s.bytes += e.rec.size()
 	for s.maxBytes > 0 && s.bytes > s.maxBytes && s.lru.prev != e {
 		s.remove(s.lru.prev)
 	}
@@ -331,7 +328,7 @@ func (s *InMemoryStore) remove(e *memEntry) {
 	if e.done {
 		e.prev.next, e.next.prev = e.next, e.prev
 		e.prev, e.next = nil, nil
-		s.bytes -= e.size
+		s.bytes -= e.rec.size()
 	}
 }
 
