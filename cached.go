@@ -53,6 +53,9 @@ func (c Cached) Expired(now time.Time) bool {
 // size is what a record counts against a byte cap: its body and header bytes.
 func (c *Cached) size() int64 {
 	n := len(c.WireBody)
+	if len(c.Header) == 0 {
+		return int64(n)
+	}
 	for k, vs := range c.Header {
 		n += len(k)
 		for _, v := range vs {

@@ -26,7 +26,8 @@ func ValidateKey(key string) error {
 	case len(key) > MaxKeyLen:
 		return fmt.Errorf("%w: %d bytes, longer than %d", ErrInvalidKey, len(key), MaxKeyLen)
 	}
-	for i := 0; i < len(key); {
+	i := printableASCIIPrefix(key)
+	for i < len(key) {
 		c := key[i]
 		if c < utf8.RuneSelf {
 			if c < 0x20 || c == 0x7f {
@@ -45,6 +46,23 @@ func ValidateKey(key string) error {
 		i += n
 	}
 	return nil
+}
+
+// printableASCIIPrefix returns how many leading bytes of s, in whole 8-byte
+// words, are printable ASCII (0x20 to 0x7e): the common case of a key,
+// checked a word at a time.
+func printableASCIIPrefix(s string) int {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		w := binary.LittleEndian.Uint64([]byte(s[i : i+8]))
+		below := (w - 0x20*ones) &^ w & highs      // a byte < 0x20 (or >= 0x80)
+		above := ((w &^ highs) + ones | w) & highs // a byte >= 0x7f
+		if below|above != 0 {
+			break
+		}
+	}
+	return i
 }
 
 // NewOwner returns a random owner id for ClaimRequest.Owner: 128 bits from

@@ -158,15 +158,14 @@ func (s *InMemoryStore) Store(_ context.Context, key, identity string, c Cached)
 	if err := ValidateKey(key); err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
-	now := s.now()
-	e := s.newCompleted(recordName{key, identity}, c, now)
+	e := s.newCompleted(recordName{key, identity}, c, s.storeTime())
 	if size := e.rec.size(); s.maxBytes > 0 && size > s.maxBytes {
 		return fmt.Errorf("store: %w: %d bytes, cap %d", ErrTooLarge, size, s.maxBytes)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if old := s.records[e.name]; old != nil {
-		s.remove(old)
+		s.unlink(old) // its map slot is overwritten below
 	} else if !s.makeRoom(1) {
 		return fmt.Errorf("store: %w: %d claims in flight", ErrStoreFull, len(s.records))
 	}
@@ -272,6 +271,15 @@ func (s *InMemoryStore) Renew(_ context.Context, tok Token, lease time.Duration)
 	return nil
 }
 
+// storeTime is the clock for StoredAt of a seed Store: the coarse clock when
+// the store has one, so that it agrees with Lookup's.
+func (s *InMemoryStore) storeTime() time.Time {
+	if s.coarse != nil {
+		return time.Unix(0, s.coarse.now())
+	}
+	return s.now()
+}
+
 // held returns the in-flight entry that tok holds with a live lease, or nil.
 func (s *InMemoryStore) held(tok Token, now int64) *memEntry {
 	e := s.records[recordName{tok.Key, tok.Identity}]
@@ -325,6 +333,11 @@ func (s *InMemoryStore) makeRoom(n int) bool {
 
 func (s *InMemoryStore) remove(e *memEntry) {
 	delete(s.records, e.name)
+	s.unlink(e)
+}
+
+// unlink takes a completed e out of the LRU list and the byte count.
+func (s *InMemoryStore) unlink(e *memEntry) {
 	if e.done {
 		e.prev.next, e.next.prev = e.next, e.prev
 		e.prev, e.next = nil, nil
