@@ -19,6 +19,11 @@ import (
 // Every transition out of "in flight" is a compare-and-set on the token, so a
 // holder whose lease ran out (and whose key may have been taken over) can
 // neither complete nor release it.
+//
+// A ClaimStore bounds each call in time itself (a network store has a
+// timeout), since the Engine records responses and releases claims with a
+// context that the caller's cancellation does not reach: a client that hangs
+// up must not keep its command's response from being recorded.
 type ClaimStore interface {
 	Store
 

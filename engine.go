@@ -22,9 +22,16 @@ const (
 	MaxRetryAfter = time.Second
 )
 
-// cleanupTimeout bounds the store calls that run after the caller's context
-// may be gone: recording the response and releasing a failed claim.
-const cleanupTimeout = 10 * time.Second
+// detach returns a context for the store calls that must happen even after
+// the caller has gone (recording a response, releasing a failed claim): ctx's
+// values without its cancellation. Those calls are bounded by the store's own
+// timeouts (see ClaimStore).
+func detach(ctx context.Context) context.Context {
+	if ctx.Done() == nil { // already never cancelled
+		return ctx
+	}
+	return context.WithoutCancel(ctx)
+}
 
 // Func runs a command once. ctx carries the claim's Token (TokenFromContext)
 // and is cancelled with cause ErrLeaseLost if the claim is lost while the
@@ -312,8 +319,7 @@ func (e *Engine) execute(ctx context.Context, tok Token, fingerprint string, fn 
 	}
 	// The caller's context may be gone by now (a client that disconnected);
 	// the response must still reach the store.
-	bg, done := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-	defer done()
+	bg := detach(ctx)
 	res := Result{Response: c, Fence: tok.Fence, Recorded: true}
 	rec := e.prepare(c, fingerprint)
 	err = e.claims.Complete(bg, tok, rec)
@@ -330,8 +336,7 @@ func (e *Engine) execute(ctx context.Context, tok Token, fingerprint string, fn 
 // failure is ignored: a lost lease is released already, and an unreachable
 // store lets the lease run out.
 func (e *Engine) release(ctx context.Context, tok Token) {
-	bg, done := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-	defer done()
+	bg := detach(ctx)
 	_ = e.claims.Release(bg, tok)
 }
 
@@ -470,8 +475,7 @@ func (e *Engine) executeLocal(ctx context.Context, name recordName, f *flight, f
 	case !e.record(c):
 		return Result{Response: c}, nil
 	}
-	bg, done := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-	defer done()
+	bg := detach(ctx)
 	res := Result{Response: c, Recorded: true}
 	rec := e.prepare(c, f.fingerprint)
 	err = e.store.Store(bg, name.key, name.identity, rec)
