@@ -11,7 +11,8 @@
 # idemload summaries and, with the sweep, bench/throughput.png.
 #
 # Environment:
-#   BENCH_COUNT=5          -count of every benchmark
+#   BENCH_COUNT=6          rounds of every benchmark (benchstat wants 6 for
+#                          its confidence intervals)
 #   BENCH_TIME=300ms       -benchtime of the timed benchmarks
 #   BENCH_LOAD=1           run the idemload sweep (0 to skip)
 #   BENCH_LOAD_DURATION=2s duration of each idemload run
@@ -25,7 +26,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-count=${BENCH_COUNT:-5}
+count=${BENCH_COUNT:-6}
 btime=${BENCH_TIME:-300ms}
 out=${BENCH_OUT:-$root/bench/results}
 redis_url=${IDEMPOTENCY_REDIS_URL:-redis://127.0.0.1:6379/0}
@@ -85,6 +86,21 @@ if [ "${1:-}" = profile ]; then
   profile
   exit 0
 fi
+
+# 0. The machine and the versions, for BENCHMARKS.md.
+{
+  echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
+  echo "nproc: $(nproc)"
+  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
+  echo "memory: $(free -g | awk '/^Mem:/ {print $2 " GiB"}')"
+  echo "kernel: $(uname -r)"
+  echo "go: $(go version)"
+  echo "redis: $(redis-cli -u "$redis_url" INFO server 2>/dev/null | tr -d '\r' | grep -m1 '^redis_version:' | cut -d: -f2)"
+  echo "postgresql: $(psql "$pg_url" -tAc 'SHOW server_version' 2>/dev/null)"
+  echo "postgresql synchronous_commit: $(psql "$pg_url" -tAc 'SHOW synchronous_commit' 2>/dev/null)"
+  echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+} >"$out/machine.txt"
+cat "$out/machine.txt" >&2
 
 # 1. The comparison.
 gotest cache -bench '^BenchmarkCache$|^BenchmarkClock$' -cpu 1,2 -benchtime "$btime" -benchmem
@@ -154,4 +170,5 @@ if [ "${BENCH_LOAD:-1}" = 1 ]; then
     -title "idemd throughput by store (idemload, widgets.create, 10% duplicates)" "${files[@]}")
   log "chart: bench/throughput.png"
 fi
+echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$out/machine.txt"
 log "results in $out"
