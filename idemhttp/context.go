@@ -3,6 +3,7 @@ package idemhttp
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -16,14 +17,18 @@ import (
 //
 // It watches the request's context only once someone asks for Done: a
 // replay from a store that never looks at its context costs no watcher.
-// Its zero value is not usable; call init.
+// Its Done is that of an inner cancelable context, which Value exposes to
+// the context package, so that contexts derived from a runContext (the
+// engine's, for the command) are cancelled along with it directly, without a
+// goroutine each. Its zero value is not usable; call init.
 type runContext struct {
-	req context.Context
+	req   context.Context
+	inner atomic.Value // context.Context, set by the first Done before the start
 
 	mu      sync.Mutex
-	done    chan struct{} // made by the first Done before the start
-	stop    func() bool   // stops watching req; nil until Done started it
-	err     error         // set, and done closed, when req ended before the start
+	end     context.CancelCauseFunc // ends inner
+	stop    func() bool             // stops watching req; nil until Done started it
+	err     error                   // set, and inner ended, when req ended before the start
 	started bool
 }
 
@@ -32,39 +37,56 @@ func (c *runContext) init(req context.Context) { c.req = req }
 // Deadline implements context.Context: none, whatever the request's.
 func (c *runContext) Deadline() (time.Time, bool) { return time.Time{}, false }
 
-// Value implements context.Context with the request's values.
-func (c *runContext) Value(key any) any { return c.req.Value(key) }
+// Value implements context.Context with the request's values. The inner
+// context answers first: it has no values of its own, only the context
+// package's key for the cancelable context it is.
+func (c *runContext) Value(key any) any {
+	if in, _ := c.inner.Load().(context.Context); in != nil {
+		if v := in.Value(key); v != nil {
+			return v
+		}
+	}
+	return c.req.Value(key)
+}
 
 // Done implements context.Context. Once the command has started, a first
 // call returns nil: the context can no longer end.
 func (c *runContext) Done() <-chan struct{} {
+	if in, _ := c.inner.Load().(context.Context); in != nil {
+		return in.Done()
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.done != nil || (c.started && c.err == nil) {
-		return c.done
+	if in, _ := c.inner.Load().(context.Context); in != nil {
+		return in.Done()
 	}
-	c.check() // done is still nil: this only sets err
-	c.done = make(chan struct{})
-	if c.err != nil {
-		close(c.done)
-		return c.done
+	if c.started && c.err == nil {
+		return nil
 	}
-	c.stop = context.AfterFunc(c.req, func() {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		c.check()
-	})
-	return c.done
+	ctx, end := context.WithCancelCause(context.Background())
+	c.end = end
+	c.inner.Store(ctx)
+	if c.check(); c.err == nil {
+		c.stop = context.AfterFunc(c.req, func() {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			c.check()
+		})
+	}
+	return ctx.Done()
 }
 
 // check ends c if the request has ended and the command has not started.
 // The caller holds mu.
 func (c *runContext) check() {
-	if c.started || c.err != nil {
+	if c.started {
 		return
 	}
-	if c.err = c.req.Err(); c.err != nil && c.done != nil {
-		close(c.done)
+	if c.err == nil {
+		c.err = c.req.Err()
+	}
+	if c.err != nil && c.end != nil {
+		c.end(context.Cause(c.req))
 	}
 }
 
@@ -90,7 +112,8 @@ func (c *runContext) start() error {
 	return nil
 }
 
-// release stops watching the request's context.
+// release stops watching the request's context. It does not end the
+// context: one that started never ends.
 func (c *runContext) release() {
 	c.mu.Lock()
 	stop := c.stop

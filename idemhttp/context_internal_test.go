@@ -2,6 +2,7 @@ package idemhttp
 
 import (
 	"context"
+	"runtime"
 	"testing"
 	"testing/synctest"
 )
@@ -94,8 +95,45 @@ func TestRunContextNoWatchOnReplay(t *testing.T) {
 	var c runContext
 	c.init(context.Background())
 	_ = c.Err()
-	if c.stop != nil || c.done != nil {
+	if c.stop != nil || c.inner.Load() != nil {
 		t.Error("runContext watches the request although no one asked for Done")
 	}
 	c.release()
 }
+
+func TestRunContextDerived(t *testing.T) {
+	// The engine runs the command under
+	// context.WithCancelCause(context.WithValue(runContext, …)): that
+	// context must end when the client leaves before the start, never after
+	// it, and must not cost a goroutine to watch the runContext.
+	for _, startFirst := range []bool{false, true} {
+		synctest.Test(t, func(t *testing.T) {
+			req, cancel := context.WithCancel(context.WithValue(context.Background(), ctxKey{}, "v"))
+			defer cancel()
+			var c runContext
+			c.init(req)
+			defer c.release()
+			before := runtime.NumGoroutine()
+			derived, stop := context.WithCancelCause(context.WithValue(&c, tokenKey{}, 1))
+			defer stop(nil)
+			if got := runtime.NumGoroutine(); got != before {
+				t.Errorf("deriving a context started %d goroutines, want 0", got-before)
+			}
+			if startFirst {
+				if err := c.start(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cancel()
+			synctest.Wait()
+			if ended := derived.Err() != nil; ended == startFirst {
+				t.Errorf("started first %v: derived context ended = %v, want %v", startFirst, ended, !startFirst)
+			}
+			if got := derived.Value(ctxKey{}); got != "v" {
+				t.Errorf("derived Value = %v, want the request's value", got)
+			}
+		})
+	}
+}
+
+type tokenKey struct{}
