@@ -90,6 +90,7 @@ fi
 # 0. The machine and the versions, for BENCHMARKS.md.
 {
   echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
+  echo "commit: $(git rev-parse --short HEAD 2>/dev/null)"
   echo "nproc: $(nproc)"
   echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
   echo "memory: $(free -g | awk '/^Mem:/ {print $2 " GiB"}')"
