@@ -206,7 +206,7 @@ func (w *workload) runFor(t *testing.T, rounds int, d time.Duration, clients, op
 func checkHistory(t *testing.T, h *History) {
 	t.Helper()
 	res, info := h.Check(60 * time.Second)
-	t.Logf("%d calls (%d with unknown outcome): %s", h.Len(), h.Unknown(), res)
+	t.Logf("%s: %d calls (%d with unknown outcome): %s", t.Name(), h.Len(), h.Unknown(), res)
 	switch res {
 	case porcupine.Ok:
 		return

@@ -133,7 +133,7 @@ func TestLostReply(t *testing.T) {
 				t.Fatalf("the command ran %d times although Begin failed", n)
 			}
 			res, at, refused := retryUntilExecuted(t, e, key, "alice", fn, 10*time.Second)
-			t.Logf("key free %v after the lost Begin (%d refused as in flight)", at.Sub(lost).Round(time.Millisecond), refused)
+			t.Logf("%s: key free %v after the lost Begin (%d refused as in flight)", f.name, at.Sub(lost).Round(time.Millisecond), refused)
 			if refused == 0 {
 				t.Errorf("the key was free at once: the lost Begin had not claimed it, so the test proved nothing")
 			}

@@ -205,7 +205,7 @@ func outage(t *testing.T, f *fixture, mode Mode, length time.Duration) {
 	proxy.Set(Pass)
 	healed := time.Now()
 	a := <-probed
-	t.Logf("store %v for %v: probe answered %d %q after %v (err %v)", mode, length, a.status, a.code, a.after.Round(time.Millisecond), a.err)
+	t.Logf("%s: store %v for %v: probe answered %d %q after %v (err %v)", f.name, mode, length, a.status, a.code, a.after.Round(time.Millisecond), a.err)
 	unavailable := a.status == http.StatusServiceUnavailable && a.code == dispatcher.CodeStoreUnavailable && a.after <= length
 	if !unavailable && !(mode == Stall && f.name == "postgres" && tolerated(t, "STALL-PG",
 		"no store call is bounded in time: with PostgreSQL (pgx has no read timeout) a hung connection holds "+
@@ -215,7 +215,7 @@ func outage(t *testing.T, f *fixture, mode Mode, length time.Duration) {
 	}
 	wg.Wait()
 
-	t.Logf("%d keys, 2 callers each: %s", keys, &counts)
+	t.Logf("%s, store %v: %d keys, 2 callers each: %s", f.name, mode, keys, &counts)
 	if len(succeeded) != keys {
 		t.Errorf("%d of %d keys succeeded within 30s", len(succeeded), keys)
 	}

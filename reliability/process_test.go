@@ -67,7 +67,7 @@ func TestHolderKilled(t *testing.T) {
 			return idempotency.Cached{Status: 201, WireBody: []byte(`"fresh"`)}, nil
 		}, 10*time.Second)
 		stuck := at.Sub(killed)
-		t.Logf("taken over %v after SIGKILL (%d attempts refused as in flight), fence %d -> %d", stuck.Round(time.Millisecond), refused, fence1, res.Fence)
+		t.Logf("%s: taken over %v after SIGKILL (%d attempts refused as in flight), fence %d -> %d", f.name, stuck.Round(time.Millisecond), refused, fence1, res.Fence)
 		if refused == 0 {
 			t.Errorf("the key was free right after the kill: the dead holder's claim was not in flight")
 		}
@@ -141,8 +141,8 @@ func TestHolderPaused(t *testing.T) {
 		if !ok || string(rec.WireBody) != `"fresh"` {
 			t.Errorf("record after the stale Complete: %v %v, want the new holder's \"fresh\"", ok, rec)
 		}
-		t.Logf("taken over %v after the claim (%d refused), fence %d -> %d; stale Complete rejected",
-			stuck.Round(time.Millisecond), refused, fence1, cl.Token.Fence)
+		t.Logf("%s: taken over %v after the claim (%d refused), fence %d -> %d; stale Complete rejected",
+			f.name, stuck.Round(time.Millisecond), refused, fence1, cl.Token.Fence)
 	}, redisBackend, postgresBackend)
 }
 
@@ -186,7 +186,7 @@ func TestHolderPausedEngine(t *testing.T) {
 				if strings.HasPrefix(rest, "recorded") || strings.HasPrefix(rest, "error") {
 					t.Errorf("stale holder: %s, want its record refused (record_lost or cancelled)", line)
 				}
-				t.Logf("stale holder (fence %d): %s", fence1, line)
+				t.Logf("%s: stale holder (fence %d): %s", f.name, fence1, line)
 			default:
 				t.Errorf("holder said %q", line)
 			}

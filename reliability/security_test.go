@@ -130,7 +130,9 @@ func TestIdentityIsolation(t *testing.T) {
 			report("own record not found", &misses)
 			report("other caller's Begin did not acquire", &wrongClaims)
 			report("error", &errs)
-			t.Logf("%d pairs probed (seed %d)", len(cases), seed)
+			nLeaks := 0
+			leaks.Range(func(any, any) bool { nLeaks++; return true })
+			t.Logf("%s: %d pairs probed, %d leaks (seed %d)", f.name, len(cases), nLeaks, seed)
 		})
 	}
 }
