@@ -21,6 +21,7 @@ const (
 	OpLookup
 )
 
+// String returns the call's name: "begin", "complete", and so on.
 func (o Op) String() string {
 	switch o {
 	case OpBegin:
@@ -39,6 +40,7 @@ func (o Op) String() string {
 
 // Call is the input of one recorded call.
 type Call struct {
+	// Op is which call it was.
 	Op Op
 	// Pair names the record, as Pair(key, identity) does; histories are
 	// checked pair by pair.

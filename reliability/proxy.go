@@ -26,6 +26,7 @@ const (
 	DropReplies
 )
 
+// String returns the mode's name: "pass", "cut", "stall" or "drop-replies".
 func (m Mode) String() string {
 	switch m {
 	case Pass:
