@@ -33,7 +33,7 @@ func TestReadBodyAllocs(t *testing.T) {
 	n := testing.AllocsPerRun(100, func() {
 		r := httptest.NewRequest("POST", "/", nil)
 		r.Body, r.ContentLength = nopBody{strings.NewReader(body)}, int64(len(body))
-		if _, perr := readBody(r, 1<<20); perr != nil {
+		if _, perr := readBody(r, 1<<20, nil); perr != nil {
 			t.Fatal(perr)
 		}
 	})

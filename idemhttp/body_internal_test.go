@@ -19,18 +19,23 @@ func TestReadBody(t *testing.T) {
 		length     int64 // ContentLength; -1 unknown
 		outer      int64 // an http.MaxBytesReader's limit, 0 for none
 		want       string
-		wantStatus int // 0: no error
+		wantStatus int    // 0: no error
+		scratch    []byte // the caller's space
 	}{
-		{"declared", strings.NewReader("hello"), 5, 0, "hello", 0},
-		{"unknown length, in small reads", iotest.OneByteReader(strings.NewReader(long[:700])), -1, 0, long[:700], 0},
-		{"exactly the limit", strings.NewReader(long), -1, 0, long, 0},
-		{"exactly the limit, declared", strings.NewReader(long), limit, 0, long, 0},
-		{"one byte over, unknown length", strings.NewReader(long + "y"), -1, 0, "", http.StatusRequestEntityTooLarge},
-		{"declared over the limit", strings.NewReader("short"), limit + 1, 0, "", http.StatusRequestEntityTooLarge},
-		{"longer than declared", strings.NewReader("hello world"), 5, 0, "hello world", 0},
-		{"outer MaxBytesReader", strings.NewReader(long), -1, 10, "", http.StatusRequestEntityTooLarge},
-		{"read error", iotest.ErrReader(errors.New("reset")), -1, 0, "", http.StatusBadRequest},
-		{"empty", strings.NewReader(""), -1, 0, "", 0},
+		{"declared", strings.NewReader("hello"), 5, 0, "hello", 0, nil},
+		{"unknown length, in small reads", iotest.OneByteReader(strings.NewReader(long[:700])), -1, 0, long[:700], 0, nil},
+		{"exactly the limit", strings.NewReader(long), -1, 0, long, 0, nil},
+		{"exactly the limit, declared", strings.NewReader(long), limit, 0, long, 0, nil},
+		{"one byte over, unknown length", strings.NewReader(long + "y"), -1, 0, "", http.StatusRequestEntityTooLarge, nil},
+		{"declared over the limit", strings.NewReader("short"), limit + 1, 0, "", http.StatusRequestEntityTooLarge, nil},
+		{"longer than declared", strings.NewReader("hello world"), 5, 0, "hello world", 0, nil},
+		{"outer MaxBytesReader", strings.NewReader(long), -1, 10, "", http.StatusRequestEntityTooLarge, nil},
+		{"read error", iotest.ErrReader(errors.New("reset")), -1, 0, "", http.StatusBadRequest, nil},
+		{"empty", strings.NewReader(""), -1, 0, "", 0, nil},
+		{"in scratch, declared", strings.NewReader("hello"), 5, 0, "hello", 0, make([]byte, 8)},
+		{"in scratch, unknown length", strings.NewReader(long[:300]), -1, 0, long[:300], 0, make([]byte, 512)},
+		{"outgrows scratch", strings.NewReader(long), -1, 0, long, 0, make([]byte, 16)},
+		{"over the limit, in scratch", strings.NewReader(long + "y"), -1, 0, "", http.StatusRequestEntityTooLarge, make([]byte, 2048)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -39,7 +44,7 @@ func TestReadBody(t *testing.T) {
 			if tt.outer > 0 {
 				r.Body = http.MaxBytesReader(httptest.NewRecorder(), r.Body, tt.outer)
 			}
-			got, perr := readBody(r, limit)
+			got, perr := readBody(r, limit, tt.scratch)
 			switch {
 			case tt.wantStatus == 0 && perr != nil:
 				t.Fatalf("readBody = %v, want %q", perr, tt.want)

@@ -70,10 +70,11 @@ func isJSON(contentType string) bool {
 }
 
 // readBody reads r's body, refusing one longer than limit before reading it
-// when its length is declared. It reads into one buffer, sized by the
-// declared length when there is one (plus a byte, for the read that sees
-// the end).
-func readBody(r *http.Request, limit int64) ([]byte, *Error) {
+// when its length is declared. It reads into scratch when the body fits
+// (the caller's own space, which the body then lives in), and otherwise
+// into one buffer, sized by the declared length when there is one (plus a
+// byte, for the read that sees the end).
+func readBody(r *http.Request, limit int64, scratch []byte) ([]byte, *Error) {
 	if r.Body == nil || r.Body == http.NoBody {
 		return nil, nil
 	}
@@ -84,7 +85,10 @@ func readBody(r *http.Request, limit int64) ([]byte, *Error) {
 	if r.ContentLength > 0 {
 		size = r.ContentLength + 1
 	}
-	buf := make([]byte, 0, min(size, limit+1))
+	buf := scratch[:0]
+	if size = min(size, limit+1); size > int64(cap(buf)) {
+		buf = make([]byte, 0, size)
+	}
 	for int64(len(buf)) <= limit { // reading limit+1 bytes tells a body too large
 		if len(buf) == cap(buf) {
 			buf = slices.Grow(buf, bytes.MinRead)
