@@ -14,7 +14,6 @@
 #   BENCH_COUNT=6          rounds of every benchmark (benchstat wants 6 for
 #                          its confidence intervals)
 #   BENCH_TIME=300ms       -benchtime of the timed benchmarks
-#   BENCH_LOOPBACK_TIME=1s -benchtime of the loopback HTTP benchmarks
 #   BENCH_LOAD=1           run the idemload sweep (0 to skip)
 #   BENCH_LOAD_DURATION=2s duration of each idemload run
 #   BENCH_WORKERS="1 2 4 8 16 32 64"
@@ -110,17 +109,18 @@ gotest bytes -bench '^BenchmarkBytesPerEntry$' -cpu 1 -benchtime 1x
 gotest redis -bench '^BenchmarkRedis$' -cpu 2 -benchtime "$btime" -benchmem
 gotest postgres -bench '^BenchmarkPostgres$' -cpu 2 -benchtime "$btime" -benchmem
 gotest http -bench '^BenchmarkHTTPInProcess$' -cpu 2 -benchtime "$btime" -benchmem
-# Over loopback the noise of a shared machine is largest: longer runs.
-gotest http-loopback -bench '^BenchmarkHTTPLoopback$' -cpu 2 -benchtime "${BENCH_LOOPBACK_TIME:-1s}" -benchmem
+# The bare handler and the middleware in alternating slices of time (see
+# bench/interleave_test.go): the HTTP time targets come from these.
+gotest http-interleaved -bench '^BenchmarkHTTPInterleaved$' -cpu 2 -benchtime 1x
 log "round-trip and statement checks"
 (cd bench && go test -count 1 -run 'TestRedisRoundTrips|TestPostgresStatements' -v .) >"$out/checks.txt" 2>&1 || true
 grep -E '^(--- |ok|FAIL)' "$out/checks.txt" >&2 || true
 
 # 2. benchstat: every contender against ours (/impl columns, ours first).
-for f in cache bytes redis postgres http http-loopback; do
+for f in cache bytes redis postgres http http-interleaved; do
   "$benchstat" -col /impl "$out/$f.txt" >"$out/$f.benchstat.txt" 2>&1 || true
 done
-(cd bench && go run ./cmd/benchtargets "$out"/cache.txt "$out"/bytes.txt "$out"/redis.txt "$out"/postgres.txt "$out"/http.txt "$out"/http-loopback.txt) >"$out/targets.md"
+(cd bench && go run ./cmd/benchtargets "$out"/cache.txt "$out"/bytes.txt "$out"/redis.txt "$out"/postgres.txt "$out"/http.txt "$out"/http-interleaved.txt) >"$out/targets.md"
 log "targets:"
 cat "$out/targets.md" >&2
 

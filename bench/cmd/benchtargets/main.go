@@ -39,6 +39,8 @@ type target struct {
 	le   bool   // the figure must be ≤ goal (else ≥)
 	goal float64
 	info bool // reported, no goal
+	// ratioFigure: a value that is itself a ratio (printed as N×).
+	ratioFigure bool
 }
 
 func cache(op, impl string, procs int) string {
@@ -81,16 +83,21 @@ func targets() []target {
 	inp := func(path, impl string) string {
 		return "BenchmarkHTTPInProcess/path=" + path + "/impl=" + impl + "-2"
 	}
-	loop := func(path, impl string) string {
-		return "BenchmarkHTTPLoopback/path=" + path + "/impl=" + impl + "/conns=64-2"
+	il := func(mode, path string) string {
+		if mode == "loopback" {
+			path += "/conns=64"
+		}
+		return "BenchmarkHTTPInterleaved/mode=" + mode + "/path=" + path + "-2"
 	}
 	ts = append(ts,
-		target{name: "middleware in-process: replay adds, ns", kind: diff, a: inp("replay", "idemhttp"), b: inp("replay", "bare"), unit: "ns/op", le: true, goal: 300},
+		target{name: "middleware in-process: replay adds, ns (interleaved)", a: il("inprocess", "replay"), unit: "adds-ns/op", le: true, goal: 300},
 		target{name: "middleware in-process: replay adds, allocs", kind: diff, a: inp("replay", "idemhttp"), b: inp("replay", "bare"), unit: "allocs/op", le: true, goal: 4},
-		target{name: "middleware in-process: fresh adds, ns", kind: diff, a: inp("fresh", "idemhttp"), b: inp("fresh", "bare"), unit: "ns/op", le: true, goal: 1000},
+		target{name: "middleware in-process: fresh adds, ns (interleaved)", a: il("inprocess", "fresh"), unit: "adds-ns/op", le: true, goal: 1000},
 		target{name: "middleware in-process: fresh adds, allocs", kind: diff, a: inp("fresh", "idemhttp"), b: inp("fresh", "bare"), unit: "allocs/op", le: true, goal: 8},
-		target{name: "middleware over loopback, 64 conns: replay throughput ÷ bare", kind: speed, a: loop("replay", "idemhttp"), b: loop("replay", "bare"), unit: "ns/op", goal: 0.95},
-		target{name: "middleware over loopback, 64 conns: fresh throughput ÷ bare", kind: speed, a: loop("fresh", "idemhttp"), b: loop("fresh", "bare"), unit: "ns/op", goal: 0.92},
+		target{name: "middleware in-process: replay adds, ns (sequential, for reference)", kind: diff, a: inp("replay", "idemhttp"), b: inp("replay", "bare"), unit: "ns/op", info: true},
+		target{name: "middleware in-process: fresh adds, ns (sequential, for reference)", kind: diff, a: inp("fresh", "idemhttp"), b: inp("fresh", "bare"), unit: "ns/op", info: true},
+		target{name: "middleware over loopback, 64 conns: replay throughput ÷ bare (interleaved)", kind: value, a: il("loopback", "replay"), unit: "throughput-ratio", goal: 0.95, ratioFigure: true},
+		target{name: "middleware over loopback, 64 conns: fresh throughput ÷ bare (interleaved)", kind: value, a: il("loopback", "fresh"), unit: "throughput-ratio", goal: 0.92, ratioFigure: true},
 	)
 	rd := func(op, impl string, par int) string {
 		return fmt.Sprintf("BenchmarkRedis/op=%s/impl=%s/par=%d-2", op, impl, par)
@@ -180,9 +187,9 @@ func (t target) figure(res results) (float64, bool) {
 
 func format(t target, v float64) string {
 	switch {
-	case t.kind == speed || t.kind == ratio || t.kind == ratioUp:
+	case t.kind == speed || t.kind == ratio || t.kind == ratioUp || t.ratioFigure:
 		return fmt.Sprintf("%.2f×", v)
-	case t.unit == "ns/op":
+	case t.unit == "ns/op" || t.unit == "adds-ns/op":
 		return fmt.Sprintf("%.0f ns", v)
 	case t.unit == "allocs/op":
 		return fmt.Sprintf("%.0f", v)
