@@ -19,7 +19,9 @@ import (
 )
 
 // rawRequest sends request (raw HTTP/1.1 bytes) to addr on a connection of
-// its own and returns the response with its body read.
+// its own and returns the response with its body read. It reads while it
+// writes: a server may answer (413, 431) and close before the request is
+// all sent.
 func rawRequest(t *testing.T, addr, request string) (*http.Response, string) {
 	t.Helper()
 	conn, err := net.Dial("tcp", addr)
@@ -28,12 +30,14 @@ func rawRequest(t *testing.T, addr, request string) (*http.Response, string) {
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(conn, request); err != nil {
-		t.Fatalf("writing the request: %v", err)
-	}
+	written := make(chan error, 1)
+	go func() {
+		_, err := io.WriteString(conn, request)
+		written <- err
+	}()
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil {
-		t.Fatalf("reading the response: %v", err)
+		t.Fatalf("reading the response: %v (writing the request: %v)", err, <-written)
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
