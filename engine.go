@@ -209,13 +209,14 @@ func (e *Engine) Do(ctx context.Context, key, identity, fingerprint string, fn F
 	}
 	req := ClaimRequest{Fingerprint: fingerprint, Owner: e.newOwner(), Lease: e.lease}
 	for attempt := 0; ; attempt++ {
+		sent := time.Now() // the lease runs from no earlier than this
 		cl, err := e.claims.Begin(ctx, key, identity, req)
 		if err != nil {
 			return Result{}, e.failed(ctx, "begin", err)
 		}
 		switch cl.Status {
 		case ClaimAcquired:
-			return e.execute(ctx, cl.Token, fingerprint, fn)
+			return e.execute(ctx, cl.Token, sent, fingerprint, fn)
 		case ClaimReplay:
 			return replay(cl.Record)
 		case ClaimMismatch:
@@ -288,7 +289,7 @@ func pollInterval(attempt int) time.Duration {
 }
 
 // execute runs fn under the claim tok and records or releases.
-func (e *Engine) execute(ctx context.Context, tok Token, fingerprint string, fn Func) (Result, error) {
+func (e *Engine) execute(ctx context.Context, tok Token, claimed time.Time, fingerprint string, fn Func) (Result, error) {
 	name := recordName{tok.Key, tok.Identity}
 	if e.wait {
 		f := e.enter(name, fingerprint)
@@ -296,7 +297,7 @@ func (e *Engine) execute(ctx context.Context, tok Token, fingerprint string, fn 
 	}
 	runCtx, cancel := context.WithCancelCause(context.WithValue(ctx, tokenKey{}, tok))
 	defer cancel(nil)
-	hb := e.startHeartbeat(runCtx, cancel, tok)
+	hb := e.startHeartbeat(runCtx, cancel, tok, claimed)
 	returned := false
 	defer func() {
 		if !returned {
@@ -308,9 +309,9 @@ func (e *Engine) execute(ctx context.Context, tok Token, fingerprint string, fn 
 	}()
 	c, err := fn(runCtx)
 	returned = true
-	hb.stop()
 
 	if err != nil || !e.record(c) {
+		hb.stop()
 		e.release(ctx, tok)
 		if err != nil {
 			return Result{}, err
@@ -318,18 +319,54 @@ func (e *Engine) execute(ctx context.Context, tok Token, fingerprint string, fn 
 		return Result{Response: c, Fence: tok.Fence}, nil
 	}
 	// The caller's context may be gone by now (a client that disconnected);
-	// the response must still reach the store.
-	bg := detach(ctx)
+	// the response must still reach the store. The heartbeat goes on while
+	// it does, so that a store that fails for a moment does not cost the claim.
 	res := Result{Response: c, Fence: tok.Fence, Recorded: true}
-	rec := e.prepare(c, fingerprint)
-	err = e.claims.Complete(bg, tok, rec)
-	if errors.Is(err, ErrTooLarge) && !rec.Tombstone {
-		err = e.claims.Complete(bg, tok, tombstone(rec))
-	}
+	bg := detach(ctx)
+	err = e.persist(e.prepare(c, fingerprint), hb.leaseEnd, func(rec Cached) error {
+		return e.claims.Complete(bg, tok, rec)
+	})
+	hb.stop()
 	if err != nil {
 		res.Recorded, res.RecordErr = false, &StoreError{Op: "complete", Err: err}
 	}
 	return res, nil
+}
+
+// persist records rec with write (Complete, or a seed Store). A store
+// failure (ErrStoreUnavailable) is retried with backoff while the claim's
+// lease may still run (until leaseEnd), for one lease length at most:
+// Complete is idempotent for its token,
+// and a response not recorded would let a retry run the command again. A
+// response too large for the store becomes a tombstone.
+func (e *Engine) persist(rec Cached, leaseEnd func() time.Time, write func(Cached) error) error {
+	backoff := completeBackoff
+	giveUp := time.Now().Add(e.lease) // even if the lease keeps being renewed
+	for {
+		err := write(rec)
+		switch {
+		case errors.Is(err, ErrTooLarge) && !rec.Tombstone:
+			rec = tombstone(rec)
+			continue
+		case err == nil || !errors.Is(err, ErrStoreUnavailable):
+			return err
+		case time.Now().Add(backoff).After(leaseEnd()) || time.Now().Add(backoff).After(giveUp):
+			return err // the lease ends first: the claim is lost anyway
+		}
+		sleep(backoff)
+		backoff = min(2*backoff, maxCompleteBackoff)
+	}
+}
+
+// Backoff of Complete retries while the store fails.
+const (
+	completeBackoff    = 10 * time.Millisecond
+	maxCompleteBackoff = time.Second
+)
+
+func sleep(d time.Duration) {
+	t := time.NewTimer(d)
+	<-t.C
 }
 
 // release gives tok's claim up, even when the caller's context is gone. A
@@ -353,10 +390,16 @@ type heartbeat struct {
 	mu      sync.Mutex // held while renewing; guards t and stopped
 	t       *time.Timer
 	stopped bool
+
+	// until is, in unix nanoseconds by this process's clock, the earliest
+	// the claim's lease can end: a lease granted at or after a request was
+	// sent runs at least until the send time plus the lease.
+	until atomic.Int64
 }
 
-func (e *Engine) startHeartbeat(ctx context.Context, cancel context.CancelCauseFunc, tok Token) *heartbeat {
+func (e *Engine) startHeartbeat(ctx context.Context, cancel context.CancelCauseFunc, tok Token, claimed time.Time) *heartbeat {
 	h := &heartbeat{e: e, ctx: ctx, cancel: cancel, tok: tok}
+	h.until.Store(claimed.Add(e.lease).UnixNano())
 	h.mu.Lock()
 	h.t = time.AfterFunc(e.lease/3, h.renew)
 	h.mu.Unlock()
@@ -372,8 +415,12 @@ func (h *heartbeat) renew() {
 	// Renew even when the caller has gone: the command still runs and
 	// must keep its claim. Each attempt is bounded by the next tick.
 	ctx, done := context.WithTimeout(context.WithoutCancel(h.ctx), h.e.lease/3)
+	sent := time.Now()
 	err := h.e.claims.Renew(ctx, h.tok, h.e.lease)
 	done()
+	if err == nil {
+		h.until.Store(sent.Add(h.e.lease).UnixNano())
+	}
 	if errors.Is(err, ErrLeaseLost) {
 		h.cancel(ErrLeaseLost)
 		return
@@ -382,6 +429,10 @@ func (h *heartbeat) renew() {
 	// two thirds to run.
 	h.t.Reset(h.e.lease / 3)
 }
+
+// leaseEnd is the earliest the claim's lease can end, as far as this
+// process knows.
+func (h *heartbeat) leaseEnd() time.Time { return time.Unix(0, h.until.Load()) }
 
 // stop ends the heartbeat; when it returns, no renewal runs or will start.
 func (h *heartbeat) stop() {
@@ -477,11 +528,12 @@ func (e *Engine) executeLocal(ctx context.Context, name recordName, f *flight, f
 	}
 	bg := detach(ctx)
 	res := Result{Response: c, Recorded: true}
-	rec := e.prepare(c, f.fingerprint)
-	err = e.store.Store(bg, name.key, name.identity, rec)
-	if errors.Is(err, ErrTooLarge) && !rec.Tombstone {
-		err = e.store.Store(bg, name.key, name.identity, tombstone(rec))
-	}
+	// Duplicates in this process wait or get ErrInFlight until we return, so
+	// a failing store is retried for as long as a claim's lease would last.
+	until := time.Now().Add(e.lease)
+	err = e.persist(e.prepare(c, f.fingerprint), func() time.Time { return until }, func(rec Cached) error {
+		return e.store.Store(bg, name.key, name.identity, rec)
+	})
 	if err != nil {
 		res.Recorded, res.RecordErr = false, &StoreError{Op: "store", Err: err}
 	}

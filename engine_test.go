@@ -3,6 +3,7 @@ package idempotency_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -524,5 +525,74 @@ func TestDoCancelledBeforeStart(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// flakyComplete fails the first fails calls of Complete as an unreachable
+// store would, then completes for real.
+type flakyComplete struct {
+	*idempotency.InMemoryStore
+	fails int
+	calls atomic.Int64
+	err   error // what the failing calls return; ErrStoreUnavailable-wrapped by default
+}
+
+func (s *flakyComplete) Complete(ctx context.Context, tok idempotency.Token, c idempotency.Cached) error {
+	if n := s.calls.Add(1); int(n) <= s.fails {
+		if s.err != nil {
+			return s.err
+		}
+		return fmt.Errorf("redis: i/o timeout: %w", idempotency.ErrStoreUnavailable)
+	}
+	return s.InMemoryStore.Complete(ctx, tok, c)
+}
+
+func TestDoRetriesCompleteWhileTheStoreFails(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := &flakyComplete{InMemoryStore: idempotency.NewInMemoryStore(), fails: 5}
+		e := idempotency.NewEngine(s, idempotency.WithLease(30*time.Second))
+		var c counter
+		res, err := e.Do(context.Background(), "k", "", "", c.fn(201, "made"))
+		if err != nil || !res.Recorded || res.RecordErr != nil {
+			t.Fatalf("Do over a store failing 5 Completes = (%+v, %v), want recorded after retries", res, err)
+		}
+		if got := s.calls.Load(); got != 6 {
+			t.Errorf("Complete called %d times, want 6", got)
+		}
+		res, err = e.Do(context.Background(), "k", "", "", c.fn(201, "again"))
+		if err != nil || !res.Replayed || string(res.Response.WireBody) != "made" || c.n.Load() != 1 {
+			t.Fatalf("retry = (%+v, %v), ran %d; want a replay and one execution", res, err, c.n.Load())
+		}
+	})
+}
+
+func TestDoGivesUpCompletingWhenTheLeaseEnds(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := &flakyComplete{InMemoryStore: idempotency.NewInMemoryStore(), fails: 1 << 30}
+		e := idempotency.NewEngine(s, idempotency.WithLease(6*time.Second))
+		start := time.Now()
+		res, err := e.Do(context.Background(), "k", "", "", (&counter{}).fn(200, "x"))
+		if err != nil || res.Recorded || !errors.Is(res.RecordErr, idempotency.ErrStoreUnavailable) {
+			t.Fatalf("Do = (%+v, %v), want the response, not recorded, with a store error", res, err)
+		}
+		// Renew works on this store, so the heartbeat keeps the claim: the
+		// engine still gives up after one lease length of failures.
+		if took := time.Since(start); took > 6*time.Second || took < 5*time.Second {
+			t.Errorf("gave up after %v, want within the 6s lease and not long before", took)
+		}
+		if n := s.calls.Load(); n < 5 {
+			t.Errorf("Complete tried %d times, want retries with backoff", n)
+		}
+	})
+}
+
+func TestDoDoesNotRetryALostLease(t *testing.T) {
+	s := &flakyComplete{InMemoryStore: idempotency.NewInMemoryStore(), fails: 1 << 30, err: idempotency.ErrLeaseLost}
+	res, err := idempotency.NewEngine(s).Do(context.Background(), "k", "", "", (&counter{}).fn(200, "x"))
+	if err != nil || res.Recorded || !errors.Is(res.RecordErr, idempotency.ErrLeaseLost) {
+		t.Fatalf("Do = (%+v, %v), want not recorded with ErrLeaseLost", res, err)
+	}
+	if got := s.calls.Load(); got != 1 {
+		t.Errorf("Complete called %d times after ErrLeaseLost, want 1", got)
 	}
 }

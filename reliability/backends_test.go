@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -286,7 +287,10 @@ func postgresFixture(tb testing.TB, cfg fixtureConfig) *fixture {
 		c.ConnConfig.ConnectTimeout = 300 * time.Millisecond
 		c.MaxConns = 16
 		c.ConnConfig.Fallbacks = nil
-		s := pgstore.New(newPool(tb, c), storeOpts...)
+		// pgstore bounds every call (WithTimeout, 5s by default); shorter
+		// than the test's stalls here, as go-redis's read timeout is for Redis.
+		opts := append(slices.Clone(storeOpts), pgstore.WithTimeout(500*time.Millisecond))
+		s := pgstore.New(newPool(tb, c), opts...)
 		tb.Cleanup(func() { _ = s.Close() })
 		return s
 	}
