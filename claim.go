@@ -61,7 +61,10 @@ type ClaimStore interface {
 
 	// Release gives the claim held by tok up without a response, so the next
 	// Begin acquires the key. It returns ErrLeaseLost, changing nothing, when
-	// tok no longer holds the claim.
+	// tok no longer holds the claim. Either way, once Release returns, tok
+	// holds nothing: a store whose client retries a Release after its reply
+	// was lost may answer the retry with ErrLeaseLost although the first
+	// attempt released the claim.
 	Release(ctx context.Context, tok Token) error
 
 	// Renew extends the lease of the claim held by tok to lease from now. It

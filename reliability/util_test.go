@@ -23,17 +23,6 @@ func scaled(n int) int { return n * soakFactor() }
 // scaledDuration returns d times the soak factor.
 func scaledDuration(d time.Duration) time.Duration { return d * time.Duration(soakFactor()) }
 
-// knownIssue skips t with a clear mark unless IDEMPOTENCY_KNOWN_ISSUES=1:
-// the test is correct and fails on the current code for the reason given,
-// reported to the package's owner. Run it with the variable set to watch
-// it fail (or pass, once fixed, when the mark should go).
-func knownIssue(t *testing.T, id, why string) {
-	t.Helper()
-	if os.Getenv("IDEMPOTENCY_KNOWN_ISSUES") != "1" {
-		t.Skipf("KNOWN ISSUE %s: %s (IDEMPOTENCY_KNOWN_ISSUES=1 runs it)", id, why)
-	}
-}
-
 // tolerated reports whether a failure explained by a known issue is to be
 // tolerated: it logs the issue (marked KNOWN ISSUE) and returns true, unless
 // IDEMPOTENCY_KNOWN_ISSUES=1, when it returns false so that the test fails.
