@@ -46,6 +46,9 @@ const (
 	CodePayloadTooLarge = "payload_too_large"
 	// CodeMethodNotAllowed (405): the request was not a POST (ServeHTTP only).
 	CodeMethodNotAllowed = "method_not_allowed"
+	// CodeUnsupportedMediaType (415): the request's Content-Type is not JSON
+	// (ServeHTTP only; no Content-Type at all is taken as JSON).
+	CodeUnsupportedMediaType = "unsupported_media_type"
 	// CodeInvalidPayload (400): the payload is valid JSON but not what the
 	// command takes (Request.Decode). Recorded and replayed like any 4xx.
 	CodeInvalidPayload = "invalid_payload"
@@ -113,4 +116,6 @@ var (
 		"", OutcomePayloadTooLarge, false} // message set per limit
 	errMethodNotAllowed = failure{http.StatusMethodNotAllowed, CodeMethodNotAllowed,
 		"commands are sent with POST", OutcomeMethodNotAllowed, false}
+	errUnsupportedMediaType = failure{http.StatusUnsupportedMediaType, CodeUnsupportedMediaType,
+		"the payload must be JSON: send Content-Type: application/json", OutcomeUnsupportedMediaType, false}
 )

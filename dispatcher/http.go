@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"strconv"
 	"strings"
@@ -53,7 +54,8 @@ func BearerIdentity(r *http.Request) string {
 // envelope of Dispatch as application/json. A replay carries
 // "Idempotent-Replayed: true"; the dispatcher's 409 and 503 carry Retry-After
 // (seconds).
-// Methods other than POST get 405. Headers a handler sets in Response.Header
+// Methods other than POST get 405; a Content-Type other than JSON
+// (application/json or a +json type; none at all is taken as JSON) gets 415. Headers a handler sets in Response.Header
 // go with this execution's answer only.
 //
 // The command runs detached from the request (see WithCommandContext): a
@@ -63,6 +65,10 @@ func (d *Dispatcher) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		d.refuse(w, r, name, errMethodNotAllowed)
+		return
+	}
+	if !jsonContentType(r.Header.Get("Content-Type")) {
+		d.refuse(w, r, name, errUnsupportedMediaType)
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, d.maxPayload))
@@ -83,6 +89,16 @@ func (d *Dispatcher) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	rep := d.dispatch(ctx, Command{Name: name, Payload: body, Key: key, Identity: d.identity(r)}, badKey)
 	writeReply(w, rep)
+}
+
+// jsonContentType reports whether a request's Content-Type admits a JSON
+// body: none at all, application/json, or a +json type, with any parameters.
+func jsonContentType(ct string) bool {
+	if ct == "" {
+		return true
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	return err == nil && (mt == "application/json" || strings.HasSuffix(mt, "+json"))
 }
 
 // refuse answers a request ServeHTTP rejects before dispatching it.

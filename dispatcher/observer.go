@@ -43,6 +43,9 @@ const (
 	OutcomePayloadTooLarge Outcome = "payload_too_large"
 	// OutcomeMethodNotAllowed: the request was not a POST (405, ServeHTTP).
 	OutcomeMethodNotAllowed Outcome = "method_not_allowed"
+	// OutcomeUnsupportedMediaType: the request body was declared as something
+	// other than JSON (415, ServeHTTP).
+	OutcomeUnsupportedMediaType Outcome = "unsupported_media_type"
 )
 
 // Outcomes lists every Outcome, for example to initialise metrics at zero.
@@ -52,7 +55,7 @@ func Outcomes() []Outcome {
 		OutcomeKeyMissing, OutcomeKeyInvalid, OutcomeUnknownCommand,
 		OutcomeInvalidJSON, OutcomeError, OutcomeStoreUnavailable,
 		OutcomeResponseNotRecorded, OutcomeCancelled, OutcomePayloadTooLarge,
-		OutcomeMethodNotAllowed,
+		OutcomeMethodNotAllowed, OutcomeUnsupportedMediaType,
 	}
 }
 

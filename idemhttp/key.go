@@ -27,10 +27,10 @@ var ErrKeyMissing = errors.New("idemhttp: no Idempotency-Key header")
 // The key may be sent as the draft's structured-field string (RFC 8941: in
 // double quotes, printable ASCII, with \" and \\ as the only escapes, no
 // parameters) or, leniently, bare: the value as it is. Both are trimmed of
-// surrounding spaces and tabs, so `"abc"` and `abc` are the same key. A bare
+// surrounding spaces and tabs, so `"abc"` and `abc` are the same key. Either
+// way the key is printable ASCII (0x20 to 0x7e), as an sf-string is; a bare
 // key may not contain a comma or a double quote, since it could then be a
-// list. The key must pass idempotency.ValidateKey: 1 to 255 bytes of UTF-8
-// without control characters.
+// list. The key must also pass idempotency.ValidateKey (1 to 255 bytes).
 //
 // It returns ErrKeyMissing when values is empty, and an error wrapping
 // idempotency.ErrInvalidKey for a malformed value, for more than one header
@@ -56,6 +56,11 @@ func ParseKey(values []string) (string, error) {
 	case strings.ContainsAny(v, `,"`):
 		return "", fmt.Errorf("%w: a bare key may not contain a comma or a double quote (a list?); send one quoted string", idempotency.ErrInvalidKey)
 	default:
+		for i := 0; i < len(v); i++ {
+			if c := v[i]; c < 0x20 || c > 0x7e {
+				return "", fmt.Errorf("%w: a key holds printable ASCII only (byte %d is 0x%02x)", idempotency.ErrInvalidKey, i, c)
+			}
+		}
 		key = v
 	}
 	if err := idempotency.ValidateKey(key); err != nil {
