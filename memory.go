@@ -94,16 +94,21 @@ func NewInMemoryStore(opts ...Option) *InMemoryStore {
 type recordName struct{ key, identity string }
 
 // memEntry is one record. A completed record has done set, its response in
-// rec (shared with callers, so never mutated after it is published) and sits
-// in the LRU list; it keeps the owner and fence of the claim that completed
-// it, so that a repeated Complete is recognised. An in-flight record has the
-// claim fields set and is in no list.
+// rec and sits in the LRU list; it keeps the owner and fence of the claim
+// that completed it, so that a repeated Complete is recognised. An in-flight
+// record has the claim fields set and is in no list.
+//
+// Once Lookup or Begin has handed out &rec, the entry is shared: its rec is
+// never written again, and it is never reused for another record. Until
+// then, Store may overwrite it in place and eviction may recycle it, which
+// spares an allocation.
 type memEntry struct {
 	name       recordName
 	prev, next *memEntry
 
-	done bool
-	rec  Cached // in flight: only rec.Fingerprint, the claim's
+	done   bool
+	shared bool
+	rec    Cached // in flight: only rec.Fingerprint, the claim's
 	// until is, in unix nanoseconds, when a completed record expires or
 	// when an in-flight claim's lease runs out.
 	until int64
@@ -147,6 +152,7 @@ func (s *InMemoryStore) Lookup(_ context.Context, key, identity string) (*Cached
 		return nil, false
 	}
 	s.touch(e)
+	e.shared = true
 	s.mu.Unlock()
 	return &e.rec, true
 }
@@ -158,17 +164,32 @@ func (s *InMemoryStore) Store(_ context.Context, key, identity string, c Cached)
 	if err := ValidateKey(key); err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
-	e := s.newCompleted(recordName{key, identity}, c, s.storeTime())
-	if size := e.rec.size(); s.maxBytes > 0 && size > s.maxBytes {
+	c, until := s.normalize(c, s.storeTime())
+	if size := c.size(); s.maxBytes > 0 && size > s.maxBytes {
 		return fmt.Errorf("store: %w: %d bytes, cap %d", ErrTooLarge, size, s.maxBytes)
 	}
+	name := recordName{key, identity}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if old := s.records[e.name]; old != nil {
-		s.unlink(old) // its map slot is overwritten below
-	} else if !s.makeRoom(1) {
-		return fmt.Errorf("store: %w: %d claims in flight", ErrStoreFull, len(s.records))
+	e := s.records[name]
+	switch {
+	case e != nil && e.done && !e.shared: // overwrite in place
+		s.unlink(e)
+	case e != nil: // shared or in flight: a new entry takes its map slot
+		s.unlink(e)
+		e = new(memEntry)
+		s.records[name] = e
+	default:
+		spare, ok := s.makeRoom()
+		if !ok {
+			return fmt.Errorf("store: %w: %d claims in flight", ErrStoreFull, len(s.records))
+		}
+		if e = spare; e == nil {
+			e = new(memEntry)
+		}
+		s.records[name] = e
 	}
+	*e = memEntry{name: name, done: true, rec: c, until: until}
 	s.insertCompleted(e)
 	return nil
 }
@@ -189,6 +210,7 @@ func (s *InMemoryStore) Begin(_ context.Context, key, identity string, req Claim
 				return Claim{Status: ClaimMismatch}, nil
 			}
 			s.touch(e)
+			e.shared = true
 			return Claim{Status: ClaimReplay, Record: &e.rec}, nil
 		}
 		s.remove(e)
@@ -204,10 +226,14 @@ func (s *InMemoryStore) Begin(_ context.Context, key, identity string, req Claim
 		return Claim{Status: ClaimInFlight, RetryAfter: time.Duration(e.until - now)}, nil
 	}
 	if e == nil {
-		if !s.makeRoom(1) {
+		spare, ok := s.makeRoom()
+		if !ok {
 			return Claim{}, fmt.Errorf("begin: %w: %d claims in flight", ErrStoreFull, len(s.records))
 		}
-		e = &memEntry{name: name}
+		if e = spare; e == nil {
+			e = new(memEntry)
+		}
+		*e = memEntry{name: name}
 		s.records[name] = e
 	}
 	// A new claim, or a takeover of one whose lease ran out.
@@ -220,25 +246,26 @@ func (s *InMemoryStore) Begin(_ context.Context, key, identity string, req Claim
 // Complete implements ClaimStore.
 func (s *InMemoryStore) Complete(_ context.Context, tok Token, c Cached) error {
 	now := s.now()
-	done := s.newCompleted(recordName{tok.Key, tok.Identity}, c, now)
+	c, until := s.normalize(c, now)
+	size := c.size()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.held(tok, now.UnixNano())
 	if e == nil {
-		if d := s.records[done.name]; d != nil && d.done && d.owner == tok.Owner && d.fence == tok.Fence {
+		if d := s.records[recordName{tok.Key, tok.Identity}]; d != nil && d.done && d.owner == tok.Owner && d.fence == tok.Fence {
 			return nil // completed already by this token
 		}
 		return fmt.Errorf("complete: %w", ErrLeaseLost)
 	}
-	if size := done.rec.size(); s.maxBytes > 0 && size > s.maxBytes {
+	if s.maxBytes > 0 && size > s.maxBytes {
 		return fmt.Errorf("complete: %w: %d bytes, cap %d", ErrTooLarge, size, s.maxBytes)
 	}
-	if done.rec.Fingerprint == "" { // not yet published, so still ours to set
-		done.rec.Fingerprint = e.rec.Fingerprint
+	if c.Fingerprint == "" {
+		c.Fingerprint = e.rec.Fingerprint
 	}
-	done.owner, done.fence = e.owner, e.fence
-	delete(s.records, e.name)
-	s.insertCompleted(done)
+	// An in-flight entry was never handed out: it becomes the record.
+	e.done, e.rec, e.until = true, c, until
+	s.insertCompleted(e)
 	return nil
 }
 
@@ -293,23 +320,21 @@ func (e *memEntry) token() Token {
 	return Token{Key: e.name.key, Identity: e.name.identity, Owner: e.owner, Fence: e.fence}
 }
 
-// newCompleted builds a completed entry for c, normalising StoredAt and TTL.
-func (s *InMemoryStore) newCompleted(name recordName, c Cached, now time.Time) *memEntry {
+// normalize fills a zero StoredAt with now and a TTL that is not positive
+// with the default, and returns c with its expiry in unix nanoseconds.
+func (s *InMemoryStore) normalize(c Cached, now time.Time) (Cached, int64) {
 	if c.StoredAt.IsZero() {
 		c.StoredAt = now
 	}
 	if c.TTL <= 0 {
 		c.TTL = s.defaultTTL
 	}
-	e := &memEntry{name: name, done: true, rec: c}
-	e.until = c.StoredAt.Add(c.TTL).UnixNano()
-	return e
+	return c, c.StoredAt.Add(c.TTL).UnixNano()
 }
 
-// insertCompleted adds e, which is not in the map, as the most recent record
-// and evicts down to the byte cap. The caller made room for the entry count.
+// insertCompleted links e, a completed record already in the map, as the
+// most recent record and evicts down to the byte cap.
 func (s *InMemoryStore) insertCompleted(e *memEntry) {
-	s.records[e.name] = e
 	s.pushFront(e)
 	s.bytes += e.rec.size()
 	for s.maxBytes > 0 && s.bytes > s.maxBytes && s.lru.prev != e {
@@ -317,18 +342,22 @@ func (s *InMemoryStore) insertCompleted(e *memEntry) {
 	}
 }
 
-// makeRoom evicts least recently used completed records until n more
-// records fit under the entry cap. It reports false when claims in flight
+// makeRoom evicts least recently used completed records until one more
+// record fits under the entry cap, and returns an evicted entry that was
+// never shared, for reuse (or nil). It reports false when claims in flight
 // alone fill the store.
-func (s *InMemoryStore) makeRoom(n int) bool {
-	for len(s.records)+n > s.maxEntries {
+func (s *InMemoryStore) makeRoom() (spare *memEntry, ok bool) {
+	for len(s.records) >= s.maxEntries {
 		victim := s.lru.prev
 		if victim == &s.lru {
-			return false
+			return nil, false
 		}
 		s.remove(victim)
+		if !victim.shared {
+			spare = victim
+		}
 	}
-	return true
+	return spare, true
 }
 
 func (s *InMemoryStore) remove(e *memEntry) {

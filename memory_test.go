@@ -230,3 +230,56 @@ func TestCachedExpired(t *testing.T) {
 func BenchmarkInMemoryStore(b *testing.B) {
 	storetest.Benchmark(b, func(testing.TB) idempotency.Store { return idempotency.NewInMemoryStore() })
 }
+
+// A record handed out by Lookup is never changed under its reader: Store
+// overwrites it with a new entry, and eviction does not recycle it.
+func TestInMemoryHandedOutRecordsStayPut(t *testing.T) {
+	ctx := context.Background()
+	s := idempotency.NewInMemoryStore(idempotency.WithMaxEntries(2))
+	_ = s.Store(ctx, "a", "", cached("first"))
+	got, ok := s.Lookup(ctx, "a", "")
+	if !ok {
+		t.Fatal("Lookup(a) missed")
+	}
+	_ = s.Store(ctx, "a", "", cached("second")) // overwrite
+	_ = s.Store(ctx, "b", "", cached("b"))
+	_ = s.Store(ctx, "c", "", cached("c")) // evicts a
+	_ = s.Store(ctx, "d", "", cached("d"))
+	if string(got.WireBody) != "first" || got.Status != 200 {
+		t.Fatalf("the record Lookup returned changed to %+v", got)
+	}
+	cl, _ := s.Begin(ctx, "d", "", idempotency.ClaimRequest{Owner: "o", Lease: time.Second})
+	replayed := cl.Record
+	for i := range 10 {
+		_ = s.Store(ctx, fmt.Sprint("e", i), "", cached(fmt.Sprint("e", i)))
+	}
+	if string(replayed.WireBody) != "d" {
+		t.Fatalf("the record Begin replayed changed to %+v", replayed)
+	}
+}
+
+func TestInMemoryStoreAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts differ under the race detector; run without -race")
+	}
+	ctx := context.Background()
+	s := idempotency.NewInMemoryStore(idempotency.WithMaxEntries(100))
+	c := cached("body")
+	keys := make([]string, 300)
+	for i := range keys {
+		keys[i] = fmt.Sprint("key-", i)
+	}
+	for _, k := range keys[:100] {
+		_ = s.Store(ctx, k, "", c)
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = s.Store(ctx, keys[7], "", c) }); n != 0 {
+		t.Errorf("Store overwriting a record never looked up: %v allocs, want 0", n)
+	}
+	i := 100
+	if n := testing.AllocsPerRun(100, func() { _ = s.Store(ctx, keys[100+i%200], "", c); i++ }); n > 0 {
+		t.Errorf("Store evicting a record never looked up: %v allocs, want 0", n)
+	}
+	if n := testing.AllocsPerRun(100, func() { s.Lookup(ctx, keys[150], "") }); n != 0 {
+		t.Errorf("Lookup hit: %v allocs, want 0", n)
+	}
+}
