@@ -135,6 +135,8 @@ var contenders = []contender{
 	{"lru-expirable", true, func(n int) cache {
 		return lruCache{expirable.NewLRU[string, *value](n, nil, cacheTTL)}
 	}},
+	{"sketch-hash-lru", true, func(n int) cache { return newSketchLRU(n) }},
+	{"sketch-hash-clock", true, func(n int) cache { return newSketchCLOCK(n) }},
 	{"map-rwmutex", false, func(int) cache { return &rwMap{m: map[string]*mapEntry{}} }},
 	{"map-mutex", false, func(int) cache { return &muMap{m: map[string]*mapEntry{}} }},
 }

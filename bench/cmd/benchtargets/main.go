@@ -66,6 +66,9 @@ func targets() []target {
 			target{name: "Lookup hit ÷ map+RWMutex with time.Now" + c, kind: ratio, a: hit, b: cache("LookupHit", "map-rwmutex", p), unit: "ns/op", info: true},
 			target{name: "Lookup hit ÷ expirable LRU Get" + c, kind: ratio, a: hit, b: cache("LookupHit", "lru-expirable", p), unit: "ns/op", le: true, goal: 0.5},
 			target{name: "Lookup hit ÷ otter Get" + c, kind: ratio, a: hit, b: cache("LookupHit", "otter", p), unit: "ns/op", info: true},
+			target{name: "  (sketch-hash-lru Lookup hit ÷ expirable LRU Get" + c + ")", kind: ratio, a: cache("LookupHit", "sketch-hash-lru", p), b: cache("LookupHit", "lru-expirable", p), unit: "ns/op", info: true},
+			target{name: "  (sketch-hash-clock Lookup hit ÷ expirable LRU Get" + c + ")", kind: ratio, a: cache("LookupHit", "sketch-hash-clock", p), b: cache("LookupHit", "lru-expirable", p), unit: "ns/op", info: true},
+			target{name: "  (sketch-hash-clock Lookup hit, ns/op" + c + ")", a: cache("LookupHit", "sketch-hash-clock", p), unit: "ns/op", info: true},
 			target{name: "Store (overwrite), ns/op" + c, a: cache("Store", "idemkit", p), unit: "ns/op", le: true, goal: 130},
 			target{name: "Insert with eviction, ns/op" + c, a: cache("InsertEvict", "idemkit", p), unit: "ns/op", le: true, goal: 250},
 			target{name: "Insert with eviction, allocs/op" + c, a: cache("InsertEvict", "idemkit", p), unit: "allocs/op", le: true, goal: 1},
@@ -79,6 +82,7 @@ func targets() []target {
 		target{name: "  (otter, for reference)", a: "BenchmarkBytesPerEntry/impl=otter", unit: "B/entry", info: true},
 		target{name: "  (expirable LRU, for reference)", a: "BenchmarkBytesPerEntry/impl=lru-expirable", unit: "B/entry", info: true},
 		target{name: "  (map+RWMutex, for reference)", a: "BenchmarkBytesPerEntry/impl=map-rwmutex", unit: "B/entry", info: true},
+		target{name: "  (sketch-hash-lru, for reference)", a: "BenchmarkBytesPerEntry/impl=sketch-hash-lru", unit: "B/entry", info: true},
 	)
 	inp := func(path, impl string) string {
 		return "BenchmarkHTTPInProcess/path=" + path + "/impl=" + impl + "-2"
