@@ -48,15 +48,16 @@ func CanonicalJSON(data []byte) ([]byte, error) {
 // to out in one pass. An object's members are written to out as they come
 // and reordered once the object is complete.
 type canonicalizer struct {
-	in  []byte
-	pos int
-	out []byte
+	in      []byte
+	pos     int
+	out     []byte
+	scratch []byte // an object's values while they are reordered
 }
 
 // jcsMember is an object member already written to canonicalizer.out: its
 // decoded name and where its canonical value lies in out.
 type jcsMember struct {
-	name       string
+	name       []byte
 	start, end int
 }
 
@@ -159,7 +160,8 @@ func (c *canonicalizer) object(depth int) error {
 		c.out = append(c.out, '{', '}')
 		return nil
 	}
-	var members []jcsMember
+	var small [16]jcsMember // most objects: no allocation for the list
+	members := small[:0]
 	for {
 		c.skipSpace()
 		if c.pos >= len(c.in) || c.in[c.pos] != '"' {
@@ -195,13 +197,14 @@ func (c *canonicalizer) object(depth int) error {
 	}
 	slices.SortFunc(members, func(a, b jcsMember) int { return compareUTF16(a.name, b.name) })
 	for i := 1; i < len(members); i++ {
-		if members[i].name == members[i-1].name {
+		if bytes.Equal(members[i].name, members[i-1].name) {
 			return c.errorf("duplicate object member name %q", members[i].name)
 		}
 	}
 	// The values sit in out[start:] in input order; rewrite the region with
 	// the members in canonical order.
-	values := bytes.Clone(c.out[start:])
+	c.scratch = append(c.scratch[:0], c.out[start:]...)
+	values := c.scratch
 	c.out = append(c.out[:start], '{')
 	for i, m := range members {
 		if i > 0 {
@@ -215,23 +218,22 @@ func (c *canonicalizer) object(depth int) error {
 	return nil
 }
 
-// string parses a JSON string at c.pos and returns its decoded value.
-func (c *canonicalizer) string() (string, error) {
+// string parses a JSON string at c.pos and returns its decoded value: a
+// slice of the input when it has no escapes.
+func (c *canonicalizer) string() ([]byte, error) {
 	c.pos++ // opening quote
 	var buf []byte
 	runStart := c.pos
 	for {
 		if c.pos >= len(c.in) {
-			return "", c.syntaxError("in string")
+			return nil, c.syntaxError("in string")
 		}
 		b := c.in[c.pos]
 		switch {
 		case b == '"':
-			var s string
-			if buf == nil {
-				s = string(c.in[runStart:c.pos])
-			} else {
-				s = string(append(buf, c.in[runStart:c.pos]...))
+			s := c.in[runStart:c.pos:c.pos]
+			if buf != nil {
+				s = append(buf, s...)
 			}
 			c.pos++
 			return s, nil
@@ -239,17 +241,17 @@ func (c *canonicalizer) string() (string, error) {
 			buf = append(buf, c.in[runStart:c.pos]...)
 			var err error
 			if buf, err = c.escape(buf); err != nil {
-				return "", err
+				return nil, err
 			}
 			runStart = c.pos
 		case b < 0x20:
-			return "", c.syntaxError("in string (control characters must be escaped)")
+			return nil, c.syntaxError("in string (control characters must be escaped)")
 		case b < utf8.RuneSelf:
 			c.pos++
 		default:
 			r, n := utf8.DecodeRune(c.in[c.pos:])
 			if r == utf8.RuneError && n == 1 {
-				return "", c.errorf("invalid UTF-8 at offset %d", c.pos)
+				return nil, c.errorf("invalid UTF-8 at offset %d", c.pos)
 			}
 			c.pos += n
 		}
@@ -338,13 +340,16 @@ func (c *canonicalizer) number() error {
 	case c.digits() == 0:
 		return c.syntaxError("in number")
 	}
+	fracOrExp := false
 	if c.pos < len(c.in) && c.in[c.pos] == '.' {
+		fracOrExp = true
 		c.pos++
 		if c.digits() == 0 {
 			return c.syntaxError("in number fraction")
 		}
 	}
 	if c.pos < len(c.in) && (c.in[c.pos] == 'e' || c.in[c.pos] == 'E') {
+		fracOrExp = true
 		c.pos++
 		if c.pos < len(c.in) && (c.in[c.pos] == '+' || c.in[c.pos] == '-') {
 			c.pos++
@@ -352,6 +357,18 @@ func (c *canonicalizer) number() error {
 		if c.digits() == 0 {
 			return c.syntaxError("in number exponent")
 		}
+	}
+	// An integer of at most 15 digits is exact in a double, and ECMAScript
+	// writes it back digit for digit: the text is already canonical (but
+	// for -0, which is written 0).
+	lit := c.in[start:c.pos]
+	digits := len(lit)
+	if lit[0] == '-' {
+		digits--
+	}
+	if !fracOrExp && digits <= 15 && string(lit) != "-0" {
+		c.out = append(c.out, lit...)
+		return nil
 	}
 	text := string(c.in[start:c.pos])
 	f, err := strconv.ParseFloat(text, 64)
@@ -431,7 +448,7 @@ func appendESNumber(dst []byte, f float64) []byte {
 
 // appendJCSString appends s (valid UTF-8) as a JSON string the way RFC 8785
 // (and ECMAScript's JSON.stringify) writes it.
-func appendJCSString(dst []byte, s string) []byte {
+func appendJCSString(dst []byte, s []byte) []byte {
 	const hex = "0123456789abcdef"
 	dst = append(dst, '"')
 	run := 0
@@ -467,10 +484,10 @@ func appendJCSString(dst []byte, s string) []byte {
 // the order RFC 8785 sorts member names in. It differs from byte (code
 // point) order only for characters above U+FFFF, whose surrogates
 // (0xD800-0xDFFF) sort before U+E000-U+FFFF.
-func compareUTF16(a, b string) int {
-	for a != "" && b != "" {
-		ra, na := utf8.DecodeRuneInString(a)
-		rb, nb := utf8.DecodeRuneInString(b)
+func compareUTF16(a, b []byte) int {
+	for len(a) > 0 && len(b) > 0 {
+		ra, na := utf8.DecodeRune(a)
+		rb, nb := utf8.DecodeRune(b)
 		if ra != rb {
 			ua, ub := utf16Units(ra), utf16Units(rb)
 			if ua[0] != ub[0] {

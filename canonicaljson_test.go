@@ -288,3 +288,22 @@ func FuzzCanonicalJSON(f *testing.F) {
 		}
 	})
 }
+
+// Integers up to 15 digits take a fast path that copies their text; it must
+// agree with the general path (through a double and ECMAScript's format).
+func TestCanonicalJSONIntegerFastPath(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"0", "0"}, {"-0", "0"}, {"7", "7"}, {"-7", "-7"},
+		{"123456789012345", "123456789012345"}, {"-123456789012345", "-123456789012345"},
+		{"1234567890123456", "1234567890123456"},   // 16 digits: general path, still exact
+		{"12345678901234567", "12345678901234568"}, // 17 digits: rounded to the double
+		{"100000000000000000000", "100000000000000000000"},
+		{"1000000000000000000000", "1e+21"},
+		{"[1,-0,20]", "[1,0,20]"},
+	} {
+		got, err := idempotency.CanonicalJSON([]byte(tc.in))
+		if err != nil || string(got) != tc.want {
+			t.Errorf("CanonicalJSON(%s) = %s, %v; want %s", tc.in, got, err, tc.want)
+		}
+	}
+}
