@@ -7,6 +7,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"sync"
 	"unicode/utf8"
 )
 
@@ -32,17 +33,41 @@ const maxJSONDepth = 10000
 // escape, a number outside the range of a double, or nesting deeper than
 // 10000 levels.
 func CanonicalJSON(data []byte) ([]byte, error) {
-	c := canonicalizer{in: data, out: make([]byte, 0, len(data))}
+	return AppendCanonicalJSON(make([]byte, 0, len(data)), data)
+}
+
+// AppendCanonicalJSON appends the RFC 8785 form of data (see CanonicalJSON)
+// to dst and returns the extended buffer. On an error it returns dst as it
+// was, with the error. With a reused dst it allocates nothing for most
+// inputs.
+func AppendCanonicalJSON(dst, data []byte) ([]byte, error) {
+	c := canonicalizer{in: data, out: dst}
+	if sp, ok := scratchPool.Get().(*[]byte); ok {
+		c.scratch = (*sp)[:0]
+		defer func() {
+			if cap(c.scratch) <= maxPooledScratch {
+				*sp = c.scratch
+				scratchPool.Put(sp)
+			}
+		}()
+	}
 	c.skipSpace()
 	if err := c.value(0); err != nil {
-		return nil, err
+		return dst, err
 	}
 	c.skipSpace()
 	if c.pos < len(c.in) {
-		return nil, c.syntaxError("after top-level value")
+		return dst, c.syntaxError("after top-level value")
 	}
 	return c.out, nil
 }
+
+// scratchPool holds the buffers objects are reordered in, so that
+// canonicalizing allocates only its result.
+var scratchPool = sync.Pool{New: func() any { return new([]byte) }}
+
+// maxPooledScratch bounds the scratch buffers kept for reuse.
+const maxPooledScratch = 64 << 10
 
 // canonicalizer parses in and appends the canonical form of what it parsed
 // to out in one pass. An object's members are written to out as they come

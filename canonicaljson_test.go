@@ -307,3 +307,26 @@ func TestCanonicalJSONIntegerFastPath(t *testing.T) {
 		}
 	}
 }
+
+func TestAppendCanonicalJSON(t *testing.T) {
+	dst := []byte("prefix:")
+	got, err := idempotency.AppendCanonicalJSON(dst, []byte(`{"b":2, "a":1}`))
+	if err != nil || string(got) != `prefix:{"a":1,"b":2}` {
+		t.Fatalf("AppendCanonicalJSON = %q, %v", got, err)
+	}
+	got, err = idempotency.AppendCanonicalJSON(dst, []byte(`{"a":`))
+	if err == nil || string(got) != "prefix:" {
+		t.Fatalf("AppendCanonicalJSON on bad JSON = %q, %v; want dst unchanged and an error", got, err)
+	}
+}
+
+func TestAppendCanonicalJSONAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts differ under the race detector; run without -race")
+	}
+	buf := make([]byte, 0, 256)
+	in := []byte(`{"name":"gear","amount":1000,"tags":["a","b"],"nested":{"z":1,"y":2}}`)
+	if n := testing.AllocsPerRun(100, func() { buf, _ = idempotency.AppendCanonicalJSON(buf[:0], in) }); n != 0 {
+		t.Errorf("AppendCanonicalJSON into a reused buffer: %v allocs, want 0", n)
+	}
+}

@@ -13,11 +13,12 @@ import (
 // It computes exactly what idempotency.Fingerprint and the identity hash
 // compute with a fresh hash: every part length-prefixed (uvarint).
 type digester struct {
-	h   hash.Hash
-	n   [binary.MaxVarintLen64]byte
-	sum [sha256.Size]byte
-	hex [2 * sha256.Size]byte
-	buf []byte // scratch for string parts
+	h     hash.Hash
+	n     [binary.MaxVarintLen64]byte
+	sum   [sha256.Size]byte
+	hex   [2 * sha256.Size]byte
+	buf   []byte // scratch for string parts
+	canon []byte // a body's canonical JSON
 }
 
 var digesters = sync.Pool{New: func() any { return &digester{h: sha256.New()} }}
@@ -34,6 +35,9 @@ const maxPooledScratch = 4 << 10
 func (d *digester) put() {
 	if cap(d.buf) > maxPooledScratch {
 		d.buf = nil
+	}
+	if cap(d.canon) > maxPooledScratch {
+		d.canon = nil
 	}
 	digesters.Put(d)
 }

@@ -44,16 +44,17 @@ func DefaultIdentity(r *http.Request) string {
 // POST body: a command that takes its arguments from the query must not
 // replay one amount's response for another amount.
 func DefaultFingerprint(r *http.Request, body []byte) string {
+	// The same digest as idempotency.Fingerprint(method, path, query, form,
+	// body), from a pooled hash and buffers: one allocation, the result.
+	d := getDigester()
+	defer d.put()
 	form := "raw"
 	if isJSON(r.Header.Get("Content-Type")) {
-		if c, err := idempotency.CanonicalJSON(body); err == nil {
+		if c, err := idempotency.AppendCanonicalJSON(d.canon[:0], body); err == nil {
+			d.canon = c
 			body, form = c, "jcs"
 		}
 	}
-	// The same digest as idempotency.Fingerprint(method, path, query, form,
-	// body), from a pooled hash: one allocation, the result.
-	d := getDigester()
-	defer d.put()
 	d.partString(r.Method)
 	d.partString(r.URL.EscapedPath())
 	d.partString(r.URL.RawQuery)

@@ -105,9 +105,11 @@ func TestFlushedStreamOverCap(t *testing.T) {
 }
 
 // TestHijack: a handler that takes over the connection leaves a tombstone.
+// The client has its answer before the handler returns, so the retry waits
+// (WithWait) for the first execution to be recorded instead of racing it.
 func TestHijack(t *testing.T) {
 	runs := 0
-	mw := idemhttp.New(idempotency.NewInMemoryStore())(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mw := idemhttp.New(idempotency.NewInMemoryStore(), idemhttp.WithWait(true))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		runs++
 		conn, brw, err := http.NewResponseController(w).Hijack()
 		if err != nil {
