@@ -199,7 +199,7 @@ func recordedHeader(h http.Header, allow []string) map[string][]string {
 	if names == 0 {
 		return nil
 	}
-	out := make(map[string][]string, len(allow))
+	out := make(map[string][]string, names)
 	vals := make([]string, 0, n)
 	for _, name := range allow {
 		if vs := h[name]; len(vs) > 0 {
