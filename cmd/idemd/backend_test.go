@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"os"
 	"sync"
 	"testing"
@@ -21,7 +22,7 @@ func openBackend(t *testing.T, env, def, secret string) openedStore {
 	}
 	cfg := testConfig()
 	cfg.store, cfg.secret, cfg.ttl = url, secret, 10*time.Minute
-	st, err := openStore(context.Background(), cfg, newLogger("text", t.Output()))
+	st, err := openStore(context.Background(), cfg, newLogger("text", slog.LevelInfo, t.Output()))
 	if err != nil {
 		if os.Getenv("IDEMPOTENCY_REQUIRE_BACKENDS") == "1" {
 			t.Fatalf("%s: %v", url, err)

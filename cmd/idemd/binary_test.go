@@ -230,6 +230,7 @@ func TestBinaryRejectsBadFlags(t *testing.T) {
 		{"-store", "bogus://x"},
 		{"-ttl", "0s"},
 		{"-log-format", "xml"},
+		{"-log-level", "loud"},
 		{"-nope"},
 	}
 	for _, args := range tests {

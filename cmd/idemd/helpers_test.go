@@ -173,7 +173,7 @@ func newTestServer(t *testing.T) (*server, client) {
 func newTestServerOn(t *testing.T, store idempotency.Store) (*server, client) {
 	t.Helper()
 	cfg := testConfig()
-	s := newServer(cfg, store, newLogger(cfg.logFormat, t.Output()))
+	s := newServer(cfg, store, newLogger(cfg.logFormat, cfg.logLevel, t.Output()))
 	hs := httptest.NewServer(s.handler)
 	t.Cleanup(hs.Close)
 	t.Cleanup(func() { s.stopCommands(context.Canceled) })

@@ -20,6 +20,8 @@
 //	-shutdown-timeout d     how long SIGINT/SIGTERM waits for running commands before
 //	                        cancelling them and releasing their keys [IDEMD_SHUTDOWN_TIMEOUT] (default 20s)
 //	-log-format text|json   log format on standard output [IDEMD_LOG_FORMAT] (default text)
+//	-log-level level        least level logged: debug, info (a line per command and the
+//	                        "listening" line), warn or error [IDEMD_LOG_LEVEL] (default info)
 //
 // SIGINT or SIGTERM shuts down gracefully: idemd stops accepting, lets
 // running commands finish for up to -shutdown-timeout, then cancels the rest,

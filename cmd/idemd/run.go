@@ -18,6 +18,7 @@ type config struct {
 	lease           time.Duration
 	shutdownTimeout time.Duration
 	logFormat       string
+	logLevel        slog.Level
 	secret          string
 }
 
@@ -52,6 +53,8 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (conf
 	dur(&cfg.shutdownTimeout, "shutdown-timeout", "IDEMD_SHUTDOWN_TIMEOUT", 20*time.Second,
 		"how long shutdown waits for running commands before cancelling them")
 	str(&cfg.logFormat, "log-format", "IDEMD_LOG_FORMAT", "text", "log format: text or json")
+	var level string
+	str(&level, "log-level", "IDEMD_LOG_LEVEL", "info", "least level logged: debug, info (a line per command), warn or error")
 	cfg.secret = getenv("IDEMD_SECRET")
 	if len(errs) > 0 {
 		return config{}, errs[0]
@@ -70,15 +73,18 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (conf
 		return config{}, fmt.Errorf("-shutdown-timeout %v: must not be negative", cfg.shutdownTimeout)
 	case cfg.logFormat != "text" && cfg.logFormat != "json":
 		return config{}, fmt.Errorf("-log-format %q: want text or json", cfg.logFormat)
+	case cfg.logLevel.UnmarshalText([]byte(level)) != nil:
+		return config{}, fmt.Errorf("-log-level %q: want debug, info, warn or error", level)
 	}
 	return cfg, nil
 }
 
-func newLogger(format string, out io.Writer) *slog.Logger {
+func newLogger(format string, level slog.Level, out io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
 	if format == "json" {
-		return slog.New(slog.NewJSONHandler(out, nil))
+		return slog.New(slog.NewJSONHandler(out, opts))
 	}
-	return slog.New(slog.NewTextHandler(out, nil))
+	return slog.New(slog.NewTextHandler(out, opts))
 }
 
 // run is idemd: it serves until ctx ends, then shuts down gracefully. Logs go
@@ -88,7 +94,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg.logFormat, stdout)
+	log := newLogger(cfg.logFormat, cfg.logLevel, stdout)
 	store, err := openStore(ctx, cfg, log)
 	if err != nil {
 		return err

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
@@ -37,6 +38,8 @@ func TestParseConfig(t *testing.T) {
 			func(c *config) { c.addr, c.ttl, c.secret = ":7", 2*time.Hour, "s" }},
 		{"flag wins over environment", []string{"-addr", ":8"}, map[string]string{"IDEMD_ADDR": ":7"},
 			func(c *config) { c.addr = ":8" }},
+		{"log level", []string{"-log-level", "warn"}, nil, func(c *config) { c.logLevel = slog.LevelWarn }},
+		{"log level from the environment", nil, map[string]string{"IDEMD_LOG_LEVEL": "debug"}, func(c *config) { c.logLevel = slog.LevelDebug }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -62,6 +65,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"negative lease", []string{"-lease", "-1s"}, nil},
 		{"negative shutdown timeout", []string{"-shutdown-timeout", "-1s"}, nil},
 		{"log format", []string{"-log-format", "xml"}, nil},
+		{"log level", []string{"-log-level", "loud"}, nil},
 		{"bad duration in the environment", nil, map[string]string{"IDEMD_LEASE": "soon"}},
 	}
 	for _, tt := range tests {
