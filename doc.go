@@ -62,7 +62,9 @@
 //
 // # Keys and identities
 //
-// Keys are 1 to 255 bytes of printable UTF-8 (ValidateKey). The identity is
+// Keys are 1 to 255 bytes of UTF-8 without control characters
+// (ValidateKey); the HTTP adapters further take printable ASCII only, as the
+// Idempotency-Key header's structured-field string allows. The identity is
 // the caller, derived by the adapter from its credentials; records of
 // different identities are independent, and (key, identity) pairs are encoded
 // without ambiguity. Shared stores file records under RecordKey, a keyed hash

@@ -38,7 +38,7 @@
 //	200/201…  {"ok":true,…}              the handler's answer
 //	4xx/5xx   the handler's code         a handler's *Error (Errorf)
 //	400 idempotency_key_missing          keyed command without a key
-//	400 idempotency_key_invalid          empty, >255 bytes, control characters, malformed header
+//	400 idempotency_key_invalid          empty, >255 bytes, not printable ASCII, malformed header
 //	400 invalid_json                     payload is not JSON (or has duplicate names)
 //	400 invalid_payload                  payload JSON of the wrong shape (Request.Decode)
 //	404 unknown_command                  no such command
@@ -48,6 +48,7 @@
 //	                                     was too large to record (a tombstone:
 //	                                     it never runs again for this key)
 //	413 payload_too_large                ServeHTTP: body over the limit
+//	415 unsupported_media_type           ServeHTTP: a Content-Type that is not JSON
 //	422 idempotency_key_reused           same key, another command or payload
 //	500 internal                         handler failed or panicked (not recorded)
 //	503 store_unavailable                the store failed; the command did not run
