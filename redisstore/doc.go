@@ -31,7 +31,7 @@
 //   - Fences grow strictly for each (key, identity), also across the expiry
 //     of its record: a new claim gets max(previous fence + 1, server clock in
 //     µs), and no key disappears before the server's clock has passed the
-//     fence it carries (scripts.go explains why that suffices). A master
+//     fence it carries (package redisrec says why that suffices). A master
 //     whose clock steps back, or a failover to a node whose clock is behind,
 //     can break this for records that expired or were released meanwhile.
 //   - A mismatch, a replay and an in-flight answer change nothing.
@@ -64,7 +64,7 @@
 // touches exactly one key). The prefix (WithPrefix, default "idem:") should
 // not contain '{'.
 //
-// The value is a small binary encoding (see record.go): a fixed header the
+// The value is a small binary encoding (see redisrec): a fixed header the
 // scripts read (kind, fence, lease end or expiry, owner, fingerprint), and
 // for completed records the response (status, StoredAt, TTL, flags, headers,
 // body, the body last and unescaped). A claim in flight is about 80 bytes;

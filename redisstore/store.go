@@ -2,26 +2,17 @@ package redisstore
 
 import (
 	"context"
-	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/idemkit/idempotency"
+	"github.com/idemkit/idempotency/redisstore/internal/redisrec"
 	"github.com/redis/go-redis/v9"
 )
 
 // DefaultPrefix is the key prefix used unless WithPrefix says otherwise.
 const DefaultPrefix = "idem:"
-
-// maxDuration caps leases and TTLs (100 years) so that the scripts' sums of
-// microseconds stay exact in Lua's doubles.
-const maxDuration = 100 * 365 * 24 * time.Hour
-
-// maxMicros caps absolute times handed to the scripts: 2^53 µs, the year 2255.
-const maxMicros = 1<<53 - 1
 
 // Store is an idempotency.ClaimStore kept in Redis. It is safe for concurrent
 // use; it holds no state of its own besides its configuration, so any number
@@ -80,16 +71,7 @@ func New(client redis.UniversalClient, opts ...Option) *Store {
 // recordKey names the record of (key, identity): the prefix and the hex
 // record key in braces, a Redis Cluster hash tag.
 func (s *Store) recordKey(key, identity string) string {
-	sum := s.hasher.Sum(key, identity)
-	var b strings.Builder
-	b.Grow(len(s.prefix) + 2 + 2*len(sum))
-	b.WriteString(s.prefix)
-	b.WriteByte('{')
-	var h [2 * len(sum)]byte
-	hex.Encode(h[:], sum[:])
-	b.Write(h[:])
-	b.WriteByte('}')
-	return b.String()
+	return redisrec.Key(s.hasher, s.prefix, key, identity)
 }
 
 // Begin implements idempotency.ClaimStore in one round trip; a replay
@@ -206,34 +188,13 @@ func (s *Store) Store(ctx context.Context, key, identity string, c idempotency.C
 // payload, the expiry in µs (-1: the server's clock plus ttl, when StoredAt
 // is zero) and the TTL in µs.
 func (s *Store) encode(c *idempotency.Cached) (payload []byte, expiry, ttl int64) {
-	if c.TTL <= 0 {
-		c.TTL = s.defaultTTL
-	}
-	stamped := c.StoredAt.IsZero()
-	payload = appendPayload(make([]byte, 0, payloadLen(c)), c, stamped)
-	expiry = -1
-	if !stamped {
-		end := c.StoredAt.Add(min(c.TTL, maxDuration))
-		expiry = end.UnixMicro()
-		if end.Nanosecond()%1000 != 0 {
-			expiry++ // round up: expired means now >= StoredAt + TTL
-		}
-		expiry = max(0, min(expiry, maxMicros))
-	}
-	return payload, expiry, micros(c.TTL)
+	return redisrec.Encode(c, s.defaultTTL)
 }
 
-// micros rounds d up to whole microseconds, capped at maxDuration.
-func micros(d time.Duration) int64 {
-	d = min(d, maxDuration)
-	return int64((d + time.Microsecond - 1) / time.Microsecond)
-}
+// micros rounds d up to whole microseconds, capped at 100 years.
+func micros(d time.Duration) int64 { return redisrec.Micros(d) }
 
-func fenceBytes(f uint64) [8]byte {
-	var b [8]byte
-	binary.BigEndian.PutUint64(b[:], f)
-	return b
-}
+func fenceBytes(f uint64) [8]byte { return redisrec.FenceBytes(f) }
 
 // failed wraps a failure to reach Redis or to run a script there so that
 // it matches idempotency.ErrStoreUnavailable, and also ErrStoreFull when

@@ -1,0 +1,71 @@
+// Package redisrec is what the Redis stores (redisstore and rueidisstore)
+// share, whatever their client: the Lua scripts that run each protocol step,
+// the encoding of records, the naming of keys and the encoding of the
+// scripts' arguments. Two stores with the same prefix and secret, one of each
+// package, read and write the same records.
+package redisrec
+
+import (
+	"encoding/binary"
+	"encoding/hex"
+	"strings"
+	"time"
+
+	"github.com/idemkit/idempotency"
+)
+
+// MaxDuration caps leases and TTLs (100 years) so that the scripts' sums of
+// microseconds stay exact in Lua's doubles.
+const MaxDuration = 100 * 365 * 24 * time.Hour
+
+// MaxMicros caps absolute times handed to the scripts: 2^53 µs, the year 2255.
+const MaxMicros = 1<<53 - 1
+
+// Key names the record of (key, identity): the prefix and the hex record
+// key (h.Sum) in braces, a Redis Cluster hash tag.
+func Key(h *idempotency.RecordHasher, prefix, key, identity string) string {
+	sum := h.Sum(key, identity)
+	var b strings.Builder
+	b.Grow(len(prefix) + 2 + 2*len(sum))
+	b.WriteString(prefix)
+	b.WriteByte('{')
+	var x [2 * len(sum)]byte
+	hex.Encode(x[:], sum[:])
+	b.Write(x[:])
+	b.WriteByte('}')
+	return b.String()
+}
+
+// Encode fills c's TTL with defaultTTL when it has none and returns the
+// complete and store scripts' arguments: the payload, the expiry in µs (-1:
+// the server's clock plus ttl, when StoredAt is zero) and the TTL in µs.
+func Encode(c *idempotency.Cached, defaultTTL time.Duration) (payload []byte, expiry, ttl int64) {
+	if c.TTL <= 0 {
+		c.TTL = defaultTTL
+	}
+	stamped := c.StoredAt.IsZero()
+	payload = AppendPayload(make([]byte, 0, PayloadLen(c)), c, stamped)
+	expiry = -1
+	if !stamped {
+		end := c.StoredAt.Add(min(c.TTL, MaxDuration))
+		expiry = end.UnixMicro()
+		if end.Nanosecond()%1000 != 0 {
+			expiry++ // round up: expired means now >= StoredAt + TTL
+		}
+		expiry = max(0, min(expiry, MaxMicros))
+	}
+	return payload, expiry, Micros(c.TTL)
+}
+
+// Micros rounds d up to whole microseconds, capped at MaxDuration.
+func Micros(d time.Duration) int64 {
+	d = min(d, MaxDuration)
+	return int64((d + time.Microsecond - 1) / time.Microsecond)
+}
+
+// FenceBytes is the big-endian encoding of a fence, as records keep it.
+func FenceBytes(f uint64) [8]byte {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], f)
+	return b
+}

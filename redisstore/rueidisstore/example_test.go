@@ -1,0 +1,53 @@
+package rueidisstore_test
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"net"
+	"time"
+
+	"github.com/idemkit/idempotency"
+	"github.com/idemkit/idempotency/redisstore/rueidisstore"
+	"github.com/redis/rueidis"
+)
+
+// Replicas of a service share one Redis: each builds its own client and
+// Store with the same prefix and secret (redisstore's Stores may share them
+// too), and runs commands through an Engine. A retry of the same command,
+// on any replica, replays the response. (It needs a Redis server, so it is
+// compiled but not run.)
+func Example() {
+	client, err := rueidis.NewClient(rueidis.ClientOption{
+		InitAddress:      []string{"127.0.0.1:6379"}, // several addresses: a cluster
+		Dialer:           net.Dialer{Timeout: time.Second},
+		ConnWriteTimeout: 2 * time.Second,
+	})
+	if err != nil {
+		log.Fatal(err) // rueidis connects at once
+	}
+	defer client.Close()
+
+	store := rueidisstore.New(client,
+		rueidisstore.WithPrefix("billing:idem:"),
+		rueidisstore.WithSecret([]byte("a secret shared by the replicas")),
+		rueidisstore.WithDefaultTTL(24*time.Hour),
+	)
+	engine := idempotency.NewEngine(store, idempotency.WithLease(30*time.Second))
+
+	payload := []byte(`{"amount":1200,"currency":"EUR"}`)
+	charge := func(ctx context.Context) (idempotency.Cached, error) {
+		tok, _ := idempotency.TokenFromContext(ctx)
+		// Pass tok.Fence to downstream systems that can reject stale writers.
+		body := fmt.Sprintf(`{"ok":true,"data":{"charge":"ch_1","fence":%d}}`, tok.Fence)
+		return idempotency.Cached{Status: 201, WireBody: []byte(body)}, nil
+	}
+	ctx := context.Background()
+	for range 2 { // the second call is a client's retry
+		res, err := engine.Do(ctx, "charge-4711", "customer-42", idempotency.Fingerprint(payload), charge)
+		if err != nil {
+			log.Fatal(err) // ErrStoreUnavailable when Redis is down: answer 503
+		}
+		fmt.Printf("%d replayed=%v %s\n", res.Response.Status, res.Replayed, res.Response.WireBody)
+	}
+}
