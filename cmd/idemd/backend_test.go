@@ -14,14 +14,14 @@ import (
 // env (def when unset) as idemd does, skipping the test when it cannot be
 // reached unless IDEMPOTENCY_REQUIRE_BACKENDS=1. secret names the records
 // (idempotency.RecordKey), so each test has a key space of its own.
-func openBackend(t *testing.T, env, def, secret string) openedStore {
+func openBackend(t *testing.T, env, def, secret, redisClient string) openedStore {
 	t.Helper()
 	url := os.Getenv(env)
 	if url == "" {
 		url = def
 	}
 	cfg := testConfig()
-	cfg.store, cfg.secret, cfg.ttl = url, secret, 10*time.Minute
+	cfg.store, cfg.secret, cfg.ttl, cfg.redisClient = url, secret, 10*time.Minute, redisClient
 	st, err := openStore(context.Background(), cfg, newLogger("text", slog.LevelInfo, t.Output()))
 	if err != nil {
 		if os.Getenv("IDEMPOTENCY_REQUIRE_BACKENDS") == "1" {
@@ -33,16 +33,17 @@ func openBackend(t *testing.T, env, def, secret string) openedStore {
 	return st
 }
 
-var backends = []struct{ name, env, def string }{
-	{"redis", "IDEMPOTENCY_REDIS_URL", "redis://127.0.0.1:6379/0"},
-	{"postgres", "IDEMPOTENCY_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"},
+var backends = []struct{ name, env, def, client string }{
+	{"redis", "IDEMPOTENCY_REDIS_URL", "redis://127.0.0.1:6379/0", "go-redis"},
+	{"redis-rueidis", "IDEMPOTENCY_REDIS_URL", "redis://127.0.0.1:6379/0", "rueidis"},
+	{"postgres", "IDEMPOTENCY_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable", ""},
 }
 
 func TestContractOnBackends(t *testing.T) {
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
 			secret := "idemd-test/" + t.Name() + "/" + time.Now().Format(time.RFC3339Nano)
-			st := openBackend(t, b.env, b.def, secret)
+			st := openBackend(t, b.env, b.def, secret, b.client)
 			_, c := newTestServerOn(t, st.store)
 			testContract(t, c)
 		})
@@ -57,7 +58,7 @@ func TestReplicasShareKeys(t *testing.T) {
 			secret := "idemd-test/" + t.Name() + "/" + time.Now().Format(time.RFC3339Nano)
 			var cs []client
 			for range 2 {
-				st := openBackend(t, b.env, b.def, secret) // a client of its own
+				st := openBackend(t, b.env, b.def, secret, b.client) // a client of its own
 				_, c := newTestServerOn(t, st.store)
 				cs = append(cs, c)
 			}

@@ -157,7 +157,7 @@ func runningSeries(command string) string {
 func testConfig() config {
 	return config{
 		addr: "127.0.0.1:0", store: "memory", ttl: time.Hour, lease: 30 * time.Second,
-		shutdownTimeout: 5 * time.Second, logFormat: "text",
+		shutdownTimeout: 5 * time.Second, logFormat: "text", redisClient: "go-redis",
 	}
 }
 

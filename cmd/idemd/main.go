@@ -20,6 +20,9 @@
 //	-shutdown-timeout d     how long SIGINT/SIGTERM waits for running commands before
 //	                        cancelling them and releasing their keys [IDEMD_SHUTDOWN_TIMEOUT] (default 20s)
 //	-log-format text|json   log format on standard output [IDEMD_LOG_FORMAT] (default text)
+//	-redis-client name      client library for a redis:// store: go-redis, or rueidis
+//	                        (auto-pipelining; faster with many concurrent requests)
+//	                        [IDEMD_REDIS_CLIENT] (default go-redis)
 //	-log-level level        least level logged: debug, info (a line per command and the
 //	                        "listening" line), warn or error [IDEMD_LOG_LEVEL] (default info)
 //

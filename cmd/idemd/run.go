@@ -19,6 +19,7 @@ type config struct {
 	shutdownTimeout time.Duration
 	logFormat       string
 	logLevel        slog.Level
+	redisClient     string
 	secret          string
 }
 
@@ -53,6 +54,8 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (conf
 	dur(&cfg.shutdownTimeout, "shutdown-timeout", "IDEMD_SHUTDOWN_TIMEOUT", 20*time.Second,
 		"how long shutdown waits for running commands before cancelling them")
 	str(&cfg.logFormat, "log-format", "IDEMD_LOG_FORMAT", "text", "log format: text or json")
+	str(&cfg.redisClient, "redis-client", "IDEMD_REDIS_CLIENT", "go-redis",
+		"client library for a redis:// store: go-redis, or rueidis (auto-pipelining: faster with many concurrent requests)")
 	var level string
 	str(&level, "log-level", "IDEMD_LOG_LEVEL", "info", "least level logged: debug, info (a line per command), warn or error")
 	cfg.secret = getenv("IDEMD_SECRET")
@@ -73,6 +76,8 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (conf
 		return config{}, fmt.Errorf("-shutdown-timeout %v: must not be negative", cfg.shutdownTimeout)
 	case cfg.logFormat != "text" && cfg.logFormat != "json":
 		return config{}, fmt.Errorf("-log-format %q: want text or json", cfg.logFormat)
+	case cfg.redisClient != "go-redis" && cfg.redisClient != "rueidis":
+		return config{}, fmt.Errorf("-redis-client %q: want go-redis or rueidis", cfg.redisClient)
 	case cfg.logLevel.UnmarshalText([]byte(level)) != nil:
 		return config{}, fmt.Errorf("-log-level %q: want debug, info, warn or error", level)
 	}

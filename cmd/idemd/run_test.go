@@ -21,7 +21,7 @@ func env(kv map[string]string) func(string) string {
 func TestParseConfig(t *testing.T) {
 	defaults := config{
 		addr: "127.0.0.1:8080", store: "memory", ttl: 24 * time.Hour, lease: 30 * time.Second,
-		shutdownTimeout: 20 * time.Second, logFormat: "text",
+		shutdownTimeout: 20 * time.Second, logFormat: "text", redisClient: "go-redis",
 	}
 	tests := []struct {
 		name string
@@ -39,6 +39,7 @@ func TestParseConfig(t *testing.T) {
 		{"flag wins over environment", []string{"-addr", ":8"}, map[string]string{"IDEMD_ADDR": ":7"},
 			func(c *config) { c.addr = ":8" }},
 		{"log level", []string{"-log-level", "warn"}, nil, func(c *config) { c.logLevel = slog.LevelWarn }},
+		{"redis client", []string{"-redis-client", "rueidis"}, nil, func(c *config) { c.redisClient = "rueidis" }},
 		{"log level from the environment", nil, map[string]string{"IDEMD_LOG_LEVEL": "debug"}, func(c *config) { c.logLevel = slog.LevelDebug }},
 	}
 	for _, tt := range tests {
@@ -66,6 +67,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"negative shutdown timeout", []string{"-shutdown-timeout", "-1s"}, nil},
 		{"log format", []string{"-log-format", "xml"}, nil},
 		{"log level", []string{"-log-level", "loud"}, nil},
+		{"redis client", []string{"-redis-client", "hiredis"}, nil},
 		{"bad duration in the environment", nil, map[string]string{"IDEMD_LEASE": "soon"}},
 	}
 	for _, tt := range tests {

@@ -10,10 +10,12 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/rueidis"
 
 	"github.com/idemkit/idempotency"
 	"github.com/idemkit/idempotency/pgstore"
 	"github.com/idemkit/idempotency/redisstore"
+	"github.com/idemkit/idempotency/redisstore/rueidisstore"
 )
 
 // openedStore is the store -store names, with what closes it.
@@ -46,6 +48,9 @@ func openStore(ctx context.Context, cfg config, log *slog.Logger) (openedStore, 
 	case "postgres", "postgresql":
 		return openPostgres(ctx, cfg, u.Redacted(), log)
 	case "redis", "rediss", "unix":
+		if cfg.redisClient == "rueidis" {
+			return openRueidis(cfg, u.Redacted())
+		}
 		return openRedis(ctx, cfg, u.Redacted())
 	}
 	return openedStore{}, fmt.Errorf("-store %s: unsupported; want memory, redis://… or postgres://…", u.Redacted())
@@ -64,6 +69,19 @@ func openRedis(ctx context.Context, cfg config, name string) (openedStore, error
 	}
 	s := redisstore.New(client, redisstore.WithDefaultTTL(cfg.ttl), redisstore.WithSecret([]byte(cfg.secret)))
 	return openedStore{store: s, name: name, close: func() { client.Close() }}, nil
+}
+
+func openRueidis(cfg config, name string) (openedStore, error) {
+	opts, err := rueidis.ParseURL(cfg.store)
+	if err != nil {
+		return openedStore{}, fmt.Errorf("-store %s: %w", name, err)
+	}
+	client, err := rueidis.NewClient(opts) // connects, so an unreachable Redis fails here
+	if err != nil {
+		return openedStore{}, fmt.Errorf("-store %s: %w", name, err)
+	}
+	s := rueidisstore.New(client, rueidisstore.WithDefaultTTL(cfg.ttl), rueidisstore.WithSecret([]byte(cfg.secret)))
+	return openedStore{store: s, name: name + " (rueidis)", close: client.Close}, nil
 }
 
 func openPostgres(ctx context.Context, cfg config, name string, log *slog.Logger) (openedStore, error) {
