@@ -111,15 +111,7 @@ func (s *Store) Begin(ctx context.Context, key, identity string, req idempotency
 		if err != nil {
 			return idempotency.Claim{}, failed("begin", err)
 		}
-		switch {
-		case r > 0:
-			tok := idempotency.Token{Key: key, Identity: identity, Owner: req.Owner, Fence: uint64(r)}
-			return idempotency.Claim{Status: idempotency.ClaimAcquired, Token: tok}, nil
-		case r == 0:
-			return idempotency.Claim{Status: idempotency.ClaimMismatch}, nil
-		default:
-			return idempotency.Claim{Status: idempotency.ClaimInFlight, RetryAfter: time.Duration(-1-r) * time.Microsecond}, nil
-		}
+		return redisrec.BeginClaim(key, identity, req.Owner, r), nil
 	case msg.IsString():
 		v, err := msg.ToString()
 		if err != nil {

@@ -69,3 +69,18 @@ func FenceBytes(f uint64) [8]byte {
 	binary.BigEndian.PutUint64(b[:], f)
 	return b
 }
+
+// BeginClaim turns the integer reply of BeginScript into the claim it
+// means: a fence (> 0) acquired by owner, 0 a mismatch, and -1 - µs the
+// remaining lease of another owner's claim in flight. (A string reply is a
+// record to replay: DecodeRecord.)
+func BeginClaim(key, identity, owner string, r int64) idempotency.Claim {
+	switch {
+	case r > 0:
+		tok := idempotency.Token{Key: key, Identity: identity, Owner: owner, Fence: uint64(r)}
+		return idempotency.Claim{Status: idempotency.ClaimAcquired, Token: tok}
+	case r == 0:
+		return idempotency.Claim{Status: idempotency.ClaimMismatch}
+	}
+	return idempotency.Claim{Status: idempotency.ClaimInFlight, RetryAfter: time.Duration(-1-r) * time.Microsecond}
+}
