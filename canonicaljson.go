@@ -42,22 +42,27 @@ func CanonicalJSON(data []byte) ([]byte, error) {
 // inputs.
 func AppendCanonicalJSON(dst, data []byte) ([]byte, error) {
 	c := canonicalizer{in: data, out: dst}
-	if sp, ok := scratchPool.Get().(*[]byte); ok {
-		c.scratch = (*sp)[:0]
-		defer func() {
-			if cap(c.scratch) <= maxPooledScratch {
-				*sp = c.scratch
-				scratchPool.Put(sp)
-			}
-		}()
+	out, err := c.run()
+	if c.pooled != nil {
+		if cap(c.scratch) <= maxPooledScratch {
+			*c.pooled = c.scratch
+			scratchPool.Put(c.pooled)
+		}
 	}
+	if err != nil {
+		return dst, err
+	}
+	return out, nil
+}
+
+func (c *canonicalizer) run() ([]byte, error) {
 	c.skipSpace()
 	if err := c.value(0); err != nil {
-		return dst, err
+		return nil, err
 	}
 	c.skipSpace()
 	if c.pos < len(c.in) {
-		return dst, c.syntaxError("after top-level value")
+		return nil, c.syntaxError("after top-level value")
 	}
 	return c.out, nil
 }
@@ -76,11 +81,12 @@ type canonicalizer struct {
 	in      []byte
 	pos     int
 	out     []byte
-	scratch []byte // an object's values while they are reordered
+	scratch []byte  // an object's members while they are reordered
+	pooled  *[]byte // where scratch came from, when it did
 }
 
 // jcsMember is an object member already written to canonicalizer.out: its
-// decoded name and where its canonical value lies in out.
+// decoded name and where its canonical text (name, colon, value) lies in out.
 type jcsMember struct {
 	name       []byte
 	start, end int
@@ -178,15 +184,19 @@ func (c *canonicalizer) object(depth int) error {
 		return c.errorf("nesting deeper than %d at offset %d", maxJSONDepth, c.pos)
 	}
 	c.pos++ // '{'
+	c.out = append(c.out, '{')
 	start := len(c.out)
 	c.skipSpace()
 	if c.pos < len(c.in) && c.in[c.pos] == '}' {
 		c.pos++
-		c.out = append(c.out, '{', '}')
+		c.out = append(c.out, '}')
 		return nil
 	}
-	var small [16]jcsMember // most objects: no allocation for the list
+	// Members are written in input order, each with its name; most objects
+	// come with their members in canonical order already, and are then done.
+	var small [8]jcsMember // most objects: no allocation for the list
 	members := small[:0]
+	sorted := true
 	for {
 		c.skipSpace()
 		if c.pos >= len(c.in) || c.in[c.pos] != '"' {
@@ -202,7 +212,20 @@ func (c *canonicalizer) object(depth int) error {
 		}
 		c.pos++
 		c.skipSpace()
+		if len(members) > 0 {
+			c.out = append(c.out, ',')
+			if sorted {
+				switch d := compareUTF16(members[len(members)-1].name, name); {
+				case d == 0:
+					return c.errorf("duplicate object member name %q", name)
+				case d > 0:
+					sorted = false
+				}
+			}
+		}
 		from := len(c.out)
+		c.out = appendJCSString(c.out, name)
+		c.out = append(c.out, ':')
 		if err := c.value(depth); err != nil {
 			return err
 		}
@@ -220,26 +243,46 @@ func (c *canonicalizer) object(depth int) error {
 		}
 		c.pos++
 	}
-	slices.SortFunc(members, func(a, b jcsMember) int { return compareUTF16(a.name, b.name) })
+	if !sorted {
+		if err := c.reorder(members, start); err != nil {
+			return err
+		}
+	}
+	c.out = append(c.out, '}')
+	return nil
+}
+
+// reorder rewrites out[start:], the members of an object in input order
+// (separated by commas), in canonical order.
+func (c *canonicalizer) reorder(members []jcsMember, start int) error {
+	if len(members) <= 12 {
+		for i := 1; i < len(members); i++ { // insertion sort: few members
+			for j := i; j > 0 && compareUTF16(members[j-1].name, members[j].name) > 0; j-- {
+				members[j-1], members[j] = members[j], members[j-1]
+			}
+		}
+	} else {
+		slices.SortFunc(members, func(a, b jcsMember) int { return compareUTF16(a.name, b.name) })
+	}
 	for i := 1; i < len(members); i++ {
 		if bytes.Equal(members[i].name, members[i-1].name) {
 			return c.errorf("duplicate object member name %q", members[i].name)
 		}
 	}
-	// The values sit in out[start:] in input order; rewrite the region with
-	// the members in canonical order.
+	if c.pooled == nil {
+		if sp, ok := scratchPool.Get().(*[]byte); ok {
+			c.pooled, c.scratch = sp, (*sp)[:0]
+		}
+	}
 	c.scratch = append(c.scratch[:0], c.out[start:]...)
-	values := c.scratch
-	c.out = append(c.out[:start], '{')
+	text := c.scratch
+	c.out = c.out[:start]
 	for i, m := range members {
 		if i > 0 {
 			c.out = append(c.out, ',')
 		}
-		c.out = appendJCSString(c.out, m.name)
-		c.out = append(c.out, ':')
-		c.out = append(c.out, values[m.start-start:m.end-start]...)
+		c.out = append(c.out, text[m.start-start:m.end-start]...)
 	}
-	c.out = append(c.out, '}')
 	return nil
 }
 
@@ -510,6 +553,19 @@ func appendJCSString(dst []byte, s []byte) []byte {
 // point) order only for characters above U+FFFF, whose surrogates
 // (0xD800-0xDFFF) sort before U+E000-U+FFFF.
 func compareUTF16(a, b []byte) int {
+	// Up to the first byte that differs the texts agree; when that byte is
+	// ASCII in both (or one text ends there), it starts a character in both,
+	// and byte order is UTF-16 order.
+	i := 0
+	for i < len(a) && i < len(b) && a[i] == b[i] {
+		i++
+	}
+	switch {
+	case i == len(a) || i == len(b):
+		return len(a) - len(b)
+	case a[i] < utf8.RuneSelf && b[i] < utf8.RuneSelf:
+		return int(a[i]) - int(b[i])
+	}
 	for len(a) > 0 && len(b) > 0 {
 		ra, na := utf8.DecodeRune(a)
 		rb, nb := utf8.DecodeRune(b)

@@ -58,6 +58,8 @@ type Engine struct {
 	wait        bool
 	record      func(Cached) bool
 	maxResponse int
+	detached    bool
+	peek        Store // set when Lookup is cheap (in-process): replays skip Begin
 
 	mu      sync.Mutex
 	flights map[recordName]*flight // executions running in this process
@@ -127,12 +129,29 @@ func WithMaxResponseBytes(n int) EngineOption {
 	}
 }
 
+// WithDetachedRun detaches a command from the caller once it has started:
+// fn's context keeps the values of Do's ctx but not its cancellation or
+// deadline, so a caller that leaves (a client that hangs up) does not stop a
+// command half-way; it runs to its end and its response is recorded for the
+// retry. fn's context still ends, with cause ErrLeaseLost, if the claim is
+// lost. Until the claim is acquired, Do's ctx bounds everything as usual: if
+// it has ended by then, fn does not run, the claim is released and Do returns
+// the context's error. Off by default (fn's context is derived from ctx).
+func WithDetachedRun(detached bool) EngineOption {
+	return func(e *Engine) { e.detached = detached }
+}
+
 // RecordNon5xx is the default record policy: every response but a server
 // error (status 500 and above) is recorded. Client errors (4xx) are the
 // handler's own validation and are replayed, as Stripe does.
 func RecordNon5xx(c Cached) bool { return c.Status < 500 }
 
 // NewEngine returns an Engine over s.
+//
+// Over an *InMemoryStore, Do first looks for a completed record with Lookup
+// and replays it without a claim request (no owner id, no clock reading, no
+// allocation); like Lookup, it may then replay a record up to about a
+// millisecond past its expiry. Anything else goes to Begin.
 func NewEngine(s Store, opts ...EngineOption) *Engine {
 	e := &Engine{
 		store:       s,
@@ -142,6 +161,11 @@ func NewEngine(s Store, opts ...EngineOption) *Engine {
 		flights:     make(map[recordName]*flight),
 	}
 	e.claims, _ = s.(ClaimStore)
+	if _, ok := s.(*InMemoryStore); ok && e.claims != nil {
+		// A completed record is found without a claim request (and the
+		// owner id and clock reading that go with one).
+		e.peek = s
+	}
 	e.id = NewOwner()
 	for _, o := range opts {
 		o(e)
@@ -206,6 +230,14 @@ func (e *Engine) Do(ctx context.Context, key, identity, fingerprint string, fn F
 	}
 	if e.claims == nil {
 		return e.doLocal(ctx, key, identity, fingerprint, fn)
+	}
+	if e.peek != nil {
+		// The same answer a replaying Begin gives (a completed record whose
+		// fingerprint matches; Lookup counts as a use as Begin does); anything
+		// else goes to Begin.
+		if c, ok := e.peek.Lookup(ctx, key, identity); ok && !mismatch(c.Fingerprint, fingerprint) {
+			return replay(c)
+		}
 	}
 	req := ClaimRequest{Fingerprint: fingerprint, Owner: e.newOwner(), Lease: e.lease}
 	for attempt := 0; ; attempt++ {
@@ -295,9 +327,19 @@ func (e *Engine) execute(ctx context.Context, tok Token, claimed time.Time, fing
 		f := e.enter(name, fingerprint)
 		defer e.leave(name, f)
 	}
-	runCtx, cancel := context.WithCancelCause(context.WithValue(ctx, tokenKey{}, tok))
+	// One allocation holds the heartbeat and the parent of fn's context (ctx's
+	// values and the token): a cancelable context of its own ends fn with
+	// ErrLeaseLost.
+	hb := &heartbeat{e: e, tokenContext: tokenContext{Context: ctx, tok: tok, detached: e.detached}}
+	runCtx, cancel := context.WithCancelCause(&hb.tokenContext)
 	defer cancel(nil)
-	hb := e.startHeartbeat(runCtx, cancel, tok, claimed)
+	if e.detached && ctx.Err() != nil {
+		// The caller left while the claim was being acquired: run nothing.
+		cancel(nil)
+		e.release(ctx, tok)
+		return Result{}, fmt.Errorf("idempotency: %w", context.Cause(ctx))
+	}
+	hb.start(cancel, claimed)
 	returned := false
 	defer func() {
 		if !returned {
@@ -382,10 +424,9 @@ func (e *Engine) release(ctx context.Context, tok Token) {
 // uses a timer, not a goroutine, so a command that ends within a third of its
 // lease costs no renewal at all.
 type heartbeat struct {
-	e      *Engine
-	ctx    context.Context
+	e *Engine
+	tokenContext
 	cancel context.CancelCauseFunc
-	tok    Token
 
 	mu      sync.Mutex // held while renewing; guards t and stopped
 	t       *time.Timer
@@ -397,13 +438,50 @@ type heartbeat struct {
 	until atomic.Int64
 }
 
-func (e *Engine) startHeartbeat(ctx context.Context, cancel context.CancelCauseFunc, tok Token, claimed time.Time) *heartbeat {
-	h := &heartbeat{e: e, ctx: ctx, cancel: cancel, tok: tok}
-	h.until.Store(claimed.Add(e.lease).UnixNano())
+// tokenContext is the parent of a command's context: the caller's context
+// with the claim's token as a value, and without the caller's cancellation
+// and deadline when the command runs detached (WithDetachedRun).
+type tokenContext struct {
+	context.Context
+	tok      Token
+	detached bool
+}
+
+func (c *tokenContext) Value(key any) any {
+	if _, ok := key.(tokenKey); ok {
+		return c.tok
+	}
+	return c.Context.Value(key)
+}
+
+func (c *tokenContext) Deadline() (time.Time, bool) {
+	if c.detached {
+		return time.Time{}, false
+	}
+	return c.Context.Deadline()
+}
+
+func (c *tokenContext) Done() <-chan struct{} {
+	if c.detached {
+		return nil
+	}
+	return c.Context.Done()
+}
+
+func (c *tokenContext) Err() error {
+	if c.detached {
+		return nil
+	}
+	return c.Context.Err()
+}
+
+// start arms the heartbeat of a claim made no earlier than claimed.
+func (h *heartbeat) start(cancel context.CancelCauseFunc, claimed time.Time) {
+	h.cancel = cancel
+	h.until.Store(claimed.Add(h.e.lease).UnixNano())
 	h.mu.Lock()
-	h.t = time.AfterFunc(e.lease/3, h.renew)
+	h.t = time.AfterFunc(h.e.lease/3, h.renew)
 	h.mu.Unlock()
-	return h
 }
 
 func (h *heartbeat) renew() {
@@ -414,7 +492,7 @@ func (h *heartbeat) renew() {
 	}
 	// Renew even when the caller has gone: the command still runs and
 	// must keep its claim. Each attempt is bounded by the next tick.
-	ctx, done := context.WithTimeout(context.WithoutCancel(h.ctx), h.e.lease/3)
+	ctx, done := context.WithTimeout(context.WithoutCancel(h.Context), h.e.lease/3)
 	sent := time.Now()
 	err := h.e.claims.Renew(ctx, h.tok, h.e.lease)
 	done()

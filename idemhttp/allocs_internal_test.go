@@ -1,9 +1,13 @@
 package idemhttp
 
 import (
+	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/idemkit/idempotency"
 )
 
 // Allocation tests: .ci/run runs every test named *Allocs once more
@@ -51,3 +55,64 @@ func TestReadBodyAllocs(t *testing.T) {
 type nopBody struct{ *strings.Reader }
 
 func (nopBody) Close() error { return nil }
+
+func TestIdentityMemoAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector changes allocation counts")
+	}
+	req := httptest.NewRequest("POST", "/", nil)
+	req.Header.Set("Authorization", "Bearer the same token every time")
+	first := DefaultIdentity(req)
+	if n := testing.AllocsPerRun(100, func() {
+		if DefaultIdentity(req) != first {
+			t.Fatal("identity changed")
+		}
+	}); n != 0 {
+		t.Errorf("DefaultIdentity of a credential seen just before: %v allocations, want 0", n)
+	}
+}
+
+// TestMiddlewareAllocs bounds what the middleware allocates beyond the
+// handler it wraps (issue 5: a replay adds at most 4).
+func TestMiddlewareAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector changes allocation counts")
+	}
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		w.Write([]byte(`{"id":"w1"}`))
+	})
+	const body = `{"name":"gear","size":{"w":2,"h":3}}`
+	serve := func(h http.Handler, key string) {
+		req := httptest.NewRequest("POST", "/widgets", nil)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer t")
+		req.Header.Set(HeaderKey, key)
+		req.Body, req.ContentLength = nopBody{strings.NewReader(body)}, int64(len(body))
+		w := &nopWriter{h: http.Header{}}
+		h.ServeHTTP(w, req)
+	}
+	mw := New(idempotency.NewInMemoryStore())(handler)
+	serve(mw, "k")
+	bare := testing.AllocsPerRun(200, func() { serve(handler, "k") })
+	replay := testing.AllocsPerRun(200, func() { serve(mw, "k") })
+	keys := make([]string, 300)
+	for i := range keys {
+		keys[i] = "key-" + strconv.Itoa(i)
+	}
+	i := 0
+	fresh := testing.AllocsPerRun(200, func() { serve(mw, keys[i]); i++ })
+	t.Logf("allocations: bare %v, replay %v, fresh %v", bare, replay, fresh)
+	if got := replay - bare; got > 4 {
+		t.Errorf("a replay adds %v allocations, want at most 4", got)
+	}
+	if got := fresh - bare; got > maxFreshAllocs {
+		t.Errorf("a fresh request adds %v allocations, want at most %d", got, maxFreshAllocs)
+	}
+}
+
+// maxFreshAllocs is what a fresh request may add: the exchange, the two
+// digests, the owner id, the claim's entry, the heartbeat and its timer,
+// the command's context and request, and the recorded body.
+const maxFreshAllocs = 11

@@ -5,36 +5,45 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"hash"
+	"hash/maphash"
 	"sync"
+	"sync/atomic"
 )
 
-// digester is a reusable SHA-256 state with scratch space, so that digesting
-// a request's identity or fingerprint allocates only the resulting string.
-// It computes exactly what idempotency.Fingerprint and the identity hash
-// compute with a fresh hash: every part length-prefixed (uvarint).
+// digester builds the message a digest is taken of in one buffer, then
+// hashes it in one call, so that digesting a request's identity or
+// fingerprint allocates only the resulting string. It computes exactly what
+// idempotency.Fingerprint and the identity hash compute with a fresh hash:
+// every part length-prefixed (uvarint). A part too large to copy is hashed
+// in a stream instead.
 type digester struct {
-	h     hash.Hash
-	n     [binary.MaxVarintLen64]byte
+	h     hash.Hash // for messages with a large part; nil until needed
+	msg   []byte    // the message so far (or, once streaming, not yet hashed)
 	sum   [sha256.Size]byte
 	hex   [2 * sha256.Size]byte
-	buf   []byte // scratch for string parts
 	canon []byte // a body's canonical JSON
+
+	streaming bool
 }
 
-var digesters = sync.Pool{New: func() any { return &digester{h: sha256.New()} }}
+var digesters = sync.Pool{New: func() any { return new(digester) }}
 
 func getDigester() *digester {
 	d := digesters.Get().(*digester)
-	d.h.Reset()
+	d.msg, d.streaming = d.msg[:0], false
 	return d
 }
 
-// maxPooledScratch bounds the scratch buffer kept in the pool.
-const maxPooledScratch = 4 << 10
+// maxPooledScratch bounds the buffers kept in the pool; a part longer than
+// maxCopied is hashed where it lies instead of being copied.
+const (
+	maxPooledScratch = 4 << 10
+	maxCopied        = 2 << 10
+)
 
 func (d *digester) put() {
-	if cap(d.buf) > maxPooledScratch {
-		d.buf = nil
+	if cap(d.msg) > maxPooledScratch {
+		d.msg = nil
 	}
 	if cap(d.canon) > maxPooledScratch {
 		d.canon = nil
@@ -42,24 +51,68 @@ func (d *digester) put() {
 	digesters.Put(d)
 }
 
-// raw writes p without a length prefix.
-func (d *digester) raw(p []byte) { d.h.Write(p) }
+// raw adds s without a length prefix.
+func (d *digester) raw(s string) { d.msg = append(d.msg, s...) }
 
-// part writes p with its length prefix.
+// part adds p with its length prefix.
 func (d *digester) part(p []byte) {
-	d.h.Write(d.n[:binary.PutUvarint(d.n[:], uint64(len(p)))])
+	d.msg = binary.AppendUvarint(d.msg, uint64(len(p)))
+	if len(p) <= maxCopied {
+		d.msg = append(d.msg, p...)
+		return
+	}
+	if !d.streaming {
+		if d.h == nil {
+			d.h = sha256.New()
+		}
+		d.h.Reset()
+		d.streaming = true
+	}
+	d.h.Write(d.msg)
 	d.h.Write(p)
+	d.msg = d.msg[:0]
 }
 
-// partString writes s with its length prefix, through the scratch buffer.
+// partString adds s with its length prefix.
 func (d *digester) partString(s string) {
-	d.buf = append(d.buf[:0], s...)
-	d.part(d.buf)
+	d.msg = binary.AppendUvarint(d.msg, uint64(len(s)))
+	d.msg = append(d.msg, s...)
 }
 
 // hexSum returns the hex form of the first n bytes of the digest.
 func (d *digester) hexSum(n int) string {
-	d.h.Sum(d.sum[:0])
+	if d.streaming {
+		d.h.Write(d.msg)
+		d.h.Sum(d.sum[:0])
+	} else {
+		d.sum = sha256.Sum256(d.msg)
+	}
 	hex.Encode(d.hex[:], d.sum[:n])
 	return string(d.hex[:2*n])
+}
+
+// identityMemo remembers the identities of the credentials seen last, so
+// that a client sending the same Authorization header request after request
+// is not hashed every time. It is direct-mapped (a slot per hash of the
+// credential, the newest wins), holds the credential only in this process's
+// memory, and compares it whole on a hit.
+type identityMemo struct {
+	seed  maphash.Seed
+	slots [identityMemoSlots]atomic.Pointer[memoEntry]
+}
+
+const identityMemoSlots = 256
+
+type memoEntry struct{ credential, identity string }
+
+var identities = identityMemo{seed: maphash.MakeSeed()}
+
+func (m *identityMemo) get(credential string, compute func(string) string) string {
+	slot := &m.slots[maphash.String(m.seed, credential)%identityMemoSlots]
+	if e := slot.Load(); e != nil && e.credential == credential {
+		return e.identity
+	}
+	id := compute(credential)
+	slot.Store(&memoEntry{credential, id})
+	return id
 }

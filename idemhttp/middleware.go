@@ -34,9 +34,10 @@ func New(store idempotency.Store, opts ...Option) func(http.Handler) http.Handle
 		if store == nil {
 			panic("idemhttp: New with a nil store and no WithEngine")
 		}
-		c.engine = idempotency.NewEngine(store, append(slices.Clip(c.engineOpts), idempotency.WithMaxResponseBytes(c.maxResponse))...)
+		c.engine = idempotency.NewEngine(store, append(slices.Clip(c.engineOpts),
+			idempotency.WithMaxResponseBytes(c.maxResponse), idempotency.WithDetachedRun(true))...)
 	}
-	m := &middleware{config: c, allow: allowedHeaders(c.headers)}
+	m := &middleware{config: c, rec: newRecording(allowedHeaders(c.headers))}
 	return func(next http.Handler) http.Handler {
 		return &handler{m: m, next: next}
 	}
@@ -44,7 +45,7 @@ func New(store idempotency.Store, opts ...Option) func(http.Handler) http.Handle
 
 type middleware struct {
 	config
-	allow []string // canonical names of the recorded headers
+	rec *recording // the recorded headers
 }
 
 type handler struct {
@@ -82,7 +83,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	ex.ctx.init(r.Context())
 	defer ex.ctx.release()
-	ex.rw.init(w, m.maxResponse, m.allow)
+	ex.rw.init(w, m.maxResponse, m.rec)
 	res, err := m.engine.Do(&ex.ctx, key, identity, fingerprint, ex.run)
 	switch {
 	case err != nil:

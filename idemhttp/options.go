@@ -159,7 +159,10 @@ func WithRecordPolicy(record func(idempotency.Cached) bool) Option {
 // store is a plain idempotency.Store without the claim protocol: such a
 // store deduplicates within one engine only. WithTTL, WithLease, WithWait
 // and WithRecordPolicy are then ignored (configure e instead), and e's own
-// response cap also applies. nil keeps the default.
+// response cap also applies. The middleware detaches a started command
+// from its client either way; an engine made with
+// idempotency.WithDetachedRun(true), as the middleware's own is, does so
+// without watching the request's context. nil keeps the default.
 func WithEngine(e *idempotency.Engine) Option {
 	return func(c *config) { c.engine = e }
 }

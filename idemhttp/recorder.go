@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
+	"sync/atomic"
 
 	"github.com/idemkit/idempotency"
 )
@@ -28,8 +30,8 @@ import (
 // way, and its response is recorded for the retry.
 type recorder struct {
 	w     http.ResponseWriter
-	max   int      // body bytes recorded at most
-	allow []string // canonical names of the headers recorded
+	max   int        // body bytes recorded at most
+	rec   *recording // which headers are recorded
 
 	status    int    // 0 until the handler writes a final status
 	body      []byte // what is recorded; nil once overflowed
@@ -45,8 +47,8 @@ var (
 	_ http.Hijacker = (*recorder)(nil)
 )
 
-func (rw *recorder) init(w http.ResponseWriter, max int, allow []string) {
-	rw.w, rw.max, rw.allow = w, max, allow
+func (rw *recorder) init(w http.ResponseWriter, max int, rec *recording) {
+	rw.w, rw.max, rw.rec = w, max, rec
 }
 
 // Header implements http.ResponseWriter.
@@ -141,7 +143,7 @@ func (rw *recorder) commit() {
 		rw.status = http.StatusOK
 	}
 	rw.prepareHeader(false)
-	rw.header = recordedHeader(rw.w.Header(), rw.allow)
+	rw.header = rw.rec.header(rw.w.Header())
 	rw.w.WriteHeader(rw.status)
 	if len(rw.body) > 0 {
 		_, _ = rw.w.Write(rw.body)
@@ -161,7 +163,7 @@ func (rw *recorder) prepareHeader(whole bool) {
 		h.Set("Content-Type", http.DetectContentType(rw.body[:min(len(rw.body), 512)]))
 	}
 	if whole && h.Get("Content-Length") == "" && h.Get("Transfer-Encoding") == "" {
-		h.Set("Content-Length", strconv.Itoa(len(rw.body)))
+		h["Content-Length"] = contentLength(len(rw.body))
 	}
 }
 
@@ -177,7 +179,7 @@ func (rw *recorder) result() idempotency.Cached {
 	}
 	if !rw.committed {
 		rw.prepareHeader(true)
-		rw.header = recordedHeader(rw.w.Header(), rw.allow)
+		rw.header = rw.rec.header(rw.w.Header())
 	}
 	c.WireBody, c.Header = rw.body, rw.header
 	return c
@@ -185,6 +187,62 @@ func (rw *recorder) result() idempotency.Cached {
 
 // finish sends the response to the client if it has not gone out yet.
 func (rw *recorder) finish() { rw.commit() }
+
+// recording is which response headers a middleware records, and the last
+// set of recorded headers it made: most handlers answer with the same
+// headers every time (Content-Type: application/json), and records share
+// one read-only map for them instead of a copy each.
+type recording struct {
+	allow []string     // canonical names of the headers recorded
+	last  atomic.Value // map[string][]string, the last one recordedHeader made
+}
+
+func newRecording(allow []string) *recording { return &recording{allow: allow} }
+
+// header returns the recorded headers of h: the last map made, when h's
+// allowed headers are exactly its contents, or a new copy.
+func (r *recording) header(h http.Header) map[string][]string {
+	if last, _ := r.last.Load().(map[string][]string); last != nil && sameRecorded(last, h, r.allow) {
+		return last
+	}
+	m := recordedHeader(h, r.allow)
+	if m != nil {
+		r.last.Store(m)
+	}
+	return m
+}
+
+// sameRecorded reports whether recordedHeader(h, allow) would equal m.
+func sameRecorded(m map[string][]string, h http.Header, allow []string) bool {
+	n := 0
+	for _, name := range allow {
+		vs := h[name]
+		if len(vs) == 0 {
+			continue
+		}
+		if rv, ok := m[name]; !ok || !slices.Equal(rv, vs) {
+			return false
+		}
+		n++
+	}
+	return n == len(m)
+}
+
+// contentLength returns a Content-Length header value for n bytes: shared,
+// read-only slices for short bodies, which are most of them.
+func contentLength(n int) []string {
+	if n < len(smallLengths) {
+		return smallLengths[n]
+	}
+	return []string{strconv.Itoa(n)}
+}
+
+var smallLengths = func() (t [1024][]string) {
+	for i := range t {
+		t[i] = []string{strconv.Itoa(i)}
+	}
+	return t
+}()
 
 // recordedHeader copies the allowed headers of h, their values in one
 // backing array.

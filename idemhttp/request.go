@@ -19,13 +19,20 @@ import (
 // identity "": all anonymous callers share one key space.
 func DefaultIdentity(r *http.Request) string {
 	vs := r.Header.Values("Authorization")
-	if len(vs) == 0 {
+	switch len(vs) {
+	case 0:
 		return ""
+	case 1:
+		return identities.get(vs[0], func(v string) string { return identityDigest([]string{v}) })
 	}
+	return identityDigest(vs)
+}
+
+// identityDigest is DefaultIdentity's digest of the Authorization lines vs.
+func identityDigest(vs []string) string {
 	d := getDigester()
 	defer d.put()
-	d.buf = append(d.buf[:0], "idemkit/idemhttp/identity/v1\x00"...)
-	d.raw(d.buf)
+	d.raw("idemkit/idemhttp/identity/v1\x00")
 	for _, v := range vs { // length-prefixed, so line boundaries count
 		d.partString(v)
 	}

@@ -183,7 +183,14 @@ func (s *server) serve(ctx context.Context, ln net.Listener) error {
 			s.log.Error("commands ignored cancellation; their keys stay claimed until their lease runs out",
 				"running", s.active.count(), "lease", s.cfg.lease)
 		}
-		hs.Close()
+		// The cancelled commands have answered (503); let their answers
+		// leave before the connections close: Shutdown again closes each
+		// connection once it is idle, that is, once its answer is flushed.
+		flush, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if err := hs.Shutdown(flush); err != nil {
+			hs.Close()
+		}
 	}
 	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
 		return err
