@@ -29,9 +29,9 @@ import (
 // connection are not reported to the handler: it runs to completion either
 // way, and its response is recorded for the retry.
 type recorder struct {
-	w     http.ResponseWriter
-	max   int        // body bytes recorded at most
-	rec   *recording // which headers are recorded
+	w   http.ResponseWriter
+	max int        // body bytes recorded at most
+	rec *recording // which headers are recorded
 
 	status    int    // 0 until the handler writes a final status
 	body      []byte // what is recorded; nil once overflowed
