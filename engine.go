@@ -66,6 +66,9 @@ type Engine struct {
 
 	id    string        // random, chosen at NewEngine
 	execs atomic.Uint64 // executions begun, for owner ids
+
+	beats beats     // the heartbeats of the executions running
+	epoch time.Time // when the engine was made, for beats (monotonic)
 }
 
 // flight is an execution in this process that duplicates can wait for.
@@ -167,6 +170,7 @@ func NewEngine(s Store, opts ...EngineOption) *Engine {
 		e.peek = s
 	}
 	e.id = NewOwner()
+	e.epoch = time.Now()
 	for _, o := range opts {
 		o(e)
 	}
@@ -419,25 +423,6 @@ func (e *Engine) release(ctx context.Context, tok Token) {
 	_ = e.claims.Release(bg, tok)
 }
 
-// heartbeat renews a claim's lease every third of the lease while its
-// command runs, and cancels the run with ErrLeaseLost if the claim is lost. It
-// uses a timer, not a goroutine, so a command that ends within a third of its
-// lease costs no renewal at all.
-type heartbeat struct {
-	e *Engine
-	tokenContext
-	cancel context.CancelCauseFunc
-
-	mu      sync.Mutex // held while renewing; guards t and stopped
-	t       *time.Timer
-	stopped bool
-
-	// until is, in unix nanoseconds by this process's clock, the earliest
-	// the claim's lease can end: a lease granted at or after a request was
-	// sent runs at least until the send time plus the lease.
-	until atomic.Int64
-}
-
 // tokenContext is the parent of a command's context: the caller's context
 // with the claim's token as a value, and without the caller's cancellation
 // and deadline when the command runs detached (WithDetachedRun).
@@ -473,51 +458,6 @@ func (c *tokenContext) Err() error {
 		return nil
 	}
 	return c.Context.Err()
-}
-
-// start arms the heartbeat of a claim made no earlier than claimed.
-func (h *heartbeat) start(cancel context.CancelCauseFunc, claimed time.Time) {
-	h.cancel = cancel
-	h.until.Store(claimed.Add(h.e.lease).UnixNano())
-	h.mu.Lock()
-	h.t = time.AfterFunc(h.e.lease/3, h.renew)
-	h.mu.Unlock()
-}
-
-func (h *heartbeat) renew() {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.stopped {
-		return
-	}
-	// Renew even when the caller has gone: the command still runs and
-	// must keep its claim. Each attempt is bounded by the next tick.
-	ctx, done := context.WithTimeout(context.WithoutCancel(h.Context), h.e.lease/3)
-	sent := time.Now()
-	err := h.e.claims.Renew(ctx, h.tok, h.e.lease)
-	done()
-	if err == nil {
-		h.until.Store(sent.Add(h.e.lease).UnixNano())
-	}
-	if errors.Is(err, ErrLeaseLost) {
-		h.cancel(ErrLeaseLost)
-		return
-	}
-	// Any other failure is retried on the next tick; the lease still has
-	// two thirds to run.
-	h.t.Reset(h.e.lease / 3)
-}
-
-// leaseEnd is the earliest the claim's lease can end, as far as this
-// process knows.
-func (h *heartbeat) leaseEnd() time.Time { return time.Unix(0, h.until.Load()) }
-
-// stop ends the heartbeat; when it returns, no renewal runs or will start.
-func (h *heartbeat) stop() {
-	h.t.Stop()
-	h.mu.Lock() // waits for a renewal in progress
-	h.stopped = true
-	h.mu.Unlock()
 }
 
 // prepare turns fn's response into the record to store.

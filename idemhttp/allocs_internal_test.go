@@ -112,7 +112,7 @@ func TestMiddlewareAllocs(t *testing.T) {
 	}
 }
 
-// maxFreshAllocs is what a fresh request may add: the exchange, the two
-// digests, the owner id, the claim's entry, the heartbeat and its timer,
-// the command's context and request, and the recorded body.
-const maxFreshAllocs = 11
+// maxFreshAllocs is what a fresh request may add: the exchange, the
+// fingerprint, the owner id, the claim's entry, the heartbeat, the command's
+// context and request, the recorded body, and one to spare.
+const maxFreshAllocs = 9
