@@ -112,7 +112,8 @@ func TestMiddlewareAllocs(t *testing.T) {
 	}
 }
 
-// maxFreshAllocs is what a fresh request may add: the exchange, the
-// fingerprint, the owner id, the claim's entry, the heartbeat, the command's
-// context and request, the recorded body, and one to spare.
+// maxFreshAllocs is what a fresh request adds here: the exchange, the
+// fingerprint, the owner id, the claim's entry (new: nothing is evicted
+// here to recycle), the heartbeat, the command's cancelable context and its
+// cancel func, the command's request, and the recorded body.
 const maxFreshAllocs = 9
