@@ -43,7 +43,7 @@ func ParseKey(values []string) (string, error) {
 	default:
 		return "", fmt.Errorf("%w: %d %s header lines; send exactly one", idempotency.ErrInvalidKey, len(values), HeaderKey)
 	}
-	v := strings.Trim(values[0], " \t")
+	v := trimSpaceTab(values[0])
 	var key string
 	switch {
 	case v == "":
@@ -53,12 +53,13 @@ func ParseKey(values []string) (string, error) {
 		if key, err = parseString(v); err != nil {
 			return "", err
 		}
-	case strings.ContainsAny(v, `,"`):
-		return "", fmt.Errorf("%w: a bare key may not contain a comma or a double quote (a list?); send one quoted string", idempotency.ErrInvalidKey)
 	default:
 		for i := 0; i < len(v); i++ {
-			if c := v[i]; c < 0x20 || c > 0x7e {
+			switch c := v[i]; {
+			case c < 0x20 || c > 0x7e:
 				return "", fmt.Errorf("%w: a key holds printable ASCII only (byte %d is 0x%02x)", idempotency.ErrInvalidKey, i, c)
+			case c == ',' || c == '"':
+				return "", fmt.Errorf("%w: a bare key may not contain a comma or a double quote (a list?); send one quoted string", idempotency.ErrInvalidKey)
 			}
 		}
 		key = v
@@ -67,6 +68,17 @@ func ParseKey(values []string) (string, error) {
 		return "", err
 	}
 	return key, nil
+}
+
+// trimSpaceTab trims spaces and tabs from both ends of v.
+func trimSpaceTab(v string) string {
+	for len(v) > 0 && (v[0] == ' ' || v[0] == '\t') {
+		v = v[1:]
+	}
+	for len(v) > 0 && (v[len(v)-1] == ' ' || v[len(v)-1] == '\t') {
+		v = v[:len(v)-1]
+	}
+	return v
 }
 
 // parseString parses v, which starts with a double quote, as a whole

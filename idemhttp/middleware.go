@@ -59,7 +59,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.next.ServeHTTP(w, r)
 		return
 	}
-	key, err := ParseKey(r.Header.Values(HeaderKey))
+	key, err := ParseKey(r.Header[HeaderKey]) // HeaderKey is canonical: what Values would read
 	switch {
 	case errors.Is(err, ErrKeyMissing):
 		if !m.required {

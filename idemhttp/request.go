@@ -18,7 +18,7 @@ import (
 // never reaches the store. A request without the header has the anonymous
 // identity "": all anonymous callers share one key space.
 func DefaultIdentity(r *http.Request) string {
-	vs := r.Header.Values("Authorization")
+	vs := r.Header["Authorization"] // canonical: what Values would read
 	switch len(vs) {
 	case 0:
 		return ""
@@ -56,7 +56,7 @@ func DefaultFingerprint(r *http.Request, body []byte) string {
 	d := getDigester()
 	defer d.put()
 	form := "raw"
-	if isJSON(r.Header.Get("Content-Type")) {
+	if isJSON(firstValue(r.Header["Content-Type"])) {
 		if c, err := idempotency.AppendCanonicalJSON(d.canon[:0], body); err == nil {
 			d.canon = c
 			body, form = c, "jcs"
@@ -68,6 +68,14 @@ func DefaultFingerprint(r *http.Request, body []byte) string {
 	d.partString(form)
 	d.part(body)
 	return d.hexSum(16)
+}
+
+// firstValue is what http.Header.Get returns for the lines vs.
+func firstValue(vs []string) string {
+	if len(vs) == 0 {
+		return ""
+	}
+	return vs[0]
 }
 
 // isJSON reports whether the media type of a Content-Type value is JSON.
