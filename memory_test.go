@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -281,5 +282,40 @@ func TestInMemoryStoreAllocs(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(100, func() { s.Lookup(ctx, keys[150], "") }); n != 0 {
 		t.Errorf("Lookup hit: %v allocs, want 0", n)
+	}
+}
+
+// A record comes back exactly as it was stored, StoredAt's zone and
+// monotonic reading included, however unusual its fields.
+func TestInMemoryRecordRoundTrip(t *testing.T) {
+	ctx := context.Background()
+	at := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
+	for name, c := range map[string]idempotency.Cached{
+		"utc":        {Status: 201, WireBody: []byte("x"), StoredAt: at, TTL: time.Hour, Fingerprint: "fp"},
+		"local":      {Status: 200, StoredAt: at.Local(), TTL: time.Minute, Header: map[string][]string{"A": {"b"}}},
+		"zone":       {Status: 200, StoredAt: at.In(time.FixedZone("X", 3600)), TTL: time.Hour},
+		"monotonic":  {Status: 200, StoredAt: time.Now(), TTL: time.Hour},
+		"tombstone":  {Status: 500, StoredAt: at, TTL: time.Hour, Tombstone: true},
+		"big status": {Status: 1 << 40, StoredAt: at, TTL: time.Hour},
+		"long ttl":   {Status: 200, StoredAt: at, TTL: math.MaxInt64},
+		"far future": {Status: 200, StoredAt: at.AddDate(300, 0, 0), TTL: time.Hour},
+	} {
+		s := idempotency.NewInMemoryStore(idempotency.WithClock(func() time.Time { return at }))
+		if err := s.Store(ctx, "k", "i", c); err != nil {
+			t.Fatalf("%s: Store = %v", name, err)
+		}
+		got, ok := s.Lookup(ctx, "k", "i")
+		if !ok {
+			t.Errorf("%s: Lookup missed", name)
+			continue
+		}
+		if got.StoredAt != c.StoredAt || got.Status != c.Status || got.TTL != c.TTL || got.Tombstone != c.Tombstone ||
+			got.Fingerprint != c.Fingerprint || string(got.WireBody) != string(c.WireBody) || len(got.Header) != len(c.Header) {
+			t.Errorf("%s: Lookup = %+v, want %+v", name, *got, c)
+		}
+		cl, err := s.Begin(ctx, "k", "i", idempotency.ClaimRequest{Owner: "o", Lease: time.Second})
+		if err != nil || cl.Record != got {
+			t.Errorf("%s: Begin = (%+v, %v), want a replay of the record Lookup returned", name, cl, err)
+		}
 	}
 }
