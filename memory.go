@@ -130,7 +130,12 @@ func (s *InMemoryStore) Lookup(_ context.Context, key, identity string) (*Cached
 	h := s.hash(key, identity)
 	s.mu.Lock()
 	e := s.find(h, key, identity)
-	if e == nil || !e.done() {
+	if e == nil {
+		s.mu.Unlock()
+		return nil, false
+	}
+	rec := e.handedOut()
+	if rec == nil && !e.done() {
 		s.mu.Unlock()
 		return nil, false
 	}
@@ -140,7 +145,9 @@ func (s *InMemoryStore) Lookup(_ context.Context, key, identity string) (*Cached
 		return nil, false
 	}
 	s.touch(e)
-	rec := e.handOut()
+	if rec == nil {
+		rec = e.build()
+	}
 	s.mu.Unlock()
 	return rec, true
 }
@@ -159,7 +166,7 @@ func (s *InMemoryStore) Store(_ context.Context, key, identity string, c Cached)
 	h := s.hash(key, identity)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e := s.find(h, key, identity)
+	e, free := s.findSlot(h, key, identity)
 	if e != nil { // overwrite in place: a record handed out is a copy
 		s.unlink(e)
 		e.reset()
@@ -168,7 +175,7 @@ func (s *InMemoryStore) Store(_ context.Context, key, identity string, c Cached)
 		if !ok {
 			return fmt.Errorf("store: %w: %d claims in flight", ErrStoreFull, s.count())
 		}
-		e = s.insert(h, key, identity, spare)
+		e = s.insert(h, free, key, identity, spare)
 	}
 	e.complete(&c, until)
 	s.insertCompleted(e)
@@ -184,7 +191,7 @@ func (s *InMemoryStore) Begin(_ context.Context, key, identity string, req Claim
 	h := s.hash(key, identity)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e := s.find(h, key, identity)
+	e, free := s.findSlot(h, key, identity)
 	var spare *memEntry
 	if e != nil && e.done() {
 		if now < e.until {
@@ -195,7 +202,7 @@ func (s *InMemoryStore) Begin(_ context.Context, key, identity string, req Claim
 			return Claim{Status: ClaimReplay, Record: e.handOut()}, nil
 		}
 		s.remove(e, h)
-		spare, e = e, nil
+		spare, e, free = e, nil, s.records[h] == nil
 	}
 	if e != nil && now < e.until { // a live claim
 		switch {
@@ -213,7 +220,7 @@ func (s *InMemoryStore) Begin(_ context.Context, key, identity string, req Claim
 				return Claim{}, fmt.Errorf("begin: %w: %d claims in flight", ErrStoreFull, s.count())
 			}
 		}
-		e = s.insert(h, key, identity, spare)
+		e = s.insert(h, free, key, identity, spare)
 		if e.x == nil {
 			e.x = new(memExtra)
 		}

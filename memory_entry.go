@@ -15,23 +15,22 @@ import (
 // A completed record keeps the owner and fence of the claim that completed
 // it, so that a repeated Complete is recognised.
 type memEntry struct {
+	// The first cache line holds what a Lookup hit reads.
 	key, identity string
 	prev, next    *memEntry
-
 	// until is, in unix nanoseconds, when a completed record expires or
 	// when an in-flight claim's lease runs out.
 	until int64
-	at    int64 // StoredAt in unix nanoseconds; TTL is until - at
+	x     *memExtra // claim state and the handed-out record; nil until needed
+
+	at int64 // StoredAt in unix nanoseconds; TTL is until - at
 	// status is Cached.Status; a status that does not fit is kept exactly
 	// in x.rec instead (see complete).
-	status int32
-	flags  memFlags
-
+	status      int32
+	flags       memFlags
 	body        []byte
 	header      map[string][]string
 	fingerprint string // the claim's while in flight
-
-	x *memExtra // claim state and the handed-out record; nil until needed
 }
 
 // memExtra is what most records do without: the claim that made the record
@@ -122,6 +121,15 @@ func (e *memEntry) handOut() *Cached {
 	return e.build()
 }
 
+// handedOut returns the Cached handed out for e, or nil. Only a completed
+// record has one, so a hit needs no other field than until.
+func (e *memEntry) handedOut() *Cached {
+	if e.x == nil {
+		return nil
+	}
+	return e.x.rec
+}
+
 func (e *memEntry) build() *Cached {
 	c := Cached{
 		Status:      int(e.status),
@@ -166,14 +174,10 @@ func (e *memEntry) completedBy(tok Token) bool {
 	return owner == tok.Owner && fence == tok.Fence
 }
 
-// hash is the key of a record in s.records. Key and identity are hashed
-// apart, so ("ab", "c") and ("a", "bc") differ.
+// hash is the key of a record in s.records. The hash of a struct chains
+// its fields, so ("ab", "c") and ("a", "bc") hash apart.
 func (s *InMemoryStore) hash(key, identity string) uint64 {
-	h := maphash.String(s.seed, key)
-	if identity != "" {
-		h ^= maphash.String(s.seed, identity) * 0x9E3779B97F4A7C15
-	}
-	return h & s.hashMask
+	return maphash.Comparable(s.seed, recordName{key, identity}) & s.hashMask
 }
 
 // find returns the record named (key, identity), whose hash is h, or nil.
@@ -187,9 +191,24 @@ func (s *InMemoryStore) find(h uint64, key, identity string) *memEntry {
 	return s.collided[recordName{key, identity}]
 }
 
+// findSlot is find for a caller that may insert the record next: it also
+// reports whether the hash slot h is free.
+func (s *InMemoryStore) findSlot(h uint64, key, identity string) (e *memEntry, free bool) {
+	e = s.records[h]
+	if e != nil && e.key == key && e.identity == identity {
+		return e, false
+	}
+	free = e == nil
+	if len(s.collided) == 0 {
+		return nil, free
+	}
+	return s.collided[recordName{key, identity}], free
+}
+
 // insert adds a record named (key, identity), whose hash is h and which
-// find does not know, in spare (reset) or a new entry, and returns it.
-func (s *InMemoryStore) insert(h uint64, key, identity string, spare *memEntry) *memEntry {
+// find does not know, in spare (reset) or a new entry, and returns it. free
+// is findSlot's report; eviction since then can only have freed the slot.
+func (s *InMemoryStore) insert(h uint64, free bool, key, identity string, spare *memEntry) *memEntry {
 	e := spare
 	if e == nil {
 		e = new(memEntry)
@@ -197,7 +216,7 @@ func (s *InMemoryStore) insert(h uint64, key, identity string, spare *memEntry) 
 		e.reset()
 	}
 	e.key, e.identity = key, identity
-	if s.records[h] == nil {
+	if free || s.records[h] == nil {
 		s.records[h] = e
 		return e
 	}
