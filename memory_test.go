@@ -232,8 +232,8 @@ func BenchmarkInMemoryStore(b *testing.B) {
 	storetest.Benchmark(b, func(testing.TB) idempotency.Store { return idempotency.NewInMemoryStore() })
 }
 
-// A record handed out by Lookup is never changed under its reader: Store
-// overwrites it with a new entry, and eviction does not recycle it.
+// A record handed out by Lookup is never changed under its reader, although
+// Store overwrites the entry in place and eviction recycles it.
 func TestInMemoryHandedOutRecordsStayPut(t *testing.T) {
 	ctx := context.Background()
 	s := idempotency.NewInMemoryStore(idempotency.WithMaxEntries(2))
@@ -282,6 +282,32 @@ func TestInMemoryStoreAllocs(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(100, func() { s.Lookup(ctx, keys[150], "") }); n != 0 {
 		t.Errorf("Lookup hit: %v allocs, want 0", n)
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = s.Store(ctx, keys[150], "", c) }); n != 0 {
+		t.Errorf("Store overwriting a record looked up: %v allocs, want 0", n)
+	}
+	// The claim path: Begin and Complete of new keys in a full store reuse
+	// the entries they evict.
+	req := idempotency.ClaimRequest{Owner: "o", Lease: time.Minute}
+	claimed := make([]string, 300)
+	for j := range claimed {
+		claimed[j] = fmt.Sprint("claimed-", j)
+	}
+	claim := func() {
+		cl, err := s.Begin(ctx, claimed[i%len(claimed)], "", req)
+		if err != nil || cl.Status != idempotency.ClaimAcquired {
+			t.Fatalf("Begin = (%v, %v), want acquired", cl.Status, err)
+		}
+		if err := s.Complete(ctx, cl.Token, c); err != nil {
+			t.Fatal(err)
+		}
+		i++
+	}
+	for range 300 {
+		claim()
+	}
+	if n := testing.AllocsPerRun(100, claim); n > 0 {
+		t.Errorf("Begin and Complete evicting records never looked up: %v allocs, want 0", n)
 	}
 }
 
