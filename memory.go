@@ -17,6 +17,11 @@ import (
 // flight are never evicted: when only they are left, Begin and Store return
 // ErrStoreFull. Expired records are dropped when they are next touched or when
 // eviction reaches them; the store starts no goroutine and needs no Close.
+//
+// On 64-bit platforms a record takes about 150 bytes besides its key, body
+// and headers, 185 when it was made through Begin and Complete; the first
+// Lookup or replaying Begin that returns it adds about 130 bytes, for the
+// Cached it returns from then on.
 type InMemoryStore struct {
 	mu sync.Mutex
 	// records holds each record under the hash of its name. The rare record

@@ -33,9 +33,10 @@ type memEntry struct {
 	fingerprint string // the claim's while in flight
 }
 
-// memExtra is what most records do without: the claim that made the record
-// and the Cached handed out for it. Once rec is set it is never written
-// again: a new response for the record drops it and builds another.
+// memExtra is what a record stored with Store and never handed out does
+// without: the claim that made the record and the Cached handed out for it.
+// The Cached rec points to is never written: a new response for the record
+// drops it, and the next hand-out builds another.
 type memExtra struct {
 	owner string
 	fence uint64
