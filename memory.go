@@ -3,6 +3,8 @@ package idempotency
 import (
 	"context"
 	"fmt"
+	"hash/maphash"
+	"math"
 	"sync"
 	"time"
 )
@@ -15,12 +17,23 @@ import (
 // flight are never evicted: when only they are left, Begin and Store return
 // ErrStoreFull. Expired records are dropped when they are next touched or when
 // eviction reaches them; the store starts no goroutine and needs no Close.
+//
+// On 64-bit platforms a record takes about 150 bytes besides its key, body
+// and headers, 185 when it was made through Begin and Complete; the first
+// Lookup or replaying Begin that returns it adds about 130 bytes, for the
+// Cached it returns from then on.
 type InMemoryStore struct {
-	mu      sync.Mutex
-	records map[recordName]*memEntry
-	lru     memEntry // sentinel of the circular list of completed records, most recent first
-	bytes   int64    // body and header bytes of completed records
-	fence   uint64   // last fence handed out; fences are global, so monotonic per key too
+	mu sync.Mutex
+	// records holds each record under the hash of its name. The rare record
+	// whose hash slot is taken by another name lives in collided instead.
+	records  map[uint64]*memEntry
+	collided map[recordName]*memEntry
+	lru      memEntry // sentinel of the circular list of completed records, most recent first
+	bytes    int64    // body and header bytes of completed records
+	fence    uint64   // last fence handed out; fences are global, so monotonic per key too
+
+	seed     maphash.Seed
+	hashMask uint64 // all ones; tests narrow it to force collisions
 
 	maxEntries int
 	maxBytes   int64
@@ -77,7 +90,9 @@ func WithClock(now func() time.Time) Option {
 // NewInMemoryStore returns an in-memory Store with the given options.
 func NewInMemoryStore(opts ...Option) *InMemoryStore {
 	s := &InMemoryStore{
-		records:    make(map[recordName]*memEntry),
+		records:    make(map[uint64]*memEntry),
+		seed:       maphash.MakeSeed(),
+		hashMask:   ^uint64(0),
 		maxEntries: DefaultMaxEntries,
 		defaultTTL: DefaultTTL,
 	}
@@ -93,35 +108,12 @@ func NewInMemoryStore(opts ...Option) *InMemoryStore {
 
 type recordName struct{ key, identity string }
 
-// memEntry is one record. A completed record has done set, its response in
-// rec and sits in the LRU list; it keeps the owner and fence of the claim
-// that completed it, so that a repeated Complete is recognised. An in-flight
-// record has the claim fields set and is in no list.
-//
-// Once Lookup or Begin has handed out &rec, the entry is shared: its rec is
-// never written again, and it is never reused for another record. Until
-// then, Store may overwrite it in place and eviction may recycle it, which
-// spares an allocation.
-type memEntry struct {
-	name       recordName
-	prev, next *memEntry
-
-	done   bool
-	shared bool
-	rec    Cached // in flight: only rec.Fingerprint, the claim's
-	// until is, in unix nanoseconds, when a completed record expires or
-	// when an in-flight claim's lease runs out.
-	until int64
-	owner string
-	fence uint64
-}
-
 // Len reports how many records the store holds, completed and in flight,
 // counting expired records not yet dropped.
 func (s *InMemoryStore) Len() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.records)
+	return s.count()
 }
 
 // Bytes reports the body and header bytes held by completed records.
@@ -140,21 +132,29 @@ func (s *InMemoryStore) Lookup(_ context.Context, key, identity string) (*Cached
 	} else {
 		now = s.now().UnixNano()
 	}
+	h := s.hash(key, identity)
 	s.mu.Lock()
-	e := s.records[recordName{key, identity}]
-	if e == nil || !e.done {
+	e := s.find(h, key, identity)
+	if e == nil {
+		s.mu.Unlock()
+		return nil, false
+	}
+	rec := e.handedOut()
+	if rec == nil && !e.done() {
 		s.mu.Unlock()
 		return nil, false
 	}
 	if now >= e.until {
-		s.remove(e)
+		s.remove(e, h)
 		s.mu.Unlock()
 		return nil, false
 	}
 	s.touch(e)
-	e.shared = true
+	if rec == nil {
+		rec = e.build()
+	}
 	s.mu.Unlock()
-	return &e.rec, true
+	return rec, true
 }
 
 // Store implements Store. It returns ErrInvalidKey for a key that fails
@@ -168,28 +168,21 @@ func (s *InMemoryStore) Store(_ context.Context, key, identity string, c Cached)
 	if size := c.size(); s.maxBytes > 0 && size > s.maxBytes {
 		return fmt.Errorf("store: %w: %d bytes, cap %d", ErrTooLarge, size, s.maxBytes)
 	}
-	name := recordName{key, identity}
+	h := s.hash(key, identity)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e := s.records[name]
-	switch {
-	case e != nil && e.done && !e.shared: // overwrite in place
+	e, free := s.findSlot(h, key, identity)
+	if e != nil { // overwrite in place: a record handed out is a copy
 		s.unlink(e)
-	case e != nil: // shared or in flight: a new entry takes its map slot
-		s.unlink(e)
-		e = new(memEntry)
-		s.records[name] = e
-	default:
+		e.reset()
+	} else {
 		spare, ok := s.makeRoom()
 		if !ok {
-			return fmt.Errorf("store: %w: %d claims in flight", ErrStoreFull, len(s.records))
+			return fmt.Errorf("store: %w: %d claims in flight", ErrStoreFull, s.count())
 		}
-		if e = spare; e == nil {
-			e = new(memEntry)
-		}
-		s.records[name] = e
+		e = s.insert(h, free, key, identity, spare)
 	}
-	*e = memEntry{name: name, done: true, rec: c, until: until}
+	e.complete(&c, until)
 	s.insertCompleted(e)
 	return nil
 }
@@ -200,59 +193,61 @@ func (s *InMemoryStore) Begin(_ context.Context, key, identity string, req Claim
 		return Claim{}, err
 	}
 	now := s.now().UnixNano()
-	name := recordName{key, identity}
+	h := s.hash(key, identity)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e := s.records[name]
-	if e != nil && e.done {
+	e, free := s.findSlot(h, key, identity)
+	var spare *memEntry
+	if e != nil && e.done() {
 		if now < e.until {
-			if mismatch(e.rec.Fingerprint, req.Fingerprint) {
+			if mismatch(e.fingerprint, req.Fingerprint) {
 				return Claim{Status: ClaimMismatch}, nil
 			}
 			s.touch(e)
-			e.shared = true
-			return Claim{Status: ClaimReplay, Record: &e.rec}, nil
+			return Claim{Status: ClaimReplay, Record: e.handOut()}, nil
 		}
-		s.remove(e)
-		e = nil
+		s.remove(e, h)
+		spare, e, free = e, nil, s.records[h] == nil
 	}
 	if e != nil && now < e.until { // a live claim
 		switch {
-		case mismatch(e.rec.Fingerprint, req.Fingerprint):
+		case mismatch(e.fingerprint, req.Fingerprint):
 			return Claim{Status: ClaimMismatch}, nil
-		case e.owner == req.Owner:
+		case e.x.owner == req.Owner:
 			return Claim{Status: ClaimAcquired, Token: e.token()}, nil
 		}
 		return Claim{Status: ClaimInFlight, RetryAfter: time.Duration(e.until - now)}, nil
 	}
 	if e == nil {
-		spare, ok := s.makeRoom()
-		if !ok {
-			return Claim{}, fmt.Errorf("begin: %w: %d claims in flight", ErrStoreFull, len(s.records))
+		if spare == nil {
+			var ok bool
+			if spare, ok = s.makeRoom(); !ok {
+				return Claim{}, fmt.Errorf("begin: %w: %d claims in flight", ErrStoreFull, s.count())
+			}
 		}
-		if e = spare; e == nil {
-			e = new(memEntry)
+		e = s.insert(h, free, key, identity, spare)
+		if e.x == nil {
+			e.x = new(memExtra)
 		}
-		*e = memEntry{name: name}
-		s.records[name] = e
 	}
 	// A new claim, or a takeover of one whose lease ran out.
 	s.fence++
-	e.owner, e.fence, e.rec.Fingerprint = req.Owner, s.fence, req.Fingerprint
+	e.x.owner, e.x.fence, e.fingerprint = req.Owner, s.fence, req.Fingerprint
 	e.until = now + int64(req.Lease)
 	return Claim{Status: ClaimAcquired, Token: e.token()}, nil
 }
 
 // Complete implements ClaimStore.
 func (s *InMemoryStore) Complete(_ context.Context, tok Token, c Cached) error {
-	now := s.now()
+	now := s.now().Round(0) // StoredAt keeps no monotonic reading, as after Store
 	c, until := s.normalize(c, now)
 	size := c.size()
+	h := s.hash(tok.Key, tok.Identity)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e := s.held(tok, now.UnixNano())
+	e := s.held(h, tok, now.UnixNano())
 	if e == nil {
-		if d := s.records[recordName{tok.Key, tok.Identity}]; d != nil && d.done && d.owner == tok.Owner && d.fence == tok.Fence {
+		if d := s.find(h, tok.Key, tok.Identity); d != nil && d.done() && d.completedBy(tok) {
 			return nil // completed already by this token
 		}
 		return fmt.Errorf("complete: %w", ErrLeaseLost)
@@ -261,10 +256,12 @@ func (s *InMemoryStore) Complete(_ context.Context, tok Token, c Cached) error {
 		return fmt.Errorf("complete: %w: %d bytes, cap %d", ErrTooLarge, size, s.maxBytes)
 	}
 	if c.Fingerprint == "" {
-		c.Fingerprint = e.rec.Fingerprint
+		c.Fingerprint = e.fingerprint
 	}
-	// An in-flight entry was never handed out: it becomes the record.
-	e.done, e.rec, e.until = true, c, until
+	// An in-flight entry was never handed out: it becomes the record, and
+	// keeps the claim's owner and fence so that a repeated Complete is
+	// recognised.
+	e.complete(&c, until)
 	s.insertCompleted(e)
 	return nil
 }
@@ -272,13 +269,14 @@ func (s *InMemoryStore) Complete(_ context.Context, tok Token, c Cached) error {
 // Release implements ClaimStore.
 func (s *InMemoryStore) Release(_ context.Context, tok Token) error {
 	now := s.now().UnixNano()
+	h := s.hash(tok.Key, tok.Identity)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e := s.held(tok, now)
+	e := s.held(h, tok, now)
 	if e == nil {
 		return fmt.Errorf("release: %w", ErrLeaseLost)
 	}
-	delete(s.records, e.name)
+	s.remove(e, h)
 	return nil
 }
 
@@ -288,9 +286,10 @@ func (s *InMemoryStore) Renew(_ context.Context, tok Token, lease time.Duration)
 		return fmt.Errorf("renew: %w: lease %v is not positive", ErrInvalidArgument, lease)
 	}
 	now := s.now().UnixNano()
+	h := s.hash(tok.Key, tok.Identity)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e := s.held(tok, now)
+	e := s.held(h, tok, now)
 	if e == nil {
 		return fmt.Errorf("renew: %w", ErrLeaseLost)
 	}
@@ -304,20 +303,16 @@ func (s *InMemoryStore) storeTime() time.Time {
 	if s.coarse != nil {
 		return time.Unix(0, s.coarse.now())
 	}
-	return s.now()
+	return s.now().Round(0)
 }
 
 // held returns the in-flight entry that tok holds with a live lease, or nil.
-func (s *InMemoryStore) held(tok Token, now int64) *memEntry {
-	e := s.records[recordName{tok.Key, tok.Identity}]
-	if e == nil || e.done || e.owner != tok.Owner || e.fence != tok.Fence || now >= e.until {
+func (s *InMemoryStore) held(h uint64, tok Token, now int64) *memEntry {
+	e := s.find(h, tok.Key, tok.Identity)
+	if e == nil || e.done() || e.x.owner != tok.Owner || e.x.fence != tok.Fence || now >= e.until {
 		return nil
 	}
 	return e
-}
-
-func (e *memEntry) token() Token {
-	return Token{Key: e.name.key, Identity: e.name.identity, Owner: e.owner, Fence: e.fence}
 }
 
 // normalize fills a zero StoredAt with now and a TTL that is not positive
@@ -329,48 +324,56 @@ func (s *InMemoryStore) normalize(c Cached, now time.Time) (Cached, int64) {
 	if c.TTL <= 0 {
 		c.TTL = s.defaultTTL
 	}
-	return c, c.StoredAt.Add(c.TTL).UnixNano()
+	until := c.StoredAt.Add(c.TTL)
+	switch { // past the range of unix nanoseconds, UnixNano wraps around
+	case until.After(maxUnixNano):
+		return c, math.MaxInt64
+	case until.Before(minUnixNano):
+		return c, math.MinInt64
+	}
+	return c, until.UnixNano()
 }
+
+var maxUnixNano, minUnixNano = time.Unix(0, math.MaxInt64), time.Unix(0, math.MinInt64)
 
 // insertCompleted links e, a completed record already in the map, as the
 // most recent record and evicts down to the byte cap.
 func (s *InMemoryStore) insertCompleted(e *memEntry) {
 	s.pushFront(e)
-	s.bytes += e.rec.size()
+	s.bytes += e.size()
 	for s.maxBytes > 0 && s.bytes > s.maxBytes && s.lru.prev != e {
-		s.remove(s.lru.prev)
+		v := s.lru.prev
+		s.remove(v, s.hash(v.key, v.identity))
 	}
 }
 
 // makeRoom evicts least recently used completed records until one more
-// record fits under the entry cap, and returns an evicted entry that was
-// never shared, for reuse (or nil). It reports false when claims in flight
-// alone fill the store.
+// record fits under the entry cap, and returns an evicted entry for reuse
+// (or nil). It reports false when claims in flight alone fill the store.
 func (s *InMemoryStore) makeRoom() (spare *memEntry, ok bool) {
-	for len(s.records) >= s.maxEntries {
+	for s.count() >= s.maxEntries {
 		victim := s.lru.prev
 		if victim == &s.lru {
 			return nil, false
 		}
-		s.remove(victim)
-		if !victim.shared {
-			spare = victim
-		}
+		s.remove(victim, s.hash(victim.key, victim.identity))
+		spare = victim
 	}
 	return spare, true
 }
 
-func (s *InMemoryStore) remove(e *memEntry) {
-	delete(s.records, e.name)
+// remove takes e, whose name hashes to h, out of the store.
+func (s *InMemoryStore) remove(e *memEntry, h uint64) {
+	s.forget(e, h)
 	s.unlink(e)
 }
 
 // unlink takes a completed e out of the LRU list and the byte count.
 func (s *InMemoryStore) unlink(e *memEntry) {
-	if e.done {
+	if e.done() {
 		e.prev.next, e.next.prev = e.next, e.prev
 		e.prev, e.next = nil, nil
-		s.bytes -= e.rec.size()
+		s.bytes -= e.size()
 	}
 }
 

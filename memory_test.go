@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -231,8 +232,8 @@ func BenchmarkInMemoryStore(b *testing.B) {
 	storetest.Benchmark(b, func(testing.TB) idempotency.Store { return idempotency.NewInMemoryStore() })
 }
 
-// A record handed out by Lookup is never changed under its reader: Store
-// overwrites it with a new entry, and eviction does not recycle it.
+// A record handed out by Lookup is never changed under its reader, although
+// Store overwrites the entry in place and eviction recycles it.
 func TestInMemoryHandedOutRecordsStayPut(t *testing.T) {
 	ctx := context.Background()
 	s := idempotency.NewInMemoryStore(idempotency.WithMaxEntries(2))
@@ -281,5 +282,66 @@ func TestInMemoryStoreAllocs(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(100, func() { s.Lookup(ctx, keys[150], "") }); n != 0 {
 		t.Errorf("Lookup hit: %v allocs, want 0", n)
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = s.Store(ctx, keys[150], "", c) }); n != 0 {
+		t.Errorf("Store overwriting a record looked up: %v allocs, want 0", n)
+	}
+	// The claim path: Begin and Complete of new keys in a full store reuse
+	// the entries they evict.
+	req := idempotency.ClaimRequest{Owner: "o", Lease: time.Minute}
+	claimed := make([]string, 300)
+	for j := range claimed {
+		claimed[j] = fmt.Sprint("claimed-", j)
+	}
+	claim := func() {
+		cl, err := s.Begin(ctx, claimed[i%len(claimed)], "", req)
+		if err != nil || cl.Status != idempotency.ClaimAcquired {
+			t.Fatalf("Begin = (%v, %v), want acquired", cl.Status, err)
+		}
+		if err := s.Complete(ctx, cl.Token, c); err != nil {
+			t.Fatal(err)
+		}
+		i++
+	}
+	for range 300 {
+		claim()
+	}
+	if n := testing.AllocsPerRun(100, claim); n > 0 {
+		t.Errorf("Begin and Complete evicting records never looked up: %v allocs, want 0", n)
+	}
+}
+
+// A record comes back exactly as it was stored, StoredAt's zone and
+// monotonic reading included, however unusual its fields.
+func TestInMemoryRecordRoundTrip(t *testing.T) {
+	ctx := context.Background()
+	at := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
+	for name, c := range map[string]idempotency.Cached{
+		"utc":        {Status: 201, WireBody: []byte("x"), StoredAt: at, TTL: time.Hour, Fingerprint: "fp"},
+		"local":      {Status: 200, StoredAt: at.Local(), TTL: time.Minute, Header: map[string][]string{"A": {"b"}}},
+		"zone":       {Status: 200, StoredAt: at.In(time.FixedZone("X", 3600)), TTL: time.Hour},
+		"monotonic":  {Status: 200, StoredAt: time.Now(), TTL: time.Hour},
+		"tombstone":  {Status: 500, StoredAt: at, TTL: time.Hour, Tombstone: true},
+		"big status": {Status: 1 << 40, StoredAt: at, TTL: time.Hour},
+		"long ttl":   {Status: 200, StoredAt: at, TTL: math.MaxInt64},
+		"far future": {Status: 200, StoredAt: at.AddDate(300, 0, 0), TTL: time.Hour},
+	} {
+		s := idempotency.NewInMemoryStore(idempotency.WithClock(func() time.Time { return at }))
+		if err := s.Store(ctx, "k", "i", c); err != nil {
+			t.Fatalf("%s: Store = %v", name, err)
+		}
+		got, ok := s.Lookup(ctx, "k", "i")
+		if !ok {
+			t.Errorf("%s: Lookup missed", name)
+			continue
+		}
+		if got.StoredAt != c.StoredAt || got.Status != c.Status || got.TTL != c.TTL || got.Tombstone != c.Tombstone ||
+			got.Fingerprint != c.Fingerprint || string(got.WireBody) != string(c.WireBody) || len(got.Header) != len(c.Header) {
+			t.Errorf("%s: Lookup = %+v, want %+v", name, *got, c)
+		}
+		cl, err := s.Begin(ctx, "k", "i", idempotency.ClaimRequest{Owner: "o", Lease: time.Second})
+		if err != nil || cl.Record != got {
+			t.Errorf("%s: Begin = (%+v, %v), want a replay of the record Lookup returned", name, cl, err)
+		}
 	}
 }
