@@ -381,13 +381,14 @@ func (e *Engine) execute(ctx context.Context, tok Token, claimed time.Time, fing
 
 // persist records rec with write (Complete, or a seed Store). A store
 // failure (ErrStoreUnavailable) is retried with backoff while the claim's
-// lease may still run (until leaseEnd), for one lease length at most:
+// lease may still run (until leaseEnd), for one lease length at most from
+// the first failure:
 // Complete is idempotent for its token,
 // and a response not recorded would let a retry run the command again. A
 // response too large for the store becomes a tombstone.
 func (e *Engine) persist(rec Cached, leaseEnd func() time.Time, write func(Cached) error) error {
 	backoff := completeBackoff
-	giveUp := time.Now().Add(e.lease) // even if the lease keeps being renewed
+	var giveUp time.Time // one lease after the first failure, even if the lease keeps being renewed
 	for {
 		err := write(rec)
 		switch {
@@ -396,7 +397,10 @@ func (e *Engine) persist(rec Cached, leaseEnd func() time.Time, write func(Cache
 			continue
 		case err == nil || !errors.Is(err, ErrStoreUnavailable):
 			return err
-		case time.Now().Add(backoff).After(leaseEnd()) || time.Now().Add(backoff).After(giveUp):
+		case giveUp.IsZero():
+			giveUp = time.Now().Add(e.lease)
+		}
+		if next := time.Now().Add(backoff); next.After(leaseEnd()) || next.After(giveUp) {
 			return err // the lease ends first: the claim is lost anyway
 		}
 		sleep(backoff)

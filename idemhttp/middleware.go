@@ -30,6 +30,7 @@ func New(store idempotency.Store, opts ...Option) func(http.Handler) http.Handle
 	for _, o := range opts {
 		o(&c)
 	}
+	detached := c.engine == nil
 	if c.engine == nil {
 		if store == nil {
 			panic("idemhttp: New with a nil store and no WithEngine")
@@ -37,7 +38,7 @@ func New(store idempotency.Store, opts ...Option) func(http.Handler) http.Handle
 		c.engine = idempotency.NewEngine(store, append(slices.Clip(c.engineOpts),
 			idempotency.WithMaxResponseBytes(c.maxResponse), idempotency.WithDetachedRun(true))...)
 	}
-	m := &middleware{config: c, rec: newRecording(allowedHeaders(c.headers))}
+	m := &middleware{config: c, rec: newRecording(allowedHeaders(c.headers)), detached: detached}
 	return func(next http.Handler) http.Handler {
 		return &handler{m: m, next: next}
 	}
@@ -46,6 +47,10 @@ func New(store idempotency.Store, opts ...Option) func(http.Handler) http.Handle
 type middleware struct {
 	config
 	rec *recording // the recorded headers
+	// detached: the engine is the middleware's own, made WithDetachedRun, so
+	// it detaches a started command from the request itself (otherwise a
+	// runContext does).
+	detached bool
 }
 
 type handler struct {
@@ -81,10 +86,14 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ex.body = body
 	identity, fingerprint := m.identity(r), m.fingerprint(r, body)
 
-	ex.ctx.init(r.Context())
-	defer ex.ctx.release()
 	ex.rw.init(w, m.maxResponse, m.rec)
-	res, err := m.engine.Do(&ex.ctx, key, identity, fingerprint, ex.run)
+	var ctx context.Context = r.Context()
+	if !m.detached {
+		ex.ctx.init(r.Context())
+		defer ex.ctx.release()
+		ctx, ex.attached = &ex.ctx, true
+	}
+	res, err := m.engine.Do(ctx, key, identity, fingerprint, ex.run)
 	switch {
 	case err != nil:
 		m.onError(w, r, classify(err, res))
@@ -106,6 +115,8 @@ type exchange struct {
 	req  *http.Request
 	body []byte
 
+	attached bool // Do runs with ctx (a user's engine), which detaches the command
+
 	scratch [smallBody]byte // holds a small request body
 }
 
@@ -117,8 +128,10 @@ const smallBody = 128
 // run is the command the engine runs: the handler, with the request detached
 // from the client (runCtx) and its body rewound.
 func (ex *exchange) run(runCtx context.Context) (idempotency.Cached, error) {
-	if err := ex.ctx.start(); err != nil {
-		return idempotency.Cached{}, err // the client left before anything ran
+	if ex.attached {
+		if err := ex.ctx.start(); err != nil {
+			return idempotency.Cached{}, err // the client left before anything ran
+		}
 	}
 	ex.next.ServeHTTP(&ex.rw, ex.rd.attach(ex.req.WithContext(runCtx), ex.body))
 	return ex.rw.result(), nil
