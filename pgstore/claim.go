@@ -69,8 +69,7 @@ func (s *Store) queryBegin(ctx context.Context, r *beginRow, id []byte, req idem
 	}
 	if !r.decode(rows.FieldDescriptions(), rows.RawValues(), req.Fingerprint) {
 		sc := new(beginRow) // not r, which Scan would move to the heap on every call
-		if err := rows.Scan(&sc.acquired, &sc.state, &sc.mine, &sc.fence, &sc.fingerprint, &sc.left,
-			&sc.rec.status, &sc.rec.body, &sc.rec.header, &sc.rec.tombstone, &sc.rec.storedAt, &sc.rec.ttl); err != nil {
+		if err := rows.Scan(&sc.state, &sc.fingerprint, &sc.left, &sc.fence, &sc.rec.status, &sc.rec.body, &sc.rec.header, &sc.rec.tombstone, &sc.rec.storedAt, &sc.rec.ttl); err != nil {
 			return err
 		}
 		*r = *sc
@@ -81,18 +80,16 @@ func (s *Store) queryBegin(ctx context.Context, r *beginRow, id []byte, req idem
 
 // beginRow is the result of beginSQL.
 type beginRow struct {
-	acquired    pgtype.Int8 // the new fence, when this call claimed the key
-	state       pgtype.Int2 // the rest: the row as this call found it, if any
-	mine        pgtype.Bool // its owner is the caller's
-	fence       pgtype.Int8
+	state       pgtype.Int2 // the row as this call found it, if any
 	fingerprint pgtype.Text
 	left        pgtype.Interval // until the lease ends or the record expires
+	fence       pgtype.Int8     // the caller's: see beginSQL
 	rec         record
 }
 
 // beginOIDs are the types of beginSQL's columns, in order.
 var beginOIDs = [...]uint32{
-	pgtype.Int8OID, pgtype.Int2OID, pgtype.BoolOID, pgtype.Int8OID, pgtype.TextOID, pgtype.IntervalOID,
+	pgtype.Int2OID, pgtype.TextOID, pgtype.IntervalOID, pgtype.Int8OID,
 	pgtype.Int4OID, pgtype.ByteaOID, pgtype.ByteaOID, pgtype.BoolOID, pgtype.TimestamptzOID, pgtype.Int8OID,
 }
 
@@ -114,19 +111,16 @@ func (r *beginRow) decode(fields []pgconn.FieldDescription, vals [][]byte, fp st
 			return false
 		}
 	}
-	r.acquired = binInt8(vals[0])
-	if vals[1] != nil {
-		r.state = pgtype.Int2{Int16: int16(binary.BigEndian.Uint16(vals[1])), Valid: true}
+	if vals[0] != nil {
+		r.state = pgtype.Int2{Int16: int16(binary.BigEndian.Uint16(vals[0])), Valid: true}
 	}
-	r.mine = binBool(vals[2])
-	r.fence = binInt8(vals[3])
-	if b := vals[4]; b != nil {
+	if b := vals[1]; b != nil {
 		r.fingerprint = pgtype.Text{String: fp, Valid: true}
 		if string(b) != fp {
 			r.fingerprint.String = string(b)
 		}
 	}
-	if b := vals[5]; b != nil {
+	if b := vals[2]; b != nil {
 		r.left = pgtype.Interval{
 			Microseconds: int64(binary.BigEndian.Uint64(b)),
 			Days:         int32(binary.BigEndian.Uint32(b[8:])),
@@ -134,20 +128,21 @@ func (r *beginRow) decode(fields []pgconn.FieldDescription, vals [][]byte, fp st
 			Valid:        true,
 		}
 	}
-	if b := vals[6]; b != nil {
+	r.fence = binInt8(vals[3])
+	if b := vals[4]; b != nil {
 		r.rec.status = pgtype.Int4{Int32: int32(binary.BigEndian.Uint32(b)), Valid: true}
 	}
-	if vals[7] != nil {
-		r.rec.body = bytes.Clone(vals[7])
+	if vals[5] != nil {
+		r.rec.body = bytes.Clone(vals[5])
 	}
-	if vals[8] != nil {
-		r.rec.header = bytes.Clone(vals[8])
+	if vals[6] != nil {
+		r.rec.header = bytes.Clone(vals[6])
 	}
-	r.rec.tombstone = binBool(vals[9])
-	if b := vals[10]; b != nil {
+	r.rec.tombstone = binBool(vals[7])
+	if b := vals[8]; b != nil {
 		r.rec.storedAt = binTimestamptz(int64(binary.BigEndian.Uint64(b)))
 	}
-	r.rec.ttl = binInt8(vals[11])
+	r.rec.ttl = binInt8(vals[9])
 	return true
 }
 
@@ -205,12 +200,13 @@ func (r *beginRow) claim(key, identity string, req idempotency.ClaimRequest) (cl
 	token := func(fence int64) idempotency.Token {
 		return idempotency.Token{Key: key, Identity: identity, Owner: req.Owner, Fence: uint64(fence)}
 	}
-	if r.acquired.Valid {
-		return idempotency.Claim{Status: idempotency.ClaimAcquired, Token: token(r.acquired.Int64)}, true, nil
-	}
 	left := r.left.Microseconds + int64(r.left.Days)*(24*60*60*1_000_000) // months: never, for a difference of timestamps
+	// As beginSQL judges it: state in (1, 2) and expires_at after the clock.
 	live := (r.state.Int16 == stateInFlight || r.state.Int16 == stateCompleted) && r.left.Valid && left > 0
 	if !live {
+		if r.fence.Valid { // the claim function ran and won
+			return idempotency.Claim{Status: idempotency.ClaimAcquired, Token: token(r.fence.Int64)}, true, nil
+		}
 		return idempotency.Claim{}, false, nil // absent or dead, yet not acquired: a stale snapshot
 	}
 	if mismatch(r.fingerprint.String, req.Fingerprint) {
@@ -225,7 +221,7 @@ func (r *beginRow) claim(key, identity string, req idempotency.ClaimRequest) (cl
 		}
 		return idempotency.Claim{Status: idempotency.ClaimReplay, Record: c}, true, nil
 	case stateInFlight:
-		if r.mine.Bool {
+		if r.fence.Valid { // the caller's own claim
 			return idempotency.Claim{Status: idempotency.ClaimAcquired, Token: token(r.fence.Int64)}, true, nil
 		}
 		return idempotency.Claim{Status: idempotency.ClaimInFlight, RetryAfter: time.Duration(left) * time.Microsecond}, true, nil

@@ -58,16 +58,19 @@ ON CONFLICT (id) DO UPDATE SET
 // and none of the executor set-up of an INSERT that would not run (a
 // data-modifying WITH is set up and run whether it is needed or not).
 //
-// The one result row carries the claim's fence when the caller acquired
-// the key, and the row as read otherwise (all NULL when it was absent):
-// its state, whether its owner is the caller, its fence and fingerprint,
-// the time left until it expires (an interval), and the recorded response.
-// When the claim lost a race, the row as read is older than the winner's:
-// the caller sees a dead or absent row without an acquired fence and runs
-// the statement again, with a fresh snapshot.
+// The one result row is the row as read (all NULL when it was absent): its
+// state, its fingerprint, the time left until it expires (an interval),
+// the caller's fence, and the recorded response. The caller's fence is the
+// claim's when the row was absent or dead (NULL if the claim lost a race),
+// and the row's own when the row is live and its owner is the caller. When
+// the claim lost a race, the row as read is older than the winner's: the
+// caller sees a dead or absent row without a fence and runs the statement
+// again, with a fresh snapshot.
 const beginSQL = `
-SELECT CASE WHEN r.state IN (1, 2) AND r.expires_at > n.now THEN NULL ELSE {claim}($1, $2, $3, $4) END,
-    r.state, r.owner = $2, r.fence, r.fingerprint, r.expires_at - n.now,
+SELECT r.state, r.fingerprint, r.expires_at - n.now,
+    CASE WHEN r.state IN (1, 2) AND r.expires_at > n.now
+        THEN CASE WHEN r.owner = $2 THEN r.fence END
+        ELSE {claim}($1, $2, $3, $4) END,
     r.status, r.body, r.header, r.tombstone, r.stored_at, r.ttl_ns
 FROM (SELECT clock_timestamp() AS now) n LEFT JOIN {table} r ON r.id = $1`
 
