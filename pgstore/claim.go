@@ -1,11 +1,15 @@
 package pgstore
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"math"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/idemkit/idempotency"
@@ -32,9 +36,7 @@ func (s *Store) Begin(ctx context.Context, key, identity string, req idempotency
 	defer cancel()
 	for range maxAttempts {
 		var r beginRow
-		err := s.pool.QueryRow(ctx, s.q.begin, id, req.Owner, req.Fingerprint, lease).Scan(
-			&r.acquired, &r.state, &r.owner, &r.fence, &r.fingerprint, &r.live, &r.remaining,
-			&r.rec.status, &r.rec.body, &r.rec.header, &r.rec.tombstone, &r.rec.storedAt, &r.rec.ttl)
+		err := s.queryBegin(ctx, &r, id, req, lease)
 		if retryable(err) {
 			continue
 		}
@@ -52,16 +54,144 @@ func (s *Store) Begin(ctx context.Context, key, identity string, req idempotency
 	return idempotency.Claim{Status: idempotency.ClaimInFlight}, nil
 }
 
+// queryBegin runs beginSQL and reads its one row into r.
+func (s *Store) queryBegin(ctx context.Context, r *beginRow, id []byte, req idempotency.ClaimRequest, lease int64) error {
+	rows, err := s.pool.Query(ctx, s.q.begin, id, req.Owner, req.Fingerprint, lease)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		return pgx.ErrNoRows
+	}
+	if !r.decode(rows.FieldDescriptions(), rows.RawValues(), req.Fingerprint) {
+		sc := new(beginRow) // not r, which Scan would move to the heap on every call
+		if err := rows.Scan(&sc.state, &sc.fingerprint, &sc.left, &sc.fence, &sc.rec.status, &sc.rec.body, &sc.rec.header, &sc.rec.tombstone, &sc.rec.storedAt, &sc.rec.ttl); err != nil {
+			return err
+		}
+		*r = *sc
+	}
+	rows.Close()
+	return rows.Err()
+}
+
 // beginRow is the result of beginSQL.
 type beginRow struct {
-	acquired    pgtype.Int8 // the new fence, when this call claimed the key
-	state       pgtype.Int2 // the rest: the row as this call found it, if any
-	owner       pgtype.Text
-	fence       pgtype.Int8
+	state       pgtype.Int2 // the row as this call found it, if any
 	fingerprint pgtype.Text
-	live        pgtype.Bool // in flight with a live lease, or completed and unexpired
-	remaining   pgtype.Int8 // microseconds until the lease ends or the record expires
+	left        pgtype.Interval // until the lease ends or the record expires
+	fence       pgtype.Int8     // the caller's: see beginSQL
 	rec         record
+}
+
+// beginOIDs are the types of beginSQL's columns, in order.
+var beginOIDs = [...]uint32{
+	pgtype.Int2OID, pgtype.TextOID, pgtype.IntervalOID, pgtype.Int8OID,
+	pgtype.Int4OID, pgtype.ByteaOID, pgtype.ByteaOID, pgtype.BoolOID, pgtype.TimestamptzOID, pgtype.Int8OID,
+}
+
+// decode reads beginSQL's row from its binary values (text in the text
+// format, which pgx prefers and which is the same bytes), as pgx receives
+// them with its default (cached, prepared) statements, without the
+// per-query scan plans of Rows.Scan. The body is copied (vals are only valid until
+// the next read); a fingerprint equal to fp reuses fp. It returns false,
+// having changed nothing, when the values are not all in the binary format
+// of the expected types (another QueryExecMode): the caller then scans them.
+func (r *beginRow) decode(fields []pgconn.FieldDescription, vals [][]byte, fp string) bool {
+	if len(fields) != len(beginOIDs) || len(vals) != len(beginOIDs) {
+		return false
+	}
+	for i, f := range fields {
+		// pgx asks for text in the text format, which is the same bytes.
+		binary := f.Format == pgtype.BinaryFormatCode || f.DataTypeOID == pgtype.TextOID
+		if !binary || f.DataTypeOID != beginOIDs[i] || !binarySize(f.DataTypeOID, vals[i]) {
+			return false
+		}
+	}
+	if vals[0] != nil {
+		r.state = pgtype.Int2{Int16: int16(binary.BigEndian.Uint16(vals[0])), Valid: true}
+	}
+	if b := vals[1]; b != nil {
+		r.fingerprint = pgtype.Text{String: fp, Valid: true}
+		if string(b) != fp {
+			r.fingerprint.String = string(b)
+		}
+	}
+	if b := vals[2]; b != nil {
+		r.left = pgtype.Interval{
+			Microseconds: int64(binary.BigEndian.Uint64(b)),
+			Days:         int32(binary.BigEndian.Uint32(b[8:])),
+			Months:       int32(binary.BigEndian.Uint32(b[12:])),
+			Valid:        true,
+		}
+	}
+	r.fence = binInt8(vals[3])
+	if b := vals[4]; b != nil {
+		r.rec.status = pgtype.Int4{Int32: int32(binary.BigEndian.Uint32(b)), Valid: true}
+	}
+	if vals[5] != nil {
+		r.rec.body = bytes.Clone(vals[5])
+	}
+	if vals[6] != nil {
+		r.rec.header = bytes.Clone(vals[6])
+	}
+	r.rec.tombstone = binBool(vals[7])
+	if b := vals[8]; b != nil {
+		r.rec.storedAt = binTimestamptz(int64(binary.BigEndian.Uint64(b)))
+	}
+	r.rec.ttl = binInt8(vals[9])
+	return true
+}
+
+// binarySize reports whether v, a value of type oid in the binary format,
+// is NULL or of the length that type has.
+func binarySize(oid uint32, v []byte) bool {
+	if v == nil {
+		return true
+	}
+	switch oid {
+	case pgtype.BoolOID:
+		return len(v) == 1
+	case pgtype.Int2OID:
+		return len(v) == 2
+	case pgtype.Int4OID:
+		return len(v) == 4
+	case pgtype.Int8OID, pgtype.TimestamptzOID:
+		return len(v) == 8
+	case pgtype.IntervalOID:
+		return len(v) == 16
+	}
+	return true // text, bytea
+}
+
+func binInt8(v []byte) pgtype.Int8 {
+	if v == nil {
+		return pgtype.Int8{}
+	}
+	return pgtype.Int8{Int64: int64(binary.BigEndian.Uint64(v)), Valid: true}
+}
+
+func binBool(v []byte) pgtype.Bool {
+	if v == nil {
+		return pgtype.Bool{}
+	}
+	return pgtype.Bool{Bool: v[0] != 0, Valid: true}
+}
+
+// binTimestamptz decodes microseconds since 2000-01-01 UTC as pgx does
+// (the local time zone; ±infinity as an infinite Timestamptz).
+func binTimestamptz(us int64) pgtype.Timestamptz {
+	switch us {
+	case math.MaxInt64:
+		return pgtype.Timestamptz{InfinityModifier: pgtype.Infinity, Valid: true}
+	case math.MinInt64:
+		return pgtype.Timestamptz{InfinityModifier: pgtype.NegativeInfinity, Valid: true}
+	}
+	const y2k = 946684800 // 2000-01-01 in Unix seconds
+	return pgtype.Timestamptz{Time: time.Unix(y2k+us/1_000_000, (us%1_000_000)*1000), Valid: true}
 }
 
 // claim turns the row into Begin's answer. ok is false when the row shows
@@ -70,10 +200,13 @@ func (r *beginRow) claim(key, identity string, req idempotency.ClaimRequest) (cl
 	token := func(fence int64) idempotency.Token {
 		return idempotency.Token{Key: key, Identity: identity, Owner: req.Owner, Fence: uint64(fence)}
 	}
-	if r.acquired.Valid {
-		return idempotency.Claim{Status: idempotency.ClaimAcquired, Token: token(r.acquired.Int64)}, true, nil
-	}
-	if !r.live.Bool {
+	left := r.left.Microseconds + int64(r.left.Days)*(24*60*60*1_000_000) // months: never, for a difference of timestamps
+	// As beginSQL judges it: state in (1, 2) and expires_at after the clock.
+	live := (r.state.Int16 == stateInFlight || r.state.Int16 == stateCompleted) && r.left.Valid && left > 0
+	if !live {
+		if r.fence.Valid { // the claim function ran and won
+			return idempotency.Claim{Status: idempotency.ClaimAcquired, Token: token(r.fence.Int64)}, true, nil
+		}
 		return idempotency.Claim{}, false, nil // absent or dead, yet not acquired: a stale snapshot
 	}
 	if mismatch(r.fingerprint.String, req.Fingerprint) {
@@ -88,10 +221,10 @@ func (r *beginRow) claim(key, identity string, req idempotency.ClaimRequest) (cl
 		}
 		return idempotency.Claim{Status: idempotency.ClaimReplay, Record: c}, true, nil
 	case stateInFlight:
-		if r.owner.String == req.Owner {
+		if r.fence.Valid { // the caller's own claim
 			return idempotency.Claim{Status: idempotency.ClaimAcquired, Token: token(r.fence.Int64)}, true, nil
 		}
-		return idempotency.Claim{Status: idempotency.ClaimInFlight, RetryAfter: time.Duration(r.remaining.Int64) * time.Microsecond}, true, nil
+		return idempotency.Claim{Status: idempotency.ClaimInFlight, RetryAfter: time.Duration(left) * time.Microsecond}, true, nil
 	}
 	return idempotency.Claim{}, false, nil
 }

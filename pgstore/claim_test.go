@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/idemkit/idempotency"
@@ -388,5 +390,124 @@ func TestTimeoutOption(t *testing.T) {
 				t.Errorf("deadline in %v (set: %v), want about %v", time.Until(deadline), ok, tc.want)
 			}
 		})
+	}
+}
+
+// Begin answers alike whichever QueryExecMode the pool uses: with pgx's
+// default, Begin decodes the binary row itself; with the others (text
+// results, or no prepared statement, as behind a transaction pooler), it
+// falls back to Rows.Scan.
+func TestBeginExecModes(t *testing.T) {
+	modes := []pgx.QueryExecMode{
+		pgx.QueryExecModeCacheStatement, pgx.QueryExecModeCacheDescribe, pgx.QueryExecModeDescribeExec,
+		pgx.QueryExecModeExec, pgx.QueryExecModeSimpleProtocol,
+	}
+	ctx := context.Background()
+	stored := idempotency.Cached{
+		Status: 201, WireBody: []byte(`{"id":7}`), Header: map[string][]string{"Location": {"/widgets/7"}, "X-A": {"1", "2"}},
+		StoredAt: time.Date(2026, 11, 26, 12, 0, 0, 123456000, time.UTC), TTL: time.Hour, Fingerprint: "fp", Tombstone: true,
+	}
+	for _, mode := range modes {
+		t.Run(mode.String(), func(t *testing.T) {
+			pool := testPool(t, func(cfg *pgxpool.Config) { cfg.ConnConfig.DefaultQueryExecMode = mode })
+			st := newMigrated(t, pool, WithSchema(testSchema(t, pool)))
+			stored.StoredAt = time.Now().Add(-time.Minute).Truncate(time.Microsecond) // so the record is live
+			if err := st.Store(ctx, "done", "alice", stored); err != nil {
+				t.Fatal(err)
+			}
+			begin := func(key, owner, fp string) idempotency.Claim {
+				t.Helper()
+				cl, err := st.Begin(ctx, key, "alice", idempotency.ClaimRequest{Fingerprint: fp, Owner: owner, Lease: time.Hour})
+				if err != nil {
+					t.Fatalf("Begin(%s, %s, %s): %v", key, owner, fp, err)
+				}
+				return cl
+			}
+			replay := begin("done", "o1", "fp")
+			if replay.Status != idempotency.ClaimReplay || !sameCached(*replay.Record, stored) {
+				t.Errorf("replay = %v %+v, want %+v", replay.Status, replay.Record, stored)
+			}
+			if c := begin("done", "o1", "").Record; c == nil || c.Fingerprint != "fp" {
+				t.Errorf("replay without a fingerprint: record %+v, want the stored fingerprint", c)
+			}
+			if got := begin("done", "o1", "other").Status; got != idempotency.ClaimMismatch {
+				t.Errorf("other fingerprint: %v, want mismatch", got)
+			}
+			held := begin("held", "o1", "fp")
+			if held.Status != idempotency.ClaimAcquired {
+				t.Fatalf("fresh key: %v, want acquired", held.Status)
+			}
+			if again := begin("held", "o1", "fp"); again.Status != idempotency.ClaimAcquired || again.Token != held.Token {
+				t.Errorf("same owner again: %v %+v, want acquired %+v", again.Status, again.Token, held.Token)
+			}
+			if other := begin("held", "o2", "fp"); other.Status != idempotency.ClaimInFlight ||
+				other.RetryAfter <= 59*time.Minute || other.RetryAfter > time.Hour {
+				t.Errorf("other owner: %v, retry after %v; want in flight, about an hour", other.Status, other.RetryAfter)
+			}
+		})
+	}
+}
+
+func sameCached(a, b idempotency.Cached) bool {
+	return a.Status == b.Status && bytes.Equal(a.WireBody, b.WireBody) && reflect.DeepEqual(a.Header, b.Header) &&
+		a.StoredAt.Equal(b.StoredAt) && a.TTL == b.TTL && a.Fingerprint == b.Fingerprint && a.Tombstone == b.Tombstone
+}
+
+// decode reads beginSQL's binary row exactly as Rows.Scan does, for rows
+// with every column set and for NULLs.
+func TestBeginDecode(t *testing.T) {
+	st := newStore(t)
+	ctx := context.Background()
+	if err := st.Store(ctx, "done", "alice", idempotency.Cached{
+		Status: 200, WireBody: []byte("body"), Header: map[string][]string{"A": {"b"}}, Fingerprint: "fp", TTL: time.Hour,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Begin(ctx, "held", "alice", idempotency.ClaimRequest{Owner: "o", Fingerprint: "fp", Lease: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"done", "held", "absent"} {
+		for _, fp := range []string{"fp", "other"} {
+			args := []any{st.recordID(key, "alice"), "o", fp, int64(time.Hour / time.Microsecond)}
+			if key == "absent" { // each statement claims it: give each a key of its own
+				args[0] = st.recordID(key+" scan "+fp, "alice")
+			}
+			var scanned, decoded beginRow
+			err := st.pool.QueryRow(ctx, st.q.begin, args...).Scan(&scanned.state, &scanned.fingerprint, &scanned.left,
+				&scanned.fence, &scanned.rec.status, &scanned.rec.body, &scanned.rec.header, &scanned.rec.tombstone,
+				&scanned.rec.storedAt, &scanned.rec.ttl)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if key == "absent" {
+				args[0] = st.recordID(key+" decode "+fp, "alice")
+			}
+			rows, err := st.pool.Query(ctx, st.q.begin, args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !rows.Next() {
+				t.Fatalf("%s: no row: %v", key, rows.Err())
+			}
+			ok := decoded.decode(rows.FieldDescriptions(), rows.RawValues(), fp)
+			rows.Close()
+			if !ok {
+				t.Fatalf("%s: decode refused the default mode's row", key)
+			}
+			// The two reads ran at different instants.
+			if scanned.left.Valid != decoded.left.Valid || scanned.left.Months != decoded.left.Months {
+				t.Errorf("%s: left %+v, decoded %+v", key, scanned.left, decoded.left)
+			}
+			scanned.left, decoded.left = pgtype.Interval{}, pgtype.Interval{}
+			if key == "absent" { // each statement claimed its key, with a fence of its own
+				if !scanned.fence.Valid || !decoded.fence.Valid {
+					t.Errorf("absent: fence %+v, decoded %+v; want both set", scanned.fence, decoded.fence)
+				}
+				scanned.fence, decoded.fence = pgtype.Int8{}, pgtype.Int8{}
+			}
+			if !reflect.DeepEqual(scanned, decoded) {
+				t.Errorf("%s, fingerprint %s: Scan read\n%+v\ndecode read\n%+v", key, fp, scanned, decoded)
+			}
+		}
 	}
 }

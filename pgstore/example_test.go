@@ -78,4 +78,23 @@ func ExampleSchemaSQL() {
 	// );
 	//
 	// CREATE INDEX IF NOT EXISTS "idem_expires_at_idx" ON "billing"."idem" (expires_at);
+	//
+	// CREATE OR REPLACE FUNCTION "billing"."idem_claim"(p_id bytea, p_owner text, p_fingerprint text, p_lease_us bigint)
+	// RETURNS bigint LANGUAGE plpgsql VOLATILE AS $claim$
+	// DECLARE
+	//     acquired bigint;
+	// BEGIN
+	//     INSERT INTO "billing"."idem" AS r (id, state, owner, fence, fingerprint, expires_at)
+	//     VALUES (p_id, 1, p_owner, nextval('"billing"."idem_fence_seq"'), p_fingerprint,
+	//         clock_timestamp() + p_lease_us * interval '1 microsecond')
+	//     ON CONFLICT (id) DO UPDATE SET
+	//         state = 1, owner = excluded.owner, fence = nextval('"billing"."idem_fence_seq"'),
+	//         fingerprint = excluded.fingerprint,
+	//         expires_at = clock_timestamp() + p_lease_us * interval '1 microsecond',
+	//         status = NULL, body = NULL, header = NULL, tombstone = false, stored_at = NULL, ttl_ns = NULL
+	//     WHERE r.state = 0 OR r.expires_at <= clock_timestamp()
+	//     RETURNING r.fence INTO acquired;
+	//     RETURN acquired;
+	// END
+	// $claim$;
 }

@@ -10,7 +10,7 @@ type queries struct {
 }
 
 func buildQueries(n names) queries {
-	r := strings.NewReplacer("{table}", n.table, "{seq}", quoteLiteral(n.sequence))
+	r := strings.NewReplacer("{table}", n.table, "{seq}", quoteLiteral(n.sequence), "{claim}", n.claim)
 	return queries{
 		lookup:        r.Replace(lookupSQL),
 		store:         r.Replace(storeSQL),
@@ -49,43 +49,30 @@ ON CONFLICT (id) DO UPDATE SET
 
 // beginSQL: $1 id, $2 owner, $3 fingerprint, $4 lease in microseconds.
 //
-// cur reads the row as of the statement's snapshot, and judges it with the
-// server's clock read once (n.now): live, and for how many microseconds
-// more. Only when the row is absent or dead (released, lease run out, or
-// expired) does claim try to write: an insert, or on conflict a
-// takeover, whose WHERE is checked again against the latest version of the
-// row under its lock, so two racing takeovers cannot both win. A replay or
-// an in-flight answer thus takes no lock and writes nothing. The fence of a
-// takeover is drawn in the SET list, after the row lock is held, so it is
-// greater than the fence of whichever claim held the row before.
+// It reads the row as of the statement's snapshot and judges it against the
+// server's clock read once (n.now). Only when the row is absent or dead
+// (released, lease run out, or expired) does it call the claim function
+// (claimFunction in schema.go), which inserts the row or takes it over and
+// returns the new fence. A replay, an in-flight answer or a mismatch thus
+// run a plain SELECT by primary key: no lock, no transaction id, no WAL,
+// and none of the executor set-up of an INSERT that would not run (a
+// data-modifying WITH is set up and run whether it is needed or not).
 //
-// The one result row carries claim's fence when the caller acquired the key
-// and cur's columns otherwise (all NULL when the row was absent). When claim
-// lost a race, cur may show a snapshot older than the winner's row: the
-// caller sees a dead or absent row without an acquired fence and runs the
-// statement again, with a fresh snapshot.
+// The one result row is the row as read (all NULL when it was absent): its
+// state, its fingerprint, the time left until it expires (an interval),
+// the caller's fence, and the recorded response. The caller's fence is the
+// claim's when the row was absent or dead (NULL if the claim lost a race),
+// and the row's own when the row is live and its owner is the caller. When
+// the claim lost a race, the row as read is older than the winner's: the
+// caller sees a dead or absent row without a fence and runs the statement
+// again, with a fresh snapshot.
 const beginSQL = `
-WITH cur AS (
-    SELECT r.state, r.owner, r.fence, r.fingerprint,
-        r.state IN (1, 2) AND r.expires_at > n.now AS live,
-        (extract(epoch FROM r.expires_at - n.now) * 1000000)::bigint AS remaining_us,
-        r.status, r.body, r.header, r.tombstone, r.stored_at, r.ttl_ns
-    FROM {table} r, (SELECT clock_timestamp() AS now) n
-    WHERE r.id = $1
-), claim AS (
-    INSERT INTO {table} AS r (id, state, owner, fence, fingerprint, expires_at)
-    SELECT $1, 1, $2, nextval({seq}), $3, clock_timestamp() + $4::bigint * interval '1 microsecond'
-    WHERE NOT EXISTS (SELECT FROM cur WHERE cur.live)
-    ON CONFLICT (id) DO UPDATE SET
-        state = 1, owner = excluded.owner, fence = nextval({seq}), fingerprint = excluded.fingerprint,
-        expires_at = clock_timestamp() + $4::bigint * interval '1 microsecond',
-        status = NULL, body = NULL, header = NULL, tombstone = false, stored_at = NULL, ttl_ns = NULL
-    WHERE r.state = 0 OR r.expires_at <= clock_timestamp()
-    RETURNING r.fence
-)
-SELECT (SELECT fence FROM claim), cur.state, cur.owner, cur.fence, cur.fingerprint, cur.live, cur.remaining_us,
-    cur.status, cur.body, cur.header, cur.tombstone, cur.stored_at, cur.ttl_ns
-FROM (SELECT) one LEFT JOIN cur ON true`
+SELECT r.state, r.fingerprint, r.expires_at - n.now,
+    CASE WHEN r.state IN (1, 2) AND r.expires_at > n.now
+        THEN CASE WHEN r.owner = $2 THEN r.fence END
+        ELSE {claim}($1, $2, $3, $4) END,
+    r.status, r.body, r.header, r.tombstone, r.stored_at, r.ttl_ns
+FROM (SELECT clock_timestamp() AS now) n LEFT JOIN {table} r ON r.id = $1`
 
 // completeSQL: $1 id, $2 owner, $3 fence, $4 status, $5 body, $6 header,
 // $7 tombstone, $8 fingerprint (empty keeps the claim's), $9 stored_at

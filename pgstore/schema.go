@@ -14,6 +14,7 @@ type names struct {
 	table    string
 	sequence string
 	index    string // unqualified: an index lives in its table's schema
+	claim    string // the function Begin calls to claim a key (see beginSQL)
 	unlogged bool
 }
 
@@ -68,13 +69,45 @@ func schemaStatements(n names) []string {
     CHECK (state IN (0, 1, 2))
 )`,
 		"CREATE INDEX IF NOT EXISTS "+n.index+" ON "+n.table+" (expires_at)",
+		claimFunction(n),
 	)
 }
 
+// claimFunction is the CREATE statement of the function that Begin's
+// statement calls when the row is absent or dead (see beginSQL): an insert,
+// or on conflict a takeover, whose WHERE is checked against the latest
+// version of the row under its lock, so that two racing claims cannot both
+// win. The fence of a takeover is drawn in the SET list, once the row lock
+// is held, so it is greater than the fence of the claim that held the row
+// before. It returns the new fence, or NULL when the key was claimed by
+// another call first.
+func claimFunction(n names) string {
+	return "CREATE OR REPLACE FUNCTION " + n.claim + `(p_id bytea, p_owner text, p_fingerprint text, p_lease_us bigint)
+RETURNS bigint LANGUAGE plpgsql VOLATILE AS $claim$
+DECLARE
+    acquired bigint;
+BEGIN
+    INSERT INTO ` + n.table + ` AS r (id, state, owner, fence, fingerprint, expires_at)
+    VALUES (p_id, 1, p_owner, nextval(` + quoteLiteral(n.sequence) + `), p_fingerprint,
+        clock_timestamp() + p_lease_us * interval '1 microsecond')
+    ON CONFLICT (id) DO UPDATE SET
+        state = 1, owner = excluded.owner, fence = nextval(` + quoteLiteral(n.sequence) + `),
+        fingerprint = excluded.fingerprint,
+        expires_at = clock_timestamp() + p_lease_us * interval '1 microsecond',
+        status = NULL, body = NULL, header = NULL, tombstone = false, stored_at = NULL, ttl_ns = NULL
+    WHERE r.state = 0 OR r.expires_at <= clock_timestamp()
+    RETURNING r.fence INTO acquired;
+    RETURN acquired;
+END
+$claim$`
+}
+
 // Migrate creates the store's schema (when WithSchema names one), fence
-// sequence, table and expiry index if they do not exist, in one
-// transaction under an advisory lock, so replicas may all call it at
-// start-up. It never alters an existing table. The SQL is SchemaSQL's.
+// sequence, table and expiry index if they do not exist, and creates or
+// replaces the claim function Begin calls, in one transaction under an
+// advisory lock, so replicas may all call it at start-up. It never alters
+// an existing table, so it brings a table created by an earlier version up
+// to date (that version had no claim function). The SQL is SchemaSQL's.
 func (s *Store) Migrate(ctx context.Context) error {
 	if s.err != nil {
 		return s.err

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/idemkit/idempotency"
 )
@@ -119,6 +120,42 @@ func TestMigrate(t *testing.T) {
 	}
 	if _, ok := st.Lookup(ctx, "k", "alice"); !ok {
 		t.Errorf("record lost by a second Migrate")
+	}
+}
+
+// A table created by the previous version of the schema (no claim
+// function) is brought up to date by Migrate, its rows kept; until then
+// Begin fails closed.
+func TestMigrateFromPreviousVersion(t *testing.T) {
+	pool := testPool(t)
+	schema := testSchema(t, pool)
+	ctx := context.Background()
+	st := New(pool, WithSchema(schema))
+	defer st.Close()
+	previous := schemaStatements(st.names())
+	if last := previous[len(previous)-1]; !strings.HasPrefix(last, "CREATE OR REPLACE FUNCTION "+st.names().claim) {
+		t.Fatalf("the last schema statement is not the claim function: %s", last)
+	}
+	for _, stmt := range previous[:len(previous)-1] {
+		if _, err := pool.Exec(ctx, stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.Store(ctx, "k", "alice", idempotency.Cached{Status: 201, WireBody: []byte("kept")}); err != nil {
+		t.Fatal(err)
+	}
+	req := idempotency.ClaimRequest{Owner: "o", Lease: time.Minute}
+	if _, err := st.Begin(ctx, "fresh", "alice", req); !errors.Is(err, idempotency.ErrStoreUnavailable) {
+		t.Errorf("Begin before Migrate = %v, want ErrStoreUnavailable", err)
+	}
+	if err := st.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if cl, err := st.Begin(ctx, "k", "alice", req); err != nil || cl.Status != idempotency.ClaimReplay || string(cl.Record.WireBody) != "kept" {
+		t.Errorf("Begin on the kept record = %+v, %v; want its replay", cl, err)
+	}
+	if cl, err := st.Begin(ctx, "fresh", "alice", req); err != nil || cl.Status != idempotency.ClaimAcquired {
+		t.Errorf("Begin on a fresh key = %+v, %v; want acquired", cl, err)
 	}
 }
 

@@ -79,11 +79,11 @@ func WithSchema(schema string) Option {
 }
 
 // WithTable names the table, DefaultTable ("idempotency_records") by
-// default. Its fence sequence is named table+"_fence_seq" and its expiry
-// index table+"_expires_at_idx". The name must be a plain identifier
-// (letters, digits and underscores, not starting with a digit) of at most
-// 48 bytes, so that those names fit PostgreSQL's 63-byte limit; it is
-// quoted, so it is case-sensitive.
+// default. Its fence sequence is named table+"_fence_seq", its expiry
+// index table+"_expires_at_idx" and its claim function table+"_claim".
+// The name must be a plain identifier (letters, digits and underscores,
+// not starting with a digit) of at most 48 bytes, so that those names fit
+// PostgreSQL's 63-byte limit; it is quoted, so it is case-sensitive.
 func WithTable(table string) Option {
 	return func(s *Store) { s.table = table }
 }
@@ -241,6 +241,7 @@ func (s *Store) names() names {
 		table:    qualify(s.table),
 		sequence: qualify(s.table + "_fence_seq"),
 		index:    pgx.Identifier{s.table + "_expires_at_idx"}.Sanitize(),
+		claim:    qualify(s.table + "_claim"),
 		unlogged: s.unlogged,
 	}
 	if s.schema != "" {
