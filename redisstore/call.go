@@ -36,7 +36,8 @@ var (
 // would box every argument and copy them into a new slice. A call goes back
 // to the pool once go-redis has returned the reply, and with it every
 // argument: a hook that keeps a command's Args after the command has run
-// sees them change.
+// sees them change. (A hook that prints a command shows the key, and the
+// other arguments as pointers.)
 type call struct {
 	args               [10]any
 	key, payload       bytesArg
