@@ -73,10 +73,17 @@
 // # Round trips
 //
 // Begin, Complete, Release, Renew, Lookup and Store each cost one round trip:
-// one EVALSHA (go-redis's Script.Run, which falls back to EVAL when the
-// server does not have the script cached). Begin answers a replay with the
-// recorded response itself, so replaying a response costs one round trip,
-// the same as claiming a key.
+// one EVALSHA, which falls back to EVAL when the server does not have the
+// script cached, as go-redis's Script.Run does. Begin answers a replay with
+// the recorded response itself, so replaying a response costs one round
+// trip, the same as claiming a key.
+//
+// The arguments are sent from buffers the Store reuses, so that a step
+// allocates little besides what go-redis allocates for the command and its
+// reply (and, for a replay, the response): with go-redis v9.23, 7
+// allocations for a replaying Begin, 5 for a claiming one and 4 for
+// Complete. A hook that keeps a command's Args after the command has
+// returned sees them reused.
 //
 // # Retries
 //

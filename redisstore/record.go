@@ -16,4 +16,5 @@ var (
 	appendPayload = redisrec.AppendPayload
 	payloadLen    = redisrec.PayloadLen
 	decodeRecord  = redisrec.DecodeRecord
+	fenceBytes    = redisrec.FenceBytes
 )

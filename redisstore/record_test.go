@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/idemkit/idempotency"
+	"github.com/idemkit/idempotency/redisstore/internal/redisrec"
 )
 
 // completedRecord builds a completed record the way the scripts do.
@@ -97,12 +98,50 @@ func TestDecodeRecordRejectsCorruption(t *testing.T) {
 	}
 }
 
+// TestBeginRecord: a completed record that Begin's script replies with is a
+// replay unless both fingerprints are set and differ.
+func TestBeginRecord(t *testing.T) {
+	payload := appendPayload(nil, &idempotency.Cached{Status: 201, WireBody: []byte("b")}, true)
+	cases := []struct {
+		stored, requested string
+		want              idempotency.ClaimStatus
+	}{
+		{"fp", "fp", idempotency.ClaimReplay},
+		{"fp", "", idempotency.ClaimReplay},
+		{"", "fp", idempotency.ClaimReplay},
+		{"", "", idempotency.ClaimReplay},
+		{"fp", "other", idempotency.ClaimMismatch},
+		{"fp", "fq", idempotency.ClaimMismatch},
+	}
+	for _, tc := range cases {
+		cl, err := redisrec.BeginRecord(completedRecord(1, 2, "o", tc.stored, 3, payload), tc.requested)
+		if err != nil || cl.Status != tc.want {
+			t.Errorf("BeginRecord(stored %q, requested %q) = (%v, %v), want %v", tc.stored, tc.requested, cl.Status, err, tc.want)
+			continue
+		}
+		if cl.Status == idempotency.ClaimReplay &&
+			(cl.Record == nil || cl.Record.Fingerprint != tc.stored || cl.Record.Status != 201 || string(cl.Record.WireBody) != "b") {
+			t.Errorf("BeginRecord(stored %q, requested %q) replays %+v", tc.stored, tc.requested, cl.Record)
+		}
+	}
+	if _, err := redisrec.BeginRecord("C\x00", "fp"); !errors.Is(err, errCorrupt) {
+		t.Errorf("BeginRecord of a corrupt record = %v, want errCorrupt", err)
+	}
+}
+
 func FuzzDecodeRecord(f *testing.F) {
 	f.Add(completedRecord(1, 2, "o", "fp", 3, appendPayload(nil, &idempotency.Cached{Status: 200, WireBody: []byte("b"),
 		Header: map[string][]string{"A": {"b", "c"}}}, false)))
 	f.Add("C")
 	f.Fuzz(func(t *testing.T, v string) {
 		c, err := decodeRecord(v)
+		// Begin's decoding, handed the record's own fingerprint, agrees.
+		cl, berr := redisrec.BeginRecord(v, "fp")
+		if (err == nil) != (berr == nil) ||
+			err == nil && (cl.Status == idempotency.ClaimReplay) != (c.Fingerprint == "" || c.Fingerprint == "fp") ||
+			cl.Record != nil && (cl.Record.Fingerprint != c.Fingerprint || string(cl.Record.WireBody) != string(c.WireBody)) {
+			t.Fatalf("BeginRecord = (%+v, %v), decodeRecord = (%+v, %v)", cl, berr, c, err)
+		}
 		if err == nil {
 			// What decodes re-encodes to a record that decodes the same.
 			again, err := decodeRecord(completedRecord(1, 2, "o", c.Fingerprint, 3, appendPayload(nil, c, false)))

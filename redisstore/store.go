@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/idemkit/idempotency"
@@ -23,6 +25,7 @@ type Store struct {
 	secret     []byte
 	hasher     *idempotency.RecordHasher // of secret, set by New
 	defaultTTL time.Duration
+	calls      sync.Pool // of *call
 }
 
 // Option configures a Store.
@@ -80,33 +83,40 @@ func (s *Store) Begin(ctx context.Context, key, identity string, req idempotency
 	if err := idempotency.ValidateBegin(key, req); err != nil {
 		return idempotency.Claim{}, err
 	}
-	res, err := beginScript.Run(ctx, s.client, []string{s.recordKey(key, identity)},
-		req.Owner, req.Fingerprint, micros(req.Lease)).Result()
+	c := s.getCall(key, identity)
+	c.owner, c.fp, c.lease = req.Owner, req.Fingerprint, micros(req.Lease)
+	args := append(c.argv(beginScript), &c.owner, &c.fp, &c.lease)
+	v, err := run(ctx, s, beginScript, redis.NewStringCmd, args).Result()
+	s.putCall(c)
 	if err != nil {
 		return idempotency.Claim{}, failed("begin", err)
 	}
-	switch r := res.(type) {
-	case int64:
-		return redisrec.BeginClaim(key, identity, req.Owner, r), nil
-	case string:
-		rec, err := decodeRecord(r)
+	// A record starts with its kind; an integer reply comes as its digits.
+	if len(v) > 0 && v[0] == redisrec.KindCompleted {
+		cl, err := redisrec.BeginRecord(v, req.Fingerprint)
 		if err != nil {
 			return idempotency.Claim{}, failed("begin", err)
 		}
-		return idempotency.Claim{Status: idempotency.ClaimReplay, Record: rec}, nil
+		return cl, nil
 	}
-	return idempotency.Claim{}, failed("begin", fmt.Errorf("unexpected reply %T", res))
+	r, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return idempotency.Claim{}, failed("begin", fmt.Errorf("unexpected reply %q", v))
+	}
+	return redisrec.BeginClaim(key, identity, req.Owner, r), nil
 }
 
 // Complete implements idempotency.ClaimStore in one round trip.
-func (s *Store) Complete(ctx context.Context, tok idempotency.Token, c idempotency.Cached) error {
+func (s *Store) Complete(ctx context.Context, tok idempotency.Token, r idempotency.Cached) error {
 	if tok.Owner == "" { // no claim has an empty owner; records written by Store have one
 		return fmt.Errorf("redisstore: complete: %w", idempotency.ErrLeaseLost)
 	}
-	payload, expiry, ttl := s.encode(&c)
-	fence := fenceBytes(tok.Fence)
-	n, err := completeScript.Run(ctx, s.client, []string{s.recordKey(tok.Key, tok.Identity)},
-		tok.Owner, fence[:], c.Fingerprint, payload, expiry, ttl).Int()
+	c := s.getCall(tok.Key, tok.Identity)
+	c.payload.b, c.expiry, c.ttl = redisrec.AppendEncode(c.payload.b[:0], &r, s.defaultTTL)
+	c.owner, c.fence, c.fp = tok.Owner, redisrec.FenceBytes(tok.Fence), r.Fingerprint
+	args := append(c.argv(completeScript), &c.owner, &c.fence, &c.fp, &c.payload, &c.expiry, &c.ttl)
+	n, err := run(ctx, s, completeScript, redis.NewIntCmd, args).Result()
+	s.putCall(c)
 	switch {
 	case err != nil:
 		return failed("complete", err)
@@ -118,9 +128,11 @@ func (s *Store) Complete(ctx context.Context, tok idempotency.Token, c idempoten
 
 // Release implements idempotency.ClaimStore in one round trip.
 func (s *Store) Release(ctx context.Context, tok idempotency.Token) error {
-	fence := fenceBytes(tok.Fence)
-	n, err := releaseScript.Run(ctx, s.client, []string{s.recordKey(tok.Key, tok.Identity)},
-		tok.Owner, fence[:]).Int()
+	c := s.getCall(tok.Key, tok.Identity)
+	c.owner, c.fence = tok.Owner, redisrec.FenceBytes(tok.Fence)
+	args := append(c.argv(releaseScript), &c.owner, &c.fence)
+	n, err := run(ctx, s, releaseScript, redis.NewIntCmd, args).Result()
+	s.putCall(c)
 	switch {
 	case err != nil:
 		return failed("release", err)
@@ -135,9 +147,11 @@ func (s *Store) Renew(ctx context.Context, tok idempotency.Token, lease time.Dur
 	if lease <= 0 {
 		return fmt.Errorf("redisstore: renew: %w: lease %v is not positive", idempotency.ErrInvalidArgument, lease)
 	}
-	fence := fenceBytes(tok.Fence)
-	n, err := renewScript.Run(ctx, s.client, []string{s.recordKey(tok.Key, tok.Identity)},
-		tok.Owner, fence[:], micros(lease)).Int()
+	c := s.getCall(tok.Key, tok.Identity)
+	c.owner, c.fence, c.lease = tok.Owner, redisrec.FenceBytes(tok.Fence), micros(lease)
+	args := append(c.argv(renewScript), &c.owner, &c.fence, &c.lease)
+	n, err := run(ctx, s, renewScript, redis.NewIntCmd, args).Result()
+	s.putCall(c)
 	switch {
 	case err != nil:
 		return failed("renew", err)
@@ -149,7 +163,9 @@ func (s *Store) Renew(ctx context.Context, tok idempotency.Token, lease time.Dur
 
 // Lookup implements idempotency.Store in one round trip. Any failure is a miss.
 func (s *Store) Lookup(ctx context.Context, key, identity string) (*idempotency.Cached, bool) {
-	v, err := lookupScript.Run(ctx, s.client, []string{s.recordKey(key, identity)}).Text()
+	c := s.getCall(key, identity)
+	v, err := run(ctx, s, lookupScript, redis.NewStringCmd, c.argv(lookupScript)).Result()
+	s.putCall(c)
 	if err != nil || v == "" { // a failure, or a miss
 		return nil, false
 	}
@@ -163,30 +179,24 @@ func (s *Store) Lookup(ctx context.Context, key, identity string) (*idempotency.
 // Store implements idempotency.Store in one round trip. It replaces whatever
 // the record held, a claim in flight included (whose holder then gets
 // ErrLeaseLost), and keeps its fence.
-func (s *Store) Store(ctx context.Context, key, identity string, c idempotency.Cached) error {
+func (s *Store) Store(ctx context.Context, key, identity string, r idempotency.Cached) error {
 	if err := idempotency.ValidateKey(key); err != nil {
 		return fmt.Errorf("redisstore: store: %w", err)
 	}
-	payload, expiry, ttl := s.encode(&c)
-	err := storeScript.Run(ctx, s.client, []string{s.recordKey(key, identity)},
-		c.Fingerprint, payload, expiry, ttl).Err()
+	c := s.getCall(key, identity)
+	c.payload.b, c.expiry, c.ttl = redisrec.AppendEncode(c.payload.b[:0], &r, s.defaultTTL)
+	c.fp = r.Fingerprint
+	args := append(c.argv(storeScript), &c.fp, &c.payload, &c.expiry, &c.ttl)
+	err := run(ctx, s, storeScript, redis.NewIntCmd, args).Err()
+	s.putCall(c)
 	if err != nil {
 		return failed("store", err)
 	}
 	return nil
 }
 
-// encode fills c's default TTL and returns the scripts' arguments: the
-// payload, the expiry in µs (-1: the server's clock plus ttl, when StoredAt
-// is zero) and the TTL in µs.
-func (s *Store) encode(c *idempotency.Cached) (payload []byte, expiry, ttl int64) {
-	return redisrec.Encode(c, s.defaultTTL)
-}
-
 // micros rounds d up to whole microseconds, capped at 100 years.
 func micros(d time.Duration) int64 { return redisrec.Micros(d) }
-
-func fenceBytes(f uint64) [8]byte { return redisrec.FenceBytes(f) }
 
 // failed wraps a failure to reach Redis or to run a script there so that
 // it matches idempotency.ErrStoreUnavailable, and also ErrStoreFull when

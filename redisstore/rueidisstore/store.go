@@ -117,11 +117,11 @@ func (s *Store) Begin(ctx context.Context, key, identity string, req idempotency
 		if err != nil {
 			return idempotency.Claim{}, failed("begin", err)
 		}
-		rec, err := redisrec.DecodeRecord(v)
+		cl, err := redisrec.BeginRecord(v, req.Fingerprint)
 		if err != nil {
 			return idempotency.Claim{}, failed("begin", err)
 		}
-		return idempotency.Claim{Status: idempotency.ClaimReplay, Record: rec}, nil
+		return cl, nil
 	}
 	return idempotency.Claim{}, failed("begin", fmt.Errorf("unexpected reply %s", msg.String()))
 }

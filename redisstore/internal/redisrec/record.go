@@ -116,12 +116,35 @@ func appendString(dst []byte, s string) []byte {
 // DecodeRecord decodes a completed record as returned by the begin and
 // lookup scripts. The result shares no memory with v.
 func DecodeRecord(v string) (*idempotency.Cached, error) {
+	return decodeRecord(v, "")
+}
+
+// BeginRecord turns a record replied by BeginScript into the claim it means:
+// a replay of it, or a mismatch when the record and the request
+// (fingerprint) both carry a fingerprint and they differ. The script leaves
+// that comparison to the client, which reads the record anyway.
+func BeginRecord(v, fingerprint string) (idempotency.Claim, error) {
+	rec, err := decodeRecord(v, fingerprint)
+	switch {
+	case err != nil:
+		return idempotency.Claim{}, err
+	case rec.Fingerprint != "" && fingerprint != "" && rec.Fingerprint != fingerprint:
+		return idempotency.Claim{Status: idempotency.ClaimMismatch}, nil
+	}
+	return idempotency.Claim{Status: idempotency.ClaimReplay, Record: rec}, nil
+}
+
+// decodeRecord is DecodeRecord; a fingerprint equal to fp is fp itself
+// rather than a copy.
+func decodeRecord(v, fp string) (*idempotency.Cached, error) {
 	if len(v) < FixedLen || v[0] != KindCompleted {
 		return nil, fmt.Errorf("%w: not a completed record", ErrCorrupt)
 	}
 	d := decoder{s: v, off: FixedLen}
 	d.skip(int(d.u32())) // owner
-	fp := d.bytes(int(d.u32()))
+	if n := int(d.u32()); !d.equal(n, fp) {
+		fp = d.bytes(n)
+	}
 	stamp := int64(d.u64())
 	if d.err != nil {
 		return nil, d.err
@@ -210,6 +233,15 @@ func (d *decoder) u32() uint32 {
 
 func (d *decoder) u64() uint64 {
 	return uint64(d.u32())<<32 | uint64(d.u32())
+}
+
+// equal reads the next n bytes if they are s.
+func (d *decoder) equal(n int, s string) bool {
+	if n != len(s) || !d.need(n, "string") || d.s[d.off:d.off+n] != s {
+		return false
+	}
+	d.off += n
+	return true
 }
 
 // bytes returns the next n bytes as a new string.

@@ -8,7 +8,7 @@ package redisrec
 import (
 	"encoding/binary"
 	"encoding/hex"
-	"strings"
+	"slices"
 	"time"
 
 	"github.com/idemkit/idempotency"
@@ -24,27 +24,34 @@ const MaxMicros = 1<<53 - 1
 // Key names the record of (key, identity): the prefix and the hex record
 // key (h.Sum) in braces, a Redis Cluster hash tag.
 func Key(h *idempotency.RecordHasher, prefix, key, identity string) string {
+	var buf [128]byte
+	return string(AppendKey(buf[:0], h, prefix, key, identity))
+}
+
+// AppendKey appends Key(h, prefix, key, identity) to dst.
+func AppendKey(dst []byte, h *idempotency.RecordHasher, prefix, key, identity string) []byte {
 	sum := h.Sum(key, identity)
-	var b strings.Builder
-	b.Grow(len(prefix) + 2 + 2*len(sum))
-	b.WriteString(prefix)
-	b.WriteByte('{')
-	var x [2 * len(sum)]byte
-	hex.Encode(x[:], sum[:])
-	b.Write(x[:])
-	b.WriteByte('}')
-	return b.String()
+	dst = append(dst, prefix...)
+	dst = append(dst, '{')
+	dst = hex.AppendEncode(dst, sum[:])
+	return append(dst, '}')
 }
 
 // Encode fills c's TTL with defaultTTL when it has none and returns the
 // complete and store scripts' arguments: the payload, the expiry in µs (-1:
 // the server's clock plus ttl, when StoredAt is zero) and the TTL in µs.
 func Encode(c *idempotency.Cached, defaultTTL time.Duration) (payload []byte, expiry, ttl int64) {
+	return AppendEncode(nil, c, defaultTTL)
+}
+
+// AppendEncode is Encode appending the payload to dst (grown once, to
+// PayloadLen(c)).
+func AppendEncode(dst []byte, c *idempotency.Cached, defaultTTL time.Duration) (payload []byte, expiry, ttl int64) {
 	if c.TTL <= 0 {
 		c.TTL = defaultTTL
 	}
 	stamped := c.StoredAt.IsZero()
-	payload = AppendPayload(make([]byte, 0, PayloadLen(c)), c, stamped)
+	payload = AppendPayload(slices.Grow(dst, PayloadLen(c)), c, stamped)
 	expiry = -1
 	if !stamped {
 		end := c.StoredAt.Add(min(c.TTL, MaxDuration))

@@ -20,7 +20,10 @@ package redisrec
 // replicates expiry as an absolute time, so a lagging replica's clock only
 // keeps records longer.
 
-// prelude holds the helpers every script shares.
+// prelude holds the helpers every script shares. The record's fixed part
+// is read and written by single struct calls: 'c0' takes its length from the
+// integer before it, so the owner and the fingerprint come out, and go in,
+// with their lengths in one call.
 const prelude = `
 local function now()
   local t = redis.call('TIME')
@@ -33,15 +36,12 @@ local function parse(v)
   if kind ~= 'F' and kind ~= 'C' then
     error('redisstore: unknown record kind')
   end
-  local fence, till, olen, pos = struct.unpack('>I8I8I4', v, 2)
-  local owner = string.sub(v, pos, pos + olen - 1)
-  local flen
-  flen, pos = struct.unpack('>I4', v, pos + olen)
-  return kind, fence, till, owner, string.sub(v, pos, pos + flen - 1)
+  local fence, till, owner, fp = struct.unpack('>I8I8I4c0I4c0', v, 2)
+  return kind, fence, till, owner, fp
 end
 
 local function header(kind, fence, till, owner, fp)
-  return kind .. struct.pack('>I8I8I4', fence, till, #owner) .. owner .. struct.pack('>I4', #fp) .. fp
+  return struct.pack('>c1I8I8I4c0I4c0', kind, fence, till, #owner, owner, #fp, fp)
 end
 
 -- expireat is the PXAT (ms) of a record that lives until till (µs) and
@@ -53,25 +53,33 @@ end
 
 // BeginScript is the Lua source of Begin. ARGV owner, fingerprint, lease
 // (µs). Replies with the fence (> 0) when the caller holds the claim, the
-// record itself (a string) to replay, 0 for a mismatch, and -1 - (remaining
-// lease, µs) when another owner's claim is in flight.
+// completed record itself (a string: BeginRecord) to replay or to refuse
+// for its fingerprint, 0 for a mismatch with a claim in flight, and
+// -1 - (remaining lease, µs) when another owner's claim is in flight. A
+// completed record is answered after reading its kind and expiry alone: the
+// client decodes it anyway, so it compares the fingerprints too.
 const BeginScript = prelude + `
-local key, owner, fp, lease = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3])
+local key, owner, fp = KEYS[1], ARGV[1], ARGV[2]
 local t = now()
 local v = redis.call('GET', key)
 local prev = 0
 if v then
-  local kind, fence, till, holder, rfp = parse(v)
+  local kind = string.byte(v)
+  if kind ~= 67 and kind ~= 70 then -- 'C', 'F'
+    error('redisstore: unknown record kind')
+  end
+  local fence, till = struct.unpack('>I8I8', v, 2)
   if t < till then
+    if kind == 67 then return v end
+    local _, _, _, holder, rfp = parse(v)
     if rfp ~= '' and fp ~= '' and rfp ~= fp then return 0 end
-    if kind == 'C' then return v end
     if holder == owner then return fence end
     return -1 - (till - t)
   end
   prev = fence
 end
 local fence = math.max(prev + 1, t)
-local till = t + lease
+local till = t + tonumber(ARGV[3])
 redis.call('SET', key, header('F', fence, till, owner, fp), 'PXAT', expireat(till, fence))
 return fence
 `
@@ -92,7 +100,7 @@ if t >= till then return 0 end
 if fp == '' then fp = rfp end
 local exp = tonumber(ARGV[5])
 if exp < 0 then exp = t + tonumber(ARGV[6]) end
-redis.call('SET', key, header('C', fence, exp, owner, fp) .. struct.pack('>I8', t) .. ARGV[4], 'PXAT', expireat(exp, fence))
+redis.call('SET', key, struct.pack('>c1I8I8I4c0I4c0I8', 'C', fence, exp, #owner, owner, #fp, fp, t) .. ARGV[4], 'PXAT', expireat(exp, fence))
 return 1
 `
 
@@ -154,6 +162,6 @@ if v then fence = struct.unpack('>I8', v, 2) end
 local t = now()
 local exp = tonumber(ARGV[3])
 if exp < 0 then exp = t + tonumber(ARGV[4]) end
-redis.call('SET', key, header('C', fence, exp, '', ARGV[1]) .. struct.pack('>I8', t) .. ARGV[2], 'PXAT', expireat(exp, fence))
+redis.call('SET', key, struct.pack('>c1I8I8I4c0I4c0I8', 'C', fence, exp, 0, '', #ARGV[1], ARGV[1], t) .. ARGV[2], 'PXAT', expireat(exp, fence))
 return 1
 `
