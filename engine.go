@@ -369,7 +369,7 @@ func (e *Engine) execute(ctx context.Context, tok Token, claimed time.Time, fing
 	// it does, so that a store that fails for a moment does not cost the claim.
 	res := Result{Response: c, Fence: tok.Fence, Recorded: true}
 	bg := detach(ctx)
-	err = e.persist(e.prepare(c, fingerprint), hb.leaseEnd, func(rec Cached) error {
+	err = e.persist(e.prepare(c, fingerprint), func(rec Cached) error {
 		return e.claims.Complete(bg, tok, rec)
 	})
 	hb.stop()
@@ -380,13 +380,15 @@ func (e *Engine) execute(ctx context.Context, tok Token, claimed time.Time, fing
 }
 
 // persist records rec with write (Complete, or a seed Store). A store
-// failure (ErrStoreUnavailable) is retried with backoff while the claim's
-// lease may still run (until leaseEnd), for one lease length at most from
-// the first failure:
-// Complete is idempotent for its token,
-// and a response not recorded would let a retry run the command again. A
-// response too large for the store becomes a tombstone.
-func (e *Engine) persist(rec Cached, leaseEnd func() time.Time, write func(Cached) error) error {
+// failure (ErrStoreUnavailable) is retried with backoff for one lease length
+// from the first failure: Complete is idempotent for its token, and a
+// response not recorded would let a retry run the command again. The
+// retries go on past this process's estimate of the lease's end (the
+// heartbeat may renew the lease once the store is back, and a renewal's
+// reply may have been lost): a Complete whose lease is over is refused by
+// the store itself (ErrLeaseLost), which ends the retries. A response too
+// large for the store becomes a tombstone.
+func (e *Engine) persist(rec Cached, write func(Cached) error) error {
 	backoff := completeBackoff
 	var giveUp time.Time // one lease after the first failure, even if the lease keeps being renewed
 	for {
@@ -400,8 +402,8 @@ func (e *Engine) persist(rec Cached, leaseEnd func() time.Time, write func(Cache
 		case giveUp.IsZero():
 			giveUp = time.Now().Add(e.lease)
 		}
-		if next := time.Now().Add(backoff); next.After(leaseEnd()) || next.After(giveUp) {
-			return err // the lease ends first: the claim is lost anyway
+		if time.Now().Add(backoff).After(giveUp) {
+			return err
 		}
 		sleep(backoff)
 		backoff = min(2*backoff, maxCompleteBackoff)
@@ -552,8 +554,7 @@ func (e *Engine) executeLocal(ctx context.Context, name recordName, f *flight, f
 	res := Result{Response: c, Recorded: true}
 	// Duplicates in this process wait or get ErrInFlight until we return, so
 	// a failing store is retried for as long as a claim's lease would last.
-	until := time.Now().Add(e.lease)
-	err = e.persist(e.prepare(c, f.fingerprint), func() time.Time { return until }, func(rec Cached) error {
+	err = e.persist(e.prepare(c, f.fingerprint), func(rec Cached) error {
 		return e.store.Store(bg, name.key, name.identity, rec)
 	})
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -23,11 +22,6 @@ type heartbeat struct {
 
 	mu      sync.Mutex // held while renewing; guards stopped
 	stopped bool
-
-	// until is, in unix nanoseconds by this process's clock, the earliest
-	// the claim's lease can end: a lease granted at or after a request was
-	// sent runs at least until the send time plus the lease.
-	until atomic.Int64
 }
 
 // beats is the queue of an engine's heartbeats in the order their renewals
@@ -44,7 +38,6 @@ type beats struct {
 // start queues the heartbeat of a claim made no earlier than claimed.
 func (h *heartbeat) start(cancel context.CancelCauseFunc, claimed time.Time) {
 	h.cancel = cancel
-	h.until.Store(claimed.Add(h.e.lease).UnixNano())
 	h.e.beats.push(h, h.e.mono(claimed)+int64(h.e.lease/3))
 }
 
@@ -115,12 +108,8 @@ func (h *heartbeat) renew() {
 	// Renew even when the caller has gone: the command still runs and
 	// must keep its claim. Each attempt is bounded by the next tick.
 	ctx, done := context.WithTimeout(context.WithoutCancel(h.Context), h.e.lease/3)
-	sent := time.Now()
 	err := h.e.claims.Renew(ctx, h.tok, h.e.lease)
 	done()
-	if err == nil {
-		h.until.Store(sent.Add(h.e.lease).UnixNano())
-	}
 	if errors.Is(err, ErrLeaseLost) {
 		h.cancel(ErrLeaseLost)
 		return
@@ -133,10 +122,6 @@ func (h *heartbeat) renew() {
 // mono is t as nanoseconds on the engine's monotonic clock (since the
 // engine was made), for the renewal queue: wall clock steps do not move it.
 func (e *Engine) mono(t time.Time) int64 { return int64(t.Sub(e.epoch)) }
-
-// leaseEnd is the earliest the claim's lease can end, as far as this
-// process knows.
-func (h *heartbeat) leaseEnd() time.Time { return time.Unix(0, h.until.Load()) }
 
 // stop ends the heartbeat; when it returns, no renewal runs or will start.
 func (h *heartbeat) stop() {

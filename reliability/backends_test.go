@@ -284,8 +284,13 @@ func postgresFixture(tb testing.TB, cfg fixtureConfig) *fixture {
 		host, port, _ := net.SplitHostPort(addr)
 		p, _ := strconv.Atoi(port)
 		c.ConnConfig.Host, c.ConnConfig.Port = host, uint16(p)
-		c.ConnConfig.ConnectTimeout = 300 * time.Millisecond
-		c.MaxConns = 16
+		// A PostgreSQL backend takes ~20 ms to start on a loaded two-core
+		// machine, one after the other: a small pool reconnects quickly
+		// once a fault ends, and a connection attempt is given time to
+		// finish rather than abandoned and retried (a storm of attempts
+		// that keeps the server from recovering).
+		c.ConnConfig.ConnectTimeout = 2 * time.Second
+		c.MaxConns = 8
 		c.ConnConfig.Fallbacks = nil
 		// pgstore bounds every call (WithTimeout, 5s by default); shorter
 		// than the test's stalls here, as go-redis's read timeout is for Redis.

@@ -19,7 +19,9 @@ const (
 	Cut
 	// Stall keeps connections open but holds their bytes, both ways, until
 	// the mode changes (then they flow again, late): a store or network that
-	// hangs. New connections are accepted and stall too.
+	// hangs. New connections are accepted and stall too: they reach the
+	// server only when the stall ends, and not at all if their client has
+	// gone by then.
 	Stall
 	// DropReplies forwards what clients send but throws away what the
 	// server answers: requests are executed, their replies lost.
@@ -151,23 +153,77 @@ func (p *Proxy) accept() {
 			c.Close()
 			continue
 		}
-		s, err := net.DialTimeout("tcp", p.target, dialTimeout)
-		if err != nil {
-			c.Close()
-			continue
-		}
-		l := &link{client: c, server: s, done: make(chan struct{})}
+		p.wg.Add(1)
+		go p.connect(c)
+	}
+}
+
+// connect links the accepted client connection c to the server. While the
+// proxy stalls, it waits, as a connection through a hung network never
+// reaches the server: the server sees no connection attempt (a PostgreSQL
+// would start a backend for each, and a client pool retrying every few
+// milliseconds would exhaust it). A client that gave up meanwhile is
+// dropped without ever reaching the server.
+func (p *Proxy) connect(c net.Conn) {
+	defer p.wg.Done()
+	var early []byte // what the client sent while it waited
+	for {
 		p.mu.Lock()
-		if p.closed || p.mode == Cut {
-			p.mu.Unlock()
-			l.close()
-			continue
-		}
-		p.links[l] = struct{}{}
-		p.wg.Add(2)
+		m, changed, closed := p.mode, p.changed, p.closed
 		p.mu.Unlock()
-		go p.pump(l, l.server, l.client, false)
-		go p.pump(l, l.client, l.server, true)
+		if closed || m == Cut {
+			c.Close()
+			return
+		}
+		if m != Stall {
+			break
+		}
+		<-changed
+		var alive bool
+		if early, alive = stillThere(c, early); !alive {
+			c.Close()
+			return
+		}
+	}
+	s, err := net.DialTimeout("tcp", p.target, dialTimeout)
+	if err != nil {
+		c.Close()
+		return
+	}
+	if len(early) > 0 {
+		if _, err := s.Write(early); err != nil {
+			c.Close()
+			s.Close()
+			return
+		}
+	}
+	l := &link{client: c, server: s, done: make(chan struct{})}
+	p.mu.Lock()
+	if p.closed || p.mode == Cut {
+		p.mu.Unlock()
+		l.close()
+		return
+	}
+	p.links[l] = struct{}{}
+	p.wg.Add(2)
+	p.mu.Unlock()
+	go p.pump(l, l.server, l.client, false)
+	go p.pump(l, l.client, l.server, true)
+}
+
+// stillThere reports whether the client of c is still connected, reading
+// (and returning, after early) what it has sent so far.
+func stillThere(c net.Conn, early []byte) ([]byte, bool) {
+	buf := make([]byte, 4<<10)
+	for {
+		_ = c.SetReadDeadline(time.Now().Add(time.Millisecond))
+		n, err := c.Read(buf)
+		early = append(early, buf[:n]...)
+		if err != nil {
+			_ = c.SetReadDeadline(time.Time{})
+			var ne net.Error
+			return early, errors.As(err, &ne) && ne.Timeout()
+		}
 	}
 }
 
