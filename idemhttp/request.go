@@ -16,7 +16,11 @@ import (
 // replaces it: a SHA-256 digest (hex) of the request's Authorization header
 // lines, so that two credentials never share records and the raw credential
 // never reaches the store. A request without the header has the anonymous
-// identity "": all anonymous callers share one key space.
+// identity "": all anonymous callers share one key space. The digests of
+// the last few hundred single-line credentials seen are remembered, with the
+// credentials, in this process's memory (a table of 256 slots, compared
+// whole on a hit), so a client sending the same credential again is not
+// hashed again.
 func DefaultIdentity(r *http.Request) string {
 	vs := r.Header["Authorization"] // canonical: what Values would read
 	switch len(vs) {
