@@ -59,7 +59,7 @@ type Engine struct {
 	record      func(Cached) bool
 	maxResponse int
 	detached    bool
-	peek        Store // set when Lookup is cheap (in-process): replays skip Begin
+	peek        bool // Lookup is cheap (an InMemoryStore): replays skip Begin
 
 	mu      sync.Mutex
 	flights map[recordName]*flight // executions running in this process
@@ -164,11 +164,9 @@ func NewEngine(s Store, opts ...EngineOption) *Engine {
 		flights:     make(map[recordName]*flight),
 	}
 	e.claims, _ = s.(ClaimStore)
-	if _, ok := s.(*InMemoryStore); ok && e.claims != nil {
-		// A completed record is found without a claim request (and the
-		// owner id and clock reading that go with one).
-		e.peek = s
-	}
+	// A completed record is found without a claim request (and the owner
+	// id and clock reading that go with one).
+	_, e.peek = s.(*InMemoryStore)
 	e.id = NewOwner()
 	e.epoch = time.Now()
 	for _, o := range opts {
@@ -235,11 +233,11 @@ func (e *Engine) Do(ctx context.Context, key, identity, fingerprint string, fn F
 	if e.claims == nil {
 		return e.doLocal(ctx, key, identity, fingerprint, fn)
 	}
-	if e.peek != nil {
+	if e.peek {
 		// The same answer a replaying Begin gives (a completed record whose
 		// fingerprint matches; Lookup counts as a use as Begin does); anything
 		// else goes to Begin.
-		if c, ok := e.peek.Lookup(ctx, key, identity); ok && !mismatch(c.Fingerprint, fingerprint) {
+		if c, ok := e.store.Lookup(ctx, key, identity); ok && !mismatch(c.Fingerprint, fingerprint) {
 			return replay(c)
 		}
 	}

@@ -34,6 +34,9 @@ type runContext struct {
 
 func (c *runContext) init(req context.Context) { c.req = req }
 
+// inUse reports whether init was called: whether Do runs with c.
+func (c *runContext) inUse() bool { return c.req != nil }
+
 // Deadline implements context.Context: none, whatever the request's.
 func (c *runContext) Deadline() (time.Time, bool) { return time.Time{}, false }
 

@@ -91,7 +91,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !m.detached {
 		ex.ctx.init(r.Context())
 		defer ex.ctx.release()
-		ctx, ex.attached = &ex.ctx, true
+		ctx = &ex.ctx
 	}
 	res, err := m.engine.Do(ctx, key, identity, fingerprint, ex.run)
 	switch {
@@ -115,8 +115,6 @@ type exchange struct {
 	req  *http.Request
 	body []byte
 
-	attached bool // Do runs with ctx (a user's engine), which detaches the command
-
 	scratch [smallBody]byte // holds a small request body
 }
 
@@ -128,7 +126,7 @@ const smallBody = 128
 // run is the command the engine runs: the handler, with the request detached
 // from the client (runCtx) and its body rewound.
 func (ex *exchange) run(runCtx context.Context) (idempotency.Cached, error) {
-	if ex.attached {
+	if ex.ctx.inUse() { // a user's engine: the run context detaches the command
 		if err := ex.ctx.start(); err != nil {
 			return idempotency.Cached{}, err // the client left before anything ran
 		}

@@ -271,8 +271,9 @@ func outage(t *testing.T, f *fixture, mode Mode, length time.Duration) {
 	if ledgerErr == nil && len(unrecorded) == 0 {
 		return
 	}
-	// The engine retries Complete while its lease lives, so an outage
-	// shorter than the lease loses no record and runs nothing twice.
+	// The engine retries Complete for a lease after its first failure, so
+	// an outage shorter than the lease loses no record and runs nothing
+	// twice (see OUTAGE-RECOVERY for when the store takes longer to return).
 	if ledgerErr != nil {
 		errorf("effects: %v", ledgerErr)
 	}
