@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -122,18 +123,31 @@ func TestNewOwnerIsRandom(t *testing.T) {
 	}
 }
 
-// TestRootImportsOnlyStdlib keeps the core free of transports and backends
-// (STYLE habit 3): every dependency of the root package is in the standard
-// library.
+// TestRootImportsOnlyStdlib keeps the root module free of transports and
+// backends: its go.mod requires nothing, and every dependency of its packages
+// (core, storetest, idemhttp, dispatcher), tests included, is in the standard
+// library or in the module itself.
 func TestRootImportsOnlyStdlib(t *testing.T) {
-	out, err := exec.Command("go", "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", ".").Output()
+	cmd := exec.Command("go", "list", "-deps", "-test", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", "./...")
+	cmd.Env = append(os.Environ(), "GOWORK=off")
+	out, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("go list -deps: %v", err)
 	}
-	for _, p := range strings.Fields(string(out)) {
-		if p != "github.com/idemkit/idempotency" {
-			t.Errorf("root package depends on non-standard package %s", p)
+	const mod = "github.com/idemkit/idempotency"
+	for _, p := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		p, _, _ = strings.Cut(p, " ") // "pkg [pkg.test]"
+		p = strings.TrimSuffix(strings.TrimSuffix(p, ".test"), "_test")
+		if p != mod && !strings.HasPrefix(p, mod+"/") {
+			t.Errorf("the root module depends on non-standard package %s", p)
 		}
+	}
+	gomod, err := os.ReadFile("go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(gomod), "require") {
+		t.Errorf("the root go.mod requires modules:\n%s", gomod)
 	}
 }
 

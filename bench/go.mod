@@ -22,6 +22,8 @@ require (
 	github.com/ajstarks/svgo v0.0.0-20211024235047-1546f124cd8b // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/golang/freetype v0.0.0-20170609003504-e2365dfdc4a0 // indirect
+	github.com/idemkit/idempotency/pgstore v0.0.0-00010101000000-000000000000
+	github.com/idemkit/idempotency/redisstore v0.0.0-00010101000000-000000000000
 	github.com/jackc/pgpassfile v1.0.0 // indirect
 	github.com/jackc/pgservicefile v0.0.0-20240606120523-5a60cdf6a761 // indirect
 	github.com/jackc/puddle/v2 v2.2.3 // indirect
@@ -31,3 +33,9 @@ require (
 	golang.org/x/sys v0.48.0 // indirect
 	golang.org/x/text v0.42.0 // indirect
 )
+
+replace github.com/idemkit/idempotency/pgstore => ../pgstore
+
+replace github.com/idemkit/idempotency/redisstore => ../redisstore
+
+replace github.com/idemkit/idempotency/redisstore/rueidisstore => ../redisstore/rueidisstore

@@ -3,8 +3,8 @@
 //
 // Its tests (reliability/*_test.go) run the scenarios listed in
 // RELIABILITY.md against the in-memory store, Redis and PostgreSQL. The
-// exported helpers are the instruments those tests use, and they are usable
-// from other harnesses (a load generator, a soak script):
+// instruments those tests use live in the tests themselves (the
+// *_instrument_test.go files), so none of them is an API anyone depends on:
 //
 //   - Ledger counts the side effects of commands outside any store, so that
 //     "the command ran at most once per (key, identity)" is checked against
@@ -16,5 +16,6 @@
 //     the per-key model that github.com/anishathalye/porcupine checks such
 //     a history against for linearizability.
 //
-// The package imports no store backend; its tests do.
+// The package is a module of its own (its tests need porcupine, rapid and
+// every backend client), so none of that reaches a user of the core.
 package reliability
