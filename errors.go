@@ -21,6 +21,17 @@ var (
 	// the key was taken over, released or completed). A stale holder's
 	// Complete, Release and Renew fail with it.
 	ErrLeaseLost = errors.New("idempotency: claim lease lost")
+	// ErrLeaseExpired: the engine could not confirm its claim's lease with
+	// the store (renewals failed) until its own estimate of the lease ran
+	// out, so another execution may already have taken the key over. A
+	// command's context is cancelled with this cause; it is distinct from
+	// ErrLeaseLost, which the store itself said.
+	ErrLeaseExpired = errors.New("idempotency: claim lease ran out unconfirmed")
+	// ErrStoreMisconfigured: the store is reachable but cannot work as
+	// configured (a table or schema that does not exist, missing
+	// privileges, an invalid name). Retrying does not help, so errors
+	// wrapping it do not match ErrStoreUnavailable; HTTP adapters answer 500.
+	ErrStoreMisconfigured = errors.New("idempotency: store misconfigured")
 	// ErrStoreUnavailable: the store could not be reached or failed. The
 	// command is not run (fail closed). HTTP adapters answer 503.
 	ErrStoreUnavailable = errors.New("idempotency: store unavailable")
@@ -36,8 +47,8 @@ var (
 )
 
 // StoreError is a failure of the store during Engine.Do, with the protocol
-// step that failed. It matches ErrStoreUnavailable with errors.Is, and also
-// whatever error it wraps.
+// step that failed. It matches ErrStoreUnavailable with errors.Is (unless it
+// wraps ErrStoreMisconfigured), and also whatever error it wraps.
 type StoreError struct {
 	Op  string // "begin", "lookup", "complete", "release", "renew", "store"
 	Err error
@@ -48,5 +59,8 @@ func (e *StoreError) Error() string { return "idempotency: store " + e.Op + ": "
 // Unwrap returns the store's own error.
 func (e *StoreError) Unwrap() error { return e.Err }
 
-// Is reports that every StoreError is an ErrStoreUnavailable.
-func (e *StoreError) Is(target error) bool { return target == ErrStoreUnavailable }
+// Is reports that a StoreError is an ErrStoreUnavailable, unless the store
+// said it is misconfigured (which a retry cannot mend).
+func (e *StoreError) Is(target error) bool {
+	return target == ErrStoreUnavailable && !errors.Is(e.Err, ErrStoreMisconfigured)
+}
