@@ -2,6 +2,7 @@ package idempotency
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"strconv"
@@ -167,7 +168,7 @@ func NewEngine(s Store, opts ...EngineOption) *Engine {
 	// A completed record is found without a claim request (and the owner
 	// id and clock reading that go with one).
 	_, e.peek = s.(*InMemoryStore)
-	e.id = NewOwner()
+	e.id = rand.Text() // 128 random bits; owner ids add a counter
 	e.epoch = time.Now()
 	for _, o := range opts {
 		o(e)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/idemkit/idempotency"
+	"github.com/idemkit/idempotency/driver"
 )
 
 // A retried command runs once; the retry gets the recorded response.
@@ -90,12 +91,12 @@ func ExampleInMemoryStore() {
 func ExampleClaimStore() {
 	var store idempotency.ClaimStore = idempotency.NewInMemoryStore()
 	ctx := context.Background()
-	req := idempotency.ClaimRequest{Fingerprint: "fp", Owner: idempotency.NewOwner(), Lease: 30e9}
+	req := idempotency.ClaimRequest{Fingerprint: "fp", Owner: driver.NewOwner(), Lease: 30e9}
 
 	cl, _ := store.Begin(ctx, "k", "alice", req)
 	fmt.Println(cl.Status)
 	other := req
-	other.Owner = idempotency.NewOwner()
+	other.Owner = driver.NewOwner()
 	dup, _ := store.Begin(ctx, "k", "alice", other)
 	fmt.Println(dup.Status)
 

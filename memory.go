@@ -189,7 +189,7 @@ func (s *InMemoryStore) Store(_ context.Context, key, identity string, c Cached)
 
 // Begin implements ClaimStore.
 func (s *InMemoryStore) Begin(_ context.Context, key, identity string, req ClaimRequest) (Claim, error) {
-	if err := ValidateBegin(key, req); err != nil {
+	if err := validateBegin(key, req); err != nil {
 		return Claim{}, err
 	}
 	now := s.now().UnixNano()
@@ -391,10 +391,9 @@ func (s *InMemoryStore) touch(e *memEntry) {
 	s.pushFront(e)
 }
 
-// ValidateBegin checks Begin's arguments as every ClaimStore must: the key
-// passes ValidateKey, the owner is not empty and the lease is positive.
-// Stores call it first so that they all refuse the same input the same way.
-func ValidateBegin(key string, req ClaimRequest) error {
+// validateBegin checks Begin's arguments as every ClaimStore must (the same
+// rule as driver.ValidateBegin, which imports this package).
+func validateBegin(key string, req ClaimRequest) error {
 	if err := ValidateKey(key); err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/idemkit/idempotency"
+	"github.com/idemkit/idempotency/driver"
 	"github.com/idemkit/idempotency/pgstore"
 )
 
@@ -68,7 +69,7 @@ ON CONFLICT DO NOTHING RETURNING fence`
 		if err := f.store.Store(ctx, k, "alice", idempotency.Cached{Status: 201, WireBody: f.body, TTL: time.Hour, Fingerprint: "fp"}); err != nil {
 			b.Fatal(err)
 		}
-		id := idempotency.RecordKey(nil, k, "alice")
+		id := driver.RecordKey(nil, k, "alice")
 		f.rawIDs = append(f.rawIDs, id[:])
 	}
 	if _, err := f.pool.Exec(ctx, `INSERT INTO `+table+` (id, state, owner, fence, fingerprint, expires_at, status, body, tombstone, stored_at, ttl_ns)
@@ -131,7 +132,7 @@ func BenchmarkPostgres(b *testing.B) {
 			return err
 		}},
 		{"op=Claim/impl=raw-INSERT", func(int64) error {
-			id := idempotency.RecordKey(nil, freshKey(), "alice")
+			id := driver.RecordKey(nil, freshKey(), "alice")
 			var fence int64
 			return f.pool.QueryRow(ctx, f.raw.ins, id[:], "bench-owner", "fp").Scan(&fence)
 		}},

@@ -13,6 +13,7 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/idemkit/idempotency"
+	"github.com/idemkit/idempotency/driver"
 	"github.com/idemkit/idempotency/redisstore"
 )
 
@@ -52,7 +53,7 @@ func newRedisFixture(b *testing.B) *redisFixture {
 		if err := f.store.Store(ctx, k, "alice", idempotency.Cached{Status: 201, WireBody: f.body, TTL: time.Hour, Fingerprint: "fp"}); err != nil {
 			b.Fatal(err)
 		}
-		name := idempotency.RecordKey(nil, k, "alice")
+		name := driver.RecordKey(nil, k, "alice")
 		f.rawKeys[i] = f.prefix + "raw:{" + hex.EncodeToString(name[:]) + "}"
 		pipe.Set(ctx, f.rawKeys[i], f.body, time.Hour)
 	}
@@ -84,7 +85,7 @@ func BenchmarkRedis(b *testing.B) {
 		return string(strconv.AppendInt(append(b[:0], keyPrefix...), fresh.Add(1), 10))
 	}
 	freshRaw := func() string {
-		name := idempotency.RecordKey(nil, freshKey(), "alice")
+		name := driver.RecordKey(nil, freshKey(), "alice")
 		return f.prefix + "raw:{" + hex.EncodeToString(name[:]) + "}"
 	}
 	claim := idempotency.ClaimRequest{Fingerprint: "fp", Owner: "bench-owner", Lease: time.Minute}

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/idemkit/idempotency"
+	"github.com/idemkit/idempotency/driver"
 )
 
 // Begin implements idempotency.ClaimStore in one statement (see the package
@@ -24,7 +25,7 @@ import (
 // claimed by others right now and Begin answers ClaimInFlight with no
 // RetryAfter, never an error.
 func (s *Store) Begin(ctx context.Context, key, identity string, req idempotency.ClaimRequest) (idempotency.Claim, error) {
-	if err := idempotency.ValidateBegin(key, req); err != nil {
+	if err := driver.ValidateBegin(key, req); err != nil {
 		return idempotency.Claim{}, fmt.Errorf("pgstore: %w", err)
 	}
 	if s.err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/idemkit/idempotency"
+	"github.com/idemkit/idempotency/driver"
 )
 
 // A store whose server cannot be reached fails closed, with errors that
@@ -232,7 +233,7 @@ func TestSecretNamesRecords(t *testing.T) {
 	if err := pool.QueryRow(ctx, "SELECT id FROM "+a.names().table).Scan(&id); err != nil {
 		t.Fatal(err)
 	}
-	want := idempotency.RecordKey([]byte("secret a"), "the-key", "the-identity")
+	want := driver.RecordKey([]byte("secret a"), "the-key", "the-identity")
 	if !bytes.Equal(id, want[:]) {
 		t.Errorf("id = %x, want RecordKey %x", id, want)
 	}

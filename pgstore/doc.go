@@ -31,7 +31,7 @@
 //   - Leases and TTLs are judged by the server's clock_timestamp(), never the
 //     clients' clocks, so replicas with skewed clocks agree.
 //   - A mismatch, a replay and an in-flight answer change nothing.
-//   - Records are named by idempotency.RecordKey (HMAC-SHA-256 with
+//   - Records are named by driver.RecordKey (HMAC-SHA-256 with
 //     WithSecret): raw keys and identities never reach the database.
 //   - Races the database reports as serialization failures (40001),
 //     deadlocks (40P01) or unique violations (23505) are retried inside the
@@ -63,7 +63,7 @@
 //	CREATE SEQUENCE IF NOT EXISTS "idempotency_records_fence_seq" AS bigint CACHE 1;
 //
 //	CREATE TABLE IF NOT EXISTS "idempotency_records" (
-//	    id          bytea       PRIMARY KEY,   -- idempotency.RecordKey(secret, key, identity)
+//	    id          bytea       PRIMARY KEY,   -- driver.RecordKey(secret, key, identity)
 //	    state       smallint    NOT NULL,      -- 0 released, 1 in flight, 2 completed
 //	    owner       text        NOT NULL,      -- ClaimRequest.Owner of the claim; '' after Store
 //	    fence       bigint      NOT NULL,      -- from the fence sequence

@@ -61,7 +61,7 @@ func ExampleSchemaSQL() {
 	// CREATE SEQUENCE IF NOT EXISTS "billing"."idem_fence_seq" AS bigint CACHE 1;
 	//
 	// CREATE UNLOGGED TABLE IF NOT EXISTS "billing"."idem" (
-	//     id          bytea       PRIMARY KEY,   -- idempotency.RecordKey(secret, key, identity)
+	//     id          bytea       PRIMARY KEY,   -- driver.RecordKey(secret, key, identity)
 	//     state       smallint    NOT NULL,      -- 0 released, 1 in flight, 2 completed
 	//     owner       text        NOT NULL,      -- ClaimRequest.Owner of the claim; '' after Store
 	//     fence       bigint      NOT NULL,      -- from the fence sequence

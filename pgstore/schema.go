@@ -53,7 +53,7 @@ func schemaStatements(n names) []string {
 		// per-session cache, a later claim could draw a smaller number.
 		"CREATE SEQUENCE IF NOT EXISTS "+n.sequence+" AS bigint CACHE 1",
 		"CREATE "+persistence+"TABLE IF NOT EXISTS "+n.table+` (
-    id          bytea       PRIMARY KEY,   -- idempotency.RecordKey(secret, key, identity)
+    id          bytea       PRIMARY KEY,   -- driver.RecordKey(secret, key, identity)
     state       smallint    NOT NULL,      -- 0 released, 1 in flight, 2 completed
     owner       text        NOT NULL,      -- ClaimRequest.Owner of the claim; '' after Store
     fence       bigint      NOT NULL,      -- from the fence sequence

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/idemkit/idempotency"
+	"github.com/idemkit/idempotency/driver"
 )
 
 // Defaults of a Store.
@@ -49,7 +50,7 @@ type Store struct {
 	schema     string
 	table      string
 	secret     []byte
-	hasher     *idempotency.RecordHasher
+	hasher     *driver.RecordHasher
 	defaultTTL time.Duration
 	timeout    time.Duration
 	unlogged   bool
@@ -89,7 +90,7 @@ func WithTable(table string) Option {
 }
 
 // WithSecret sets the HMAC key that names records (see
-// idempotency.RecordKey): with a secret, whoever can write keys but does
+// driver.RecordKey): with a secret, whoever can write keys but does
 // not know the secret cannot make two (key, identity) pairs share a record.
 // Every replica sharing a table must use the same secret; changing it
 // orphans the records stored under the old one (the reaper removes them
@@ -182,7 +183,7 @@ func New(pool *pgxpool.Pool, opts ...Option) *Store {
 	for _, o := range opts {
 		o(s)
 	}
-	s.hasher = idempotency.NewRecordHasher(s.secret)
+	s.hasher = driver.NewRecordHasher(s.secret)
 	if s.reapBatch <= 0 {
 		s.reapBatch = DefaultReapBatch
 	}

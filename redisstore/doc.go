@@ -35,7 +35,7 @@
 //     whose clock steps back, or a failover to a node whose clock is behind,
 //     can break this for records that expired or were released meanwhile.
 //   - A mismatch, a replay and an in-flight answer change nothing.
-//   - Records are named by idempotency.RecordKey (HMAC-SHA-256 with
+//   - Records are named by driver.RecordKey (HMAC-SHA-256 with
 //     WithSecret): raw keys and identities never reach Redis.
 //   - Failures (connection refused, timeouts, a script error, a record
 //     that does not decode) return errors wrapping
@@ -56,7 +56,7 @@
 //
 // The record of (key, identity) is one Redis string under
 //
-//	prefix + "{" + hex(idempotency.RecordKey(secret, key, identity)) + "}"
+//	prefix + "{" + hex(driver.RecordKey(secret, key, identity)) + "}"
 //
 // for example idem:{3f5c…64 hex digits…}. The braces are a Redis Cluster hash
 // tag: the slot is that of the record's hash, so records spread over the

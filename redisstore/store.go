@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/idemkit/idempotency"
+	"github.com/idemkit/idempotency/driver"
 	"github.com/idemkit/idempotency/redisstore/internal/redisrec"
 	"github.com/redis/go-redis/v9"
 )
@@ -23,7 +24,7 @@ type Store struct {
 	client     redis.UniversalClient
 	prefix     string
 	secret     []byte
-	hasher     *idempotency.RecordHasher // of secret, set by New
+	hasher     *driver.RecordHasher // of secret, set by New
 	defaultTTL time.Duration
 	calls      sync.Pool // of *call
 }
@@ -40,7 +41,7 @@ func WithPrefix(prefix string) Option {
 }
 
 // WithSecret sets the HMAC key that names records (see
-// idempotency.RecordKey), so that whoever reads Redis can neither recover
+// driver.RecordKey), so that whoever reads Redis can neither recover
 // nor guess the keys and identities behind its records. The default, nil,
 // names them by plain SHA-256. Stores sharing records must use the same
 // secret; changing it orphans the records written under the old one.
@@ -67,7 +68,7 @@ func New(client redis.UniversalClient, opts ...Option) *Store {
 	for _, o := range opts {
 		o(s)
 	}
-	s.hasher = idempotency.NewRecordHasher(s.secret)
+	s.hasher = driver.NewRecordHasher(s.secret)
 	return s
 }
 
@@ -80,7 +81,7 @@ func (s *Store) recordKey(key, identity string) string {
 // Begin implements idempotency.ClaimStore in one round trip; a replay
 // carries the recorded response.
 func (s *Store) Begin(ctx context.Context, key, identity string, req idempotency.ClaimRequest) (idempotency.Claim, error) {
-	if err := idempotency.ValidateBegin(key, req); err != nil {
+	if err := driver.ValidateBegin(key, req); err != nil {
 		return idempotency.Claim{}, err
 	}
 	c := s.getCall(key, identity)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/idemkit/idempotency"
+	"github.com/idemkit/idempotency/driver"
 	"github.com/idemkit/idempotency/storetest"
 	"github.com/redis/go-redis/v9"
 )
@@ -103,7 +104,7 @@ func TestKeyLayout(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		sum := idempotency.RecordKey(secret, key, identity)
+		sum := driver.RecordKey(secret, key, identity)
 		want := prefix + "{" + hex.EncodeToString(sum[:]) + "}"
 		if len(keys) != 1 || keys[0] != want {
 			t.Fatalf("keys under the prefix = %q, want [%q]", keys, want)

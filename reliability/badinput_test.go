@@ -15,6 +15,7 @@ import (
 
 	"github.com/idemkit/idempotency"
 	"github.com/idemkit/idempotency/dispatcher"
+	"github.com/idemkit/idempotency/driver"
 	"github.com/idemkit/idempotency/idemhttp"
 )
 
@@ -76,7 +77,7 @@ func badInputs() []badInput {
 		{name: "tab inside a quoted key", request: command("Idempotency-Key: \"a\tb\"\r\n", payload), key: "a\tb", status: 400, code: dispatcher.CodeKeyInvalid},
 		{name: "tab inside a bare key", request: command("Idempotency-Key: a\tb\r\n", payload), key: "a\tb", status: 400, code: dispatcher.CodeKeyInvalid},
 		{name: "non-ASCII quoted key", request: command("Idempotency-Key: \"caf\u00e9\"\r\n", payload), key: "caf\u00e9", status: 400, code: dispatcher.CodeKeyInvalid},
-		{name: "non-ASCII bare key", request: command("Idempotency-Key: caf\u00e9-"+idempotency.NewOwner()+"\r\n", payload), status: 400, code: dispatcher.CodeKeyInvalid},
+		{name: "non-ASCII bare key", request: command("Idempotency-Key: caf\u00e9-"+driver.NewOwner()+"\r\n", payload), status: 400, code: dispatcher.CodeKeyInvalid},
 		{name: "invalid UTF-8 key", request: command("Idempotency-Key: \xff\xfe\r\n", payload), key: "\xff\xfe", status: 400, code: dispatcher.CodeKeyInvalid},
 		{name: "two key headers", request: command("Idempotency-Key: \"k1\"\r\nIdempotency-Key: \"k2\"\r\n", payload), key: "k1", status: 400, code: dispatcher.CodeKeyInvalid},
 		{name: "a list of keys", request: command("Idempotency-Key: \"k1\", \"k2\"\r\n", payload), key: "k1", status: 400, code: dispatcher.CodeKeyInvalid},
@@ -87,7 +88,7 @@ func badInputs() []badInput {
 			key: "big", status: 413, code: dispatcher.CodePayloadTooLarge},
 		{name: "invalid JSON", request: command("Idempotency-Key: \"badjson\"\r\n", `{"name":`), key: "badjson", status: 400, code: dispatcher.CodeInvalidJSON},
 		{name: "not JSON at all", request: command("Idempotency-Key: \"notjson\"\r\n", "name=w"), key: "notjson", status: 400, code: dispatcher.CodeInvalidJSON},
-		{name: "wrong Content-Type", request: strings.Replace(command("Idempotency-Key: \"ctype-"+idempotency.NewOwner()+"\"\r\n", payload),
+		{name: "wrong Content-Type", request: strings.Replace(command("Idempotency-Key: \"ctype-"+driver.NewOwner()+"\"\r\n", payload),
 			"application/json", "text/plain", 1), status: 415, code: dispatcher.CodeUnsupportedMediaType},
 		{name: "huge header", request: command("Idempotency-Key: \"huge\"\r\nX-Filler: "+strings.Repeat("f", 2<<20)+"\r\n", payload), key: "huge", status: 431},
 		{name: "huge key header", request: command("Idempotency-Key: \""+strings.Repeat("k", 100<<10)+"\"\r\n", payload), key: strings.Repeat("k", 100<<10), status: 400, code: dispatcher.CodeKeyInvalid},
@@ -137,7 +138,7 @@ func TestBadInput(t *testing.T) {
 			})
 		}
 		// Still serving.
-		ok := postCommand(t, srv.Client(), srv.URL, "widgets.create", "after-bad-input-"+idempotency.NewOwner(), "tok", `{"name":"w"}`)
+		ok := postCommand(t, srv.Client(), srv.URL, "widgets.create", "after-bad-input-"+driver.NewOwner(), "tok", `{"name":"w"}`)
 		if ok.status != 201 {
 			t.Errorf("a valid request after the bad ones: %d %s", ok.status, ok.body)
 		}
@@ -152,7 +153,7 @@ func assertNothingStored(t *testing.T, s idempotency.ClaimStore, key, identity s
 	if rec, ok := s.Lookup(ctx, key, identity); ok {
 		t.Errorf("a record was stored under the key: %s", rec.WireBody)
 	}
-	cl, err := s.Begin(ctx, key, identity, idempotency.ClaimRequest{Owner: idempotency.NewOwner(), Lease: time.Minute})
+	cl, err := s.Begin(ctx, key, identity, idempotency.ClaimRequest{Owner: driver.NewOwner(), Lease: time.Minute})
 	if err != nil || cl.Status != idempotency.ClaimAcquired {
 		t.Errorf("Begin on the key after the bad request: %v %v, want acquired (nothing stored)", cl.Status, err)
 		return
@@ -174,7 +175,7 @@ func TestSlowClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	key := "slow-" + idempotency.NewOwner()
+	key := "slow-" + driver.NewOwner()
 	req := command("Idempotency-Key: \""+key+"\"\r\n", `{"name":"slow"}`)
 	chunks := strings.SplitAfter(req, "\n")
 	for i, c := range chunks {

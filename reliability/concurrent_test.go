@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/idemkit/idempotency"
+	"github.com/idemkit/idempotency/driver"
 )
 
 // errTransient is a handler failure before its effect: the engine releases
@@ -59,7 +60,7 @@ func exactlyOnce(t *testing.T, replicas []idempotency.Store) {
 	var execs atomic.Int64
 	const keys, callers = 40, 4
 	identities := []string{"alice", "bob"}
-	prefix := "once-" + idempotency.NewOwner()[:8]
+	prefix := "once-" + driver.NewOwner()[:8]
 	seed := rand.Uint64()
 
 	type answer struct {
@@ -152,7 +153,7 @@ func TestConcurrentDispatcher(t *testing.T) {
 		srv, ledger := newDashboard(t, f.store)
 		client := srv.Client()
 		const keys, callers = 30, 4
-		prefix := "http-once-" + idempotency.NewOwner()[:8]
+		prefix := "http-once-" + driver.NewOwner()[:8]
 		type answer struct{ pair, body string }
 		answers := make(chan answer, keys*callers)
 		failures := make(chan string, keys*callers)

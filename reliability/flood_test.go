@@ -14,6 +14,7 @@ import (
 
 	"github.com/idemkit/idempotency"
 	"github.com/idemkit/idempotency/dispatcher"
+	"github.com/idemkit/idempotency/driver"
 )
 
 // heapAlloc returns the live heap after a full collection.
@@ -38,7 +39,7 @@ func TestMemoryBoundedUnderFlood(t *testing.T) {
 	var held []idempotency.Token
 	for i := range 10 {
 		cl, err := store.Begin(ctx, fmt.Sprintf("held-%d", i), "alice",
-			idempotency.ClaimRequest{Owner: idempotency.NewOwner(), Lease: time.Hour})
+			idempotency.ClaimRequest{Owner: driver.NewOwner(), Lease: time.Hour})
 		if err != nil || cl.Status != idempotency.ClaimAcquired {
 			t.Fatalf("Begin: %v %v", cl.Status, err)
 		}
@@ -114,7 +115,7 @@ func TestMemoryFullOfClaims(t *testing.T) {
 	var held []idempotency.Token
 	for i := range maxEntries {
 		cl, err := store.Begin(ctx, fmt.Sprintf("held-%d", i), "alice",
-			idempotency.ClaimRequest{Owner: idempotency.NewOwner(), Lease: time.Hour})
+			idempotency.ClaimRequest{Owner: driver.NewOwner(), Lease: time.Hour})
 		if err != nil || cl.Status != idempotency.ClaimAcquired {
 			t.Fatalf("Begin %d: %v %v", i, cl.Status, err)
 		}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/idemkit/idempotency"
 	"github.com/idemkit/idempotency/dispatcher"
+	"github.com/idemkit/idempotency/driver"
 	"github.com/idemkit/idempotency/idemhttp"
 	"github.com/idemkit/idempotency/pgstore"
 )
@@ -140,13 +141,13 @@ func FuzzRecordKeyKeyed(f *testing.F) {
 		if len(secret) == 0 {
 			secret = []byte{1}
 		}
-		h1, h2 := idempotency.RecordKey(secret, k1, i1), idempotency.RecordKey(secret, k2, i2)
+		h1, h2 := driver.RecordKey(secret, k1, i1), driver.RecordKey(secret, k2, i2)
 		if (h1 == h2) != (k1 == k2 && i1 == i2) {
 			t.Fatalf("(%q, %q) and (%q, %q) under secret %x: names equal = %v", k1, i1, k2, i2, secret, h1 == h2)
 		}
 		other := bytes.Clone(secret) // not secret+"\x00": HMAC pads short keys with zeros
 		other[len(other)-1] ^= 1
-		if h1 == idempotency.RecordKey(other, k1, i1) || h1 == idempotency.RecordKey(nil, k1, i1) {
+		if h1 == driver.RecordKey(other, k1, i1) || h1 == driver.RecordKey(nil, k1, i1) {
 			t.Fatalf("the name of (%q, %q) does not depend on the secret", k1, i1)
 		}
 	})
@@ -231,7 +232,7 @@ func FuzzCorruptRedisRecord(f *testing.F) {
 	if err := fx.store.Store(ctx, "valid", "id", c); err != nil {
 		f.Fatal(err)
 	}
-	sum := idempotency.RecordKey(nil, "valid", "id")
+	sum := driver.RecordKey(nil, "valid", "id")
 	name := fx.prefix + "{" + hex.EncodeToString(sum[:]) + "}"
 	valid, err := fx.rdb.Get(ctx, name).Bytes()
 	if err != nil {
@@ -267,7 +268,7 @@ func FuzzCorruptPostgresHeader(f *testing.F) {
 	if err := fx.store.Store(ctx, "valid", "id", c); err != nil {
 		f.Fatal(err)
 	}
-	sum := idempotency.RecordKey(nil, "valid", "id")
+	sum := driver.RecordKey(nil, "valid", "id")
 	table := fx.schema + "." + pgstore.DefaultTable
 	var valid []byte
 	if err := fx.pool.QueryRow(ctx, "SELECT header FROM "+table+" WHERE id = $1", sum[:]).Scan(&valid); err != nil {

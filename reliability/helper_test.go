@@ -18,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/idemkit/idempotency"
+	"github.com/idemkit/idempotency/driver"
 	"github.com/idemkit/idempotency/pgstore"
 	"github.com/idemkit/idempotency/redisstore"
 )
@@ -79,7 +80,7 @@ func holder(mode string) error {
 	ctx := context.Background()
 	switch mode {
 	case "claim":
-		cl, err := store.Begin(ctx, key, identity, idempotency.ClaimRequest{Fingerprint: "fp", Owner: idempotency.NewOwner(), Lease: lease})
+		cl, err := store.Begin(ctx, key, identity, idempotency.ClaimRequest{Fingerprint: "fp", Owner: driver.NewOwner(), Lease: lease})
 		if err != nil {
 			return err
 		}

@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/idemkit/idempotency"
 	"github.com/idemkit/idempotency/dispatcher"
+	"github.com/idemkit/idempotency/driver"
 )
 
 // idemdProc is a running idemd.
@@ -36,7 +36,7 @@ func startIdemd(tb testing.TB, bin, spec string, lease time.Duration) *idemdProc
 		"-log-format", "json", "-shutdown-timeout", "2s")
 	// Records are named by an HMAC under a secret of this run's own, so
 	// that they cannot meet anyone else's under idemd's fixed Redis prefix.
-	cmd.Env = append(os.Environ(), "IDEMD_SECRET="+idempotency.NewOwner())
+	cmd.Env = append(os.Environ(), "IDEMD_SECRET="+driver.NewOwner())
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {

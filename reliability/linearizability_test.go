@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/idemkit/idempotency"
+	"github.com/idemkit/idempotency/driver"
 )
 
 // longLease outlives any history recorded here: ClaimModel has no clock.
@@ -192,7 +193,7 @@ func (w *workload) run(t *testing.T, rounds, clients, ops int) {
 func (w *workload) runFor(t *testing.T, rounds int, d time.Duration, clients, ops int) {
 	t.Helper()
 	seed := rand.Uint64()
-	prefix := "lin-" + idempotency.NewOwner()[:8]
+	prefix := "lin-" + driver.NewOwner()[:8]
 	start := time.Now()
 	for r := 0; r < rounds || time.Since(start) < d; r++ {
 		k1, k2 := fmt.Sprintf("%s-%d-a", prefix, r), fmt.Sprintf("%s-%d-b", prefix, r)

@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/idemkit/idempotency"
+	"github.com/idemkit/idempotency/driver"
 )
 
 // lostReply runs call through proxy with replies dropped: the store
@@ -44,11 +45,11 @@ func TestLostReply(t *testing.T) {
 		t.Parallel()
 		proxy, s := f.proxied(t)
 		ctx := context.Background()
-		req := idempotency.ClaimRequest{Fingerprint: "fp", Owner: idempotency.NewOwner(), Lease: longLease}
-		other := idempotency.ClaimRequest{Fingerprint: "fp", Owner: idempotency.NewOwner(), Lease: longLease}
+		req := idempotency.ClaimRequest{Fingerprint: "fp", Owner: driver.NewOwner(), Lease: longLease}
+		other := idempotency.ClaimRequest{Fingerprint: "fp", Owner: driver.NewOwner(), Lease: longLease}
 
 		t.Run("begin", func(t *testing.T) {
-			key := "lost-begin-" + idempotency.NewOwner()
+			key := "lost-begin-" + driver.NewOwner()
 			begin := func(key string) func(ctx context.Context) error {
 				return func(ctx context.Context) error {
 					_, err := s.Begin(ctx, key, "alice", req)
@@ -69,7 +70,7 @@ func TestLostReply(t *testing.T) {
 		})
 
 		t.Run("complete", func(t *testing.T) {
-			key := "lost-complete-" + idempotency.NewOwner()
+			key := "lost-complete-" + driver.NewOwner()
 			cl, err := s.Begin(ctx, key, "alice", req)
 			if err != nil || cl.Status != idempotency.ClaimAcquired {
 				t.Fatalf("Begin: %v %v", cl.Status, err)
@@ -92,7 +93,7 @@ func TestLostReply(t *testing.T) {
 		})
 
 		t.Run("release", func(t *testing.T) {
-			key := "lost-release-" + idempotency.NewOwner()
+			key := "lost-release-" + driver.NewOwner()
 			cl, err := s.Begin(ctx, key, "alice", req)
 			if err != nil || cl.Status != idempotency.ClaimAcquired {
 				t.Fatalf("Begin: %v %v", cl.Status, err)
@@ -117,7 +118,7 @@ func TestLostReply(t *testing.T) {
 		// a retrying caller (the Engine picks a new owner for every Do)
 		// then runs the command once.
 		t.Run("engine", func(t *testing.T) {
-			key := "lost-engine-" + idempotency.NewOwner()
+			key := "lost-engine-" + driver.NewOwner()
 			var ledger Ledger
 			fn := func(ctx context.Context) (idempotency.Cached, error) {
 				tok, _ := idempotency.TokenFromContext(ctx)
@@ -164,8 +165,8 @@ func TestReleaseRetriedAfterLostReply(t *testing.T) {
 	f := newFixture(t, redisBackend)
 	proxy, s := f.proxied(t)
 	ctx := context.Background()
-	key := "release-retry-" + idempotency.NewOwner()
-	req := idempotency.ClaimRequest{Fingerprint: "fp", Owner: idempotency.NewOwner(), Lease: longLease}
+	key := "release-retry-" + driver.NewOwner()
+	req := idempotency.ClaimRequest{Fingerprint: "fp", Owner: driver.NewOwner(), Lease: longLease}
 	// Warm up: a connection open, the scripts loaded.
 	warm, err := s.Begin(ctx, key+"-warm", "alice", req)
 	if err != nil {
@@ -178,7 +179,7 @@ func TestReleaseRetriedAfterLostReply(t *testing.T) {
 	if err != nil || cl.Status != idempotency.ClaimAcquired {
 		t.Fatalf("Begin: %v %v", cl.Status, err)
 	}
-	sum := idempotency.RecordKey(nil, key, "alice")
+	sum := driver.RecordKey(nil, key, "alice")
 	name := f.prefix + "{" + hex.EncodeToString(sum[:]) + "}"
 
 	proxy.Set(DropReplies)
@@ -202,7 +203,7 @@ func TestReleaseRetriedAfterLostReply(t *testing.T) {
 		t.Errorf("Release, executed by Redis, answered %v after the client's retry; want nil or ErrLeaseLost", err)
 	}
 	other := req
-	other.Owner = idempotency.NewOwner()
+	other.Owner = driver.NewOwner()
 	next, err := s.Begin(ctx, key, "alice", other)
 	if err != nil || next.Status != idempotency.ClaimAcquired || next.Token.Fence <= cl.Token.Fence {
 		t.Fatalf("Begin after the released claim = (%v, fence %d, %v), want acquired with a fence > %d",

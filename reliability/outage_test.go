@@ -15,6 +15,7 @@ import (
 
 	"github.com/idemkit/idempotency"
 	"github.com/idemkit/idempotency/dispatcher"
+	"github.com/idemkit/idempotency/driver"
 )
 
 // outageLease is the lease of the outage tests: longer than each outage, so
@@ -93,7 +94,7 @@ type envelope struct {
 func probe(client *http.Client, base string) (int, string, error) {
 	req, _ := http.NewRequest(http.MethodPost, base+"/v1/commands/widgets.create", strings.NewReader(`{"name":"probe"}`))
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Idempotency-Key", `"probe-`+idempotency.NewOwner()+`"`)
+	req.Header.Set("Idempotency-Key", `"probe-`+driver.NewOwner()+`"`)
 	resp, err := client.Do(req)
 	if err != nil {
 		return 0, "", err
@@ -160,7 +161,7 @@ func outage(t *testing.T, f *fixture, mode Mode, length time.Duration) {
 	succeeded := map[string]time.Time{} // when a key's last caller succeeded
 	arrived := map[string]time.Time{}   // when a key's first caller arrived
 	var wg sync.WaitGroup
-	prefix := "outage-" + idempotency.NewOwner()[:8]
+	prefix := "outage-" + driver.NewOwner()[:8]
 	for i := range keys {
 		key := fmt.Sprintf("%s-%d", prefix, i)
 		fn := func(ctx context.Context) (idempotency.Cached, error) {
@@ -303,7 +304,7 @@ func TestOutageWhileCompleting(t *testing.T) {
 		t.Parallel()
 		proxy, s := f.proxied(t)
 		e := idempotency.NewEngine(s, idempotency.WithLease(outageLease))
-		key := "completing-" + idempotency.NewOwner()
+		key := "completing-" + driver.NewOwner()
 		pair := Pair(key, "alice")
 		var ledger Ledger
 		running, proceed := make(chan struct{}), make(chan struct{})

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/idemkit/idempotency"
+	"github.com/idemkit/idempotency/driver"
 )
 
 // processLease is the lease of the holder-process tests: short, so that
@@ -52,7 +53,7 @@ func retryUntilExecuted(t *testing.T, e *idempotency.Engine, key, identity strin
 func TestHolderKilled(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, f *fixture) {
 		t.Parallel()
-		key, identity := "killed-"+idempotency.NewOwner(), "alice"
+		key, identity := "killed-"+driver.NewOwner(), "alice"
 		h := startHolder(t, f, "do", key, identity, processLease)
 		fence1 := h.expectFence(t, "running")
 		h.signal(t, syscall.SIGKILL)
@@ -90,14 +91,14 @@ func TestHolderKilled(t *testing.T) {
 func TestHolderPaused(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, f *fixture) {
 		t.Parallel()
-		key, identity := "paused-"+idempotency.NewOwner(), "alice"
+		key, identity := "paused-"+driver.NewOwner(), "alice"
 		h := startHolder(t, f, "claim", key, identity, processLease)
 		fence1 := h.expectFence(t, "claimed")
 		claimed := time.Now()
 		h.signal(t, syscall.SIGSTOP)
 
 		ctx := context.Background()
-		req := idempotency.ClaimRequest{Fingerprint: "fp", Owner: idempotency.NewOwner(), Lease: processLease}
+		req := idempotency.ClaimRequest{Fingerprint: "fp", Owner: driver.NewOwner(), Lease: processLease}
 		var cl idempotency.Claim
 		refused := 0
 		for {
@@ -152,7 +153,7 @@ func TestHolderPaused(t *testing.T) {
 func TestHolderPausedEngine(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, f *fixture) {
 		t.Parallel()
-		key, identity := "paused-engine-"+idempotency.NewOwner(), "alice"
+		key, identity := "paused-engine-"+driver.NewOwner(), "alice"
 		pair := Pair(key, identity)
 		h := startHolder(t, f, "do", key, identity, processLease)
 		fence1 := h.expectFence(t, "running")

@@ -17,6 +17,7 @@ import (
 
 	"github.com/idemkit/idempotency"
 	"github.com/idemkit/idempotency/dispatcher"
+	"github.com/idemkit/idempotency/driver"
 	"github.com/idemkit/idempotency/idemhttp"
 	"github.com/idemkit/idempotency/pgstore"
 )
@@ -104,7 +105,7 @@ func TestIdentityIsolation(t *testing.T) {
 						}
 						if i%10 == 0 {
 							cl, err := f.store.Begin(ctx, c.otherKey, c.otherIdentity,
-								idempotency.ClaimRequest{Owner: idempotency.NewOwner(), Lease: time.Minute})
+								idempotency.ClaimRequest{Owner: driver.NewOwner(), Lease: time.Minute})
 							if err != nil || cl.Status != idempotency.ClaimAcquired {
 								wrongClaims.Store(i, fmt.Sprint(cl.Status, err))
 							}
@@ -147,8 +148,8 @@ func TestIdentityIsolationHTTP(t *testing.T) {
 		client := srv.Client()
 		const n = 300
 		for i := range n {
-			key := fmt.Sprintf("http-iso-%s-%d", idempotency.NewOwner()[:6], i)
-			tokA, tokB := "tokA-"+idempotency.NewOwner(), "tokB-"+idempotency.NewOwner()
+			key := fmt.Sprintf("http-iso-%s-%d", driver.NewOwner()[:6], i)
+			tokA, tokB := "tokA-"+driver.NewOwner(), "tokB-"+driver.NewOwner()
 			if i%3 == 0 {
 				tokB = "" // anonymous
 			}
@@ -343,8 +344,8 @@ func TestStoredOnlyAsKeyedHash(t *testing.T) {
 			var secrets []string
 			var wantNames, plainNames []string
 			for i := range 20 {
-				key := fmt.Sprintf("KEYMARK-%d-%s", i, idempotency.NewOwner())
-				token := "TOKMARK-" + idempotency.NewOwner()
+				key := fmt.Sprintf("KEYMARK-%d-%s", i, driver.NewOwner())
+				token := "TOKMARK-" + driver.NewOwner()
 				r := postCommand(t, srv.Client(), srv.URL, "widgets.create", key, token, `{"name":"NAMEMARK"}`)
 				if r.status != 201 {
 					t.Fatalf("POST: %d %s", r.status, r.body)
@@ -357,8 +358,8 @@ func TestStoredOnlyAsKeyedHash(t *testing.T) {
 				identity := dispatcher.BearerIdentity(req)
 				secrets = append(secrets, key, token, identity, r.header.Get("Set-Cookie"),
 					strings.TrimPrefix(r.header.Get("Set-Cookie"), "session="))
-				sum := idempotency.RecordKey(secret, key, identity)
-				plain := idempotency.RecordKey(nil, key, identity)
+				sum := driver.RecordKey(secret, key, identity)
+				plain := driver.RecordKey(nil, key, identity)
 				wantNames = append(wantNames, hex.EncodeToString(sum[:]))
 				plainNames = append(plainNames, hex.EncodeToString(plain[:]))
 				again := postCommand(t, srv.Client(), srv.URL, "widgets.create", key, token, `{"name":"NAMEMARK"}`)
@@ -409,7 +410,7 @@ func TestSensitiveHeadersNeverStored(t *testing.T) {
 		mw := idemhttp.New(f.store, idemhttp.WithHeaders("Set-Cookie", "Authorization", "Proxy-Authenticate", "X-Request-Trace"))
 		srv := httptest.NewServer(mw(h))
 		defer srv.Close()
-		key := "hdr-" + idempotency.NewOwner()
+		key := "hdr-" + driver.NewOwner()
 		send := func() *http.Response {
 			req, _ := http.NewRequest(http.MethodPost, srv.URL+"/payments", strings.NewReader(`{"amount":1}`))
 			req.Header.Set("Idempotency-Key", `"`+key+`"`)
@@ -461,7 +462,7 @@ func TestMismatchLeavesRecord(t *testing.T) {
 		t.Parallel()
 		srv, ledger := newDashboard(t, f.store)
 		c := srv.Client()
-		key := "mismatch-" + idempotency.NewOwner()
+		key := "mismatch-" + driver.NewOwner()
 		first := postCommand(t, c, srv.URL, "widgets.create", key, "tok", `{"name":"A"}`)
 		if first.status != 201 {
 			t.Fatalf("first: %d %s", first.status, first.body)

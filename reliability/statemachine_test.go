@@ -13,6 +13,7 @@ import (
 	"pgregory.net/rapid"
 
 	"github.com/idemkit/idempotency"
+	"github.com/idemkit/idempotency/driver"
 )
 
 // fakeClock is a clock the in-memory store reads and the state machine
@@ -353,7 +354,7 @@ func TestStateMachine(t *testing.T) {
 		rapid.Check(t, func(t *rapid.T) {
 			n++
 			m := &stateMachine{
-				store: store, clock: clock, prefix: fmt.Sprintf("sm%d-%s-", n, idempotency.NewOwner()[:6]),
+				store: store, clock: clock, prefix: fmt.Sprintf("sm%d-%s-", n, driver.NewOwner()[:6]),
 				recs: map[pairRef]*smRecord{}, floor: map[pairRef]uint64{}, owners: map[string]string{},
 				completedBy: map[idempotency.Token]bool{},
 			}

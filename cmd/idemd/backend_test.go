@@ -13,7 +13,7 @@ import (
 // openBackend opens the shared store at the URL in the environment variable
 // env (def when unset) as idemd does, skipping the test when it cannot be
 // reached unless IDEMPOTENCY_REQUIRE_BACKENDS=1. secret names the records
-// (idempotency.RecordKey), so each test has a key space of its own.
+// (driver.RecordKey), so each test has a key space of its own.
 func openBackend(t *testing.T, env, def, secret, redisClient string) openedStore {
 	t.Helper()
 	url := os.Getenv(env)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/idemkit/idempotency"
 	"github.com/idemkit/idempotency/dispatcher"
+	"github.com/idemkit/idempotency/driver"
 )
 
 func TestContractInProcess(t *testing.T) {
@@ -174,7 +175,7 @@ func TestShutdownReleasesClaimsItCannotFinish(t *testing.T) {
 	// The claim was released at once: a new owner acquires the key now, with
 	// the 30s lease far from over.
 	cl, err := store.Begin(context.Background(), "cut-1", dispatcher.AnonymousIdentity, idempotency.ClaimRequest{
-		Owner: idempotency.NewOwner(), Lease: time.Second,
+		Owner: driver.NewOwner(), Lease: time.Second,
 	})
 	if err != nil || cl.Status != idempotency.ClaimAcquired {
 		t.Errorf("Begin after shutdown: got %v, %v; want acquired (claim released)", cl.Status, err)

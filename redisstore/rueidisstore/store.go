@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/idemkit/idempotency"
+	"github.com/idemkit/idempotency/driver"
 	"github.com/idemkit/idempotency/redisstore/internal/redisrec"
 	"github.com/redis/rueidis"
 )
@@ -37,7 +38,7 @@ type Store struct {
 	client     rueidis.Client
 	prefix     string
 	secret     []byte
-	hasher     *idempotency.RecordHasher // of secret, set by New
+	hasher     *driver.RecordHasher // of secret, set by New
 	defaultTTL time.Duration
 }
 
@@ -54,7 +55,7 @@ func WithPrefix(prefix string) Option {
 }
 
 // WithSecret sets the HMAC key that names records (see
-// idempotency.RecordKey), so that whoever reads Redis can neither recover
+// driver.RecordKey), so that whoever reads Redis can neither recover
 // nor guess the keys and identities behind its records. The default, nil,
 // names them by plain SHA-256. Stores sharing records must use the same
 // secret; changing it orphans the records written under the old one.
@@ -80,7 +81,7 @@ func New(client rueidis.Client, opts ...Option) *Store {
 	for _, o := range opts {
 		o(s)
 	}
-	s.hasher = idempotency.NewRecordHasher(s.secret)
+	s.hasher = driver.NewRecordHasher(s.secret)
 	return s
 }
 
@@ -97,7 +98,7 @@ func (s *Store) run(ctx context.Context, script *rueidis.Lua, key, identity stri
 // Begin implements idempotency.ClaimStore in one round trip; a replay
 // carries the recorded response.
 func (s *Store) Begin(ctx context.Context, key, identity string, req idempotency.ClaimRequest) (idempotency.Claim, error) {
-	if err := idempotency.ValidateBegin(key, req); err != nil {
+	if err := driver.ValidateBegin(key, req); err != nil {
 		return idempotency.Claim{}, err
 	}
 	msg, err := s.run(ctx, beginScript, key, identity,

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/idemkit/idempotency"
+	"github.com/idemkit/idempotency/driver"
 )
 
 // MaxDuration caps leases and TTLs (100 years) so that the scripts' sums of
@@ -23,13 +24,13 @@ const MaxMicros = 1<<53 - 1
 
 // Key names the record of (key, identity): the prefix and the hex record
 // key (h.Sum) in braces, a Redis Cluster hash tag.
-func Key(h *idempotency.RecordHasher, prefix, key, identity string) string {
+func Key(h *driver.RecordHasher, prefix, key, identity string) string {
 	var buf [128]byte
 	return string(AppendKey(buf[:0], h, prefix, key, identity))
 }
 
 // AppendKey appends Key(h, prefix, key, identity) to dst.
-func AppendKey(dst []byte, h *idempotency.RecordHasher, prefix, key, identity string) []byte {
+func AppendKey(dst []byte, h *driver.RecordHasher, prefix, key, identity string) []byte {
 	sum := h.Sum(key, identity)
 	dst = append(dst, prefix...)
 	dst = append(dst, '{')
