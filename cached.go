@@ -89,3 +89,33 @@ type Store interface {
 	// clock and a zero TTL to the store's default.
 	Store(ctx context.Context, key, identity string, c Cached) error
 }
+
+// CheckedStore is a Store whose lookups can say they failed. Store's own
+// Lookup cannot: a failure looks like a miss, so over a plain Store the
+// Engine runs the command during an outage (it fails open) and records
+// nothing if Store fails too. Over a CheckedStore it fails closed: a lookup
+// that fails is a *StoreError (503 in the adapters) and the command does
+// not run.
+//
+// What a plain Store, checked or not, can promise with the Engine:
+// duplicates within one process run once (an in-process claim); duplicates
+// on several processes sharing the store can each run the command, since
+// Lookup then Store is not atomic. A ClaimStore promises the latter too.
+type CheckedStore interface {
+	Store
+	// CheckedLookup is Lookup with the failure reported: (nil, false, err)
+	// when the store could not answer. A miss, an expired entry and a claim
+	// in flight are (nil, false, nil).
+	CheckedLookup(ctx context.Context, key, identity string) (*Cached, bool, error)
+}
+
+// Peeker is implemented by stores whose lookups are cheap: answered from
+// process memory, with no I/O and no allocation (InMemoryStore). The Engine
+// then serves replays with Peek before it asks Begin for a claim. Peek must
+// give the answer Begin's replay would: only completed, unexpired records,
+// counted as a use where the store tracks use (LRU). A type that embeds an
+// *InMemoryStore is a Peeker too; a wrapper whose replays must go through
+// its own Begin (one that counts or fails calls) overrides Peek.
+type Peeker interface {
+	Peek(ctx context.Context, key, identity string) (*Cached, bool)
+}

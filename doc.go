@@ -44,7 +44,7 @@
 // Engine.Do runs a command at most once per (key, identity):
 //
 //	e := idempotency.NewEngine(store, idempotency.WithLease(30*time.Second))
-//	res, err := e.Do(ctx, key, identity, fingerprint, func(ctx context.Context) (idempotency.Cached, error) {
+//	res, err := e.Do(ctx, Request{Key: key, Identity: identity, Fingerprint: fingerprint}, func(ctx context.Context) (idempotency.Cached, error) {
 //		return idempotency.Cached{Status: 201, WireBody: body}, nil
 //	})
 //

@@ -18,9 +18,6 @@ const (
 	// DefaultMaxResponseBytes is the largest response body the Engine records;
 	// a larger one is answered but recorded as a tombstone.
 	DefaultMaxResponseBytes = 1 << 20
-	// MaxRetryAfter caps Result.RetryAfter, the hint given to a duplicate
-	// that found its key in flight.
-	MaxRetryAfter = time.Second
 )
 
 // detach returns a context for the store calls that must happen even after
@@ -34,12 +31,48 @@ func detach(ctx context.Context) context.Context {
 	return context.WithoutCancel(ctx)
 }
 
-// Func runs a command once. ctx carries the claim's Token (TokenFromContext)
-// and is cancelled with cause ErrLeaseLost if the claim is lost while the
-// command runs. A Func may return a Cached with Tombstone set to record that
-// the command ran but its response is not kept (an adapter that streamed a
-// response past its cap does this); retries then get ErrResponseNotRecorded.
-type Func func(ctx context.Context) (Cached, error)
+// Request names one command for Engine.Do: the idempotency key the client
+// sent, the caller it came from, and what it asked for. The fields are
+// named, not positional, because swapping two of them would compile and
+// silently mix callers up.
+type Request struct {
+	// Key is the client's idempotency key; it must pass ValidateKey.
+	Key string
+	// Identity is the caller, derived from its credentials by the adapter (a
+	// user id, a digest of a token: never a raw secret). Requests with the
+	// same Key and different identities are independent. "" is one shared
+	// anonymous caller.
+	Identity string
+	// Fingerprint summarises the request's content (see Fingerprint), so
+	// that a key reused for a different request is refused with ErrMismatch.
+	// "" disables that check for this request.
+	Fingerprint string
+}
+
+// Response is what a command answers, and what a replay gives back.
+type Response struct {
+	// Status is the command's status code (HTTP's, for the adapters).
+	Status int
+	// Header holds the response headers to record and replay (the adapters
+	// choose which). It may be shared on a replay: read-only.
+	Header map[string][]string
+	// Body is the response body. It may be shared on a replay: read-only.
+	Body []byte
+	// Streamed says the response was sent to the client as it was produced
+	// and Body does not hold all of it (an adapter that passed a response
+	// past its size cap straight through). The Engine then records a
+	// tombstone: the command ran, and a retry gets ErrResponseNotRecorded
+	// rather than running it again. A replayed tombstone has Streamed set
+	// and no body.
+	Streamed bool
+}
+
+// Func runs a command once. ctx carries the claim's Token (TokenFromContext).
+// ctx is cancelled with cause ErrLeaseLost if the store says the claim is
+// lost while the command runs, and with cause ErrLeaseExpired if the Engine
+// could not confirm the lease with the store before its own estimate of the
+// lease ran out (another execution may then have taken the key over).
+type Func func(ctx context.Context) (Response, error)
 
 // Engine runs commands at most once per (key, identity) over a Store. It is
 // the one implementation of the claim protocol that every adapter (dispatcher,
@@ -55,12 +88,13 @@ type Engine struct {
 	claims ClaimStore // nil when store does not implement the protocol
 
 	lease       time.Duration
-	ttl         time.Duration
 	wait        bool
-	record      func(Cached) bool
+	record      func(Response) bool
 	maxResponse int
 	detached    bool
-	peek        bool // Lookup is cheap (an InMemoryStore): replays skip Begin
+	peeker      Peeker       // nil unless the store's lookups are cheap: replays skip Begin
+	checked     CheckedStore // nil unless a plain store reports lookup failures
+	obs         *Observer    // nil: record errors and lease losses go to slog.Default
 
 	mu      sync.Mutex
 	flights map[recordName]*flight // executions running in this process
@@ -91,17 +125,6 @@ func WithLease(d time.Duration) EngineOption {
 	}
 }
 
-// WithTTL sets how long recorded responses are replayed, for responses that
-// do not carry their own TTL. d <= 0 (the default) leaves it to the store,
-// whose default is 24h.
-func WithTTL(d time.Duration) EngineOption {
-	return func(e *Engine) {
-		if d > 0 {
-			e.ttl = d
-		}
-	}
-}
-
 // WithWait makes a duplicate that finds its key in flight wait for the first
 // execution's result instead of failing at once with ErrInFlight. The wait is
 // bounded by the duplicate's context; when that ends first, Do returns
@@ -112,8 +135,9 @@ func WithWait(wait bool) EngineOption {
 
 // WithRecordPolicy decides which responses are recorded for replay; a
 // response it refuses is returned to its caller, and the key is released so
-// that a retry runs the command again. nil keeps the default, RecordNon5xx.
-func WithRecordPolicy(record func(Cached) bool) EngineOption {
+// that a retry runs the command again. nil keeps the default,
+// DefaultRecordPolicy.
+func WithRecordPolicy(record func(Response) bool) EngineOption {
 	return func(e *Engine) {
 		if record != nil {
 			e.record = record
@@ -145,29 +169,37 @@ func WithDetachedRun(detached bool) EngineOption {
 	return func(e *Engine) { e.detached = detached }
 }
 
-// RecordNon5xx is the default record policy: every response but a server
-// error (status 500 and above) is recorded. Client errors (4xx) are the
-// handler's own validation and are replayed, as Stripe does.
-func RecordNon5xx(c Cached) bool { return c.Status < 500 }
+// DefaultRecordPolicy is the default record policy: every response is
+// recorded except server errors (500 and above) and the answers that mean
+// "try again later": 408 Request Timeout, 425 Too Early and 429 Too Many
+// Requests. Those release the key, so the client's retry runs the command
+// again. Other client errors (4xx) are the handler's own validation and are
+// replayed, as Stripe does.
+func DefaultRecordPolicy(r Response) bool {
+	switch {
+	case r.Status >= 500, r.Status == 408, r.Status == 425, r.Status == 429:
+		return false
+	}
+	return true
+}
 
 // NewEngine returns an Engine over s.
 //
-// Over an *InMemoryStore, Do first looks for a completed record with Lookup
-// and replays it without a claim request (no owner id, no clock reading, no
-// allocation); like Lookup, it may then replay a record up to about a
-// millisecond past its expiry. Anything else goes to Begin.
+// When s is a Peeker (an *InMemoryStore is), Do first looks for a completed
+// record with Peek and replays it without a claim request (no owner id, no
+// clock reading, no allocation); anything else goes to Begin. A plain Store
+// that is a CheckedStore has its lookup failures seen (Do fails closed).
 func NewEngine(s Store, opts ...EngineOption) *Engine {
 	e := &Engine{
 		store:       s,
 		lease:       DefaultLease,
-		record:      RecordNon5xx,
+		record:      DefaultRecordPolicy,
 		maxResponse: DefaultMaxResponseBytes,
 		flights:     make(map[recordName]*flight),
 	}
 	e.claims, _ = s.(ClaimStore)
-	// A completed record is found without a claim request (and the owner
-	// id and clock reading that go with one).
-	_, e.peek = s.(*InMemoryStore)
+	e.peeker, _ = s.(Peeker)
+	e.checked, _ = s.(CheckedStore)
 	e.id = rand.Text() // 128 random bits; owner ids add a counter
 	e.epoch = time.Now()
 	for _, o := range opts {
@@ -176,11 +208,20 @@ func NewEngine(s Store, opts ...EngineOption) *Engine {
 	return e
 }
 
+// RunsDetached reports whether the Engine was made WithDetachedRun(true), for
+// adapters that otherwise detach a started command themselves.
+func (e *Engine) RunsDetached() bool { return e.detached }
+
+// MaxResponseBytes is the largest response body the Engine records (see
+// WithMaxResponseBytes), for adapters that stream a larger one through.
+func (e *Engine) MaxResponseBytes() int { return e.maxResponse }
+
 // Result is the outcome of Do when the command ran or was replayed.
 type Result struct {
 	// Response is the command's response: the one fn returned, or the
-	// recorded one on a replay. Its WireBody may be shared: read-only.
-	Response Cached
+	// recorded one on a replay (whose Header and Body may be shared:
+	// read-only).
+	Response Response
 	// Replayed reports that Response came from the store and fn did not run.
 	Replayed bool
 	// Recorded reports that this execution's response was stored for replay.
@@ -193,12 +234,6 @@ type Result struct {
 	// Fence is the fencing number of the claim this execution held; zero on a
 	// replay and with a plain Store.
 	Fence uint64
-	// RetryAfter accompanies ErrInFlight: when a retry may find the first
-	// execution finished. It is the holder's remaining lease, when the store
-	// knows it, capped at MaxRetryAfter: a heartbeat keeps renewing the lease
-	// of a running command, so the lease says how long a crashed holder could
-	// block the key, not when a live one will be done.
-	RetryAfter time.Duration
 }
 
 type tokenKey struct{}
@@ -209,8 +244,8 @@ func TokenFromContext(ctx context.Context) (Token, bool) {
 	return t, ok
 }
 
-// Do runs fn at most once for (key, identity), or returns what its first run
-// recorded. It returns, with a nil error:
+// Do runs fn at most once for (req.Key, req.Identity), or returns what its
+// first run recorded. It returns, with a nil error:
 //
 //   - a replay (Result.Replayed) when a response was recorded for the key;
 //   - fn's response after running it, recorded unless the record policy
@@ -220,53 +255,85 @@ func TokenFromContext(ctx context.Context) (Token, bool) {
 // another fingerprint; ErrInFlight when another execution holds the key (or,
 // with WithWait, still holds it when ctx ends); ErrResponseNotRecorded when
 // the key's command ran but its response was too large to keep; a *StoreError
-// (matching ErrStoreUnavailable) when the store failed before fn could run, in
-// which case fn does not run; the context's error when ctx ends first; and
-// fn's own error, unwrapped, after which the key is released so a retry runs
-// again. If fn panics, the key is released and the panic goes on.
-func (e *Engine) Do(ctx context.Context, key, identity, fingerprint string, fn Func) (Result, error) {
-	if err := ValidateKey(key); err != nil {
-		return Result{}, err
+// (matching ErrStoreUnavailable, or ErrStoreMisconfigured) when the store
+// failed before fn could run, in which case fn does not run; the context's
+// error when ctx ends first; and fn's own error, unwrapped, after which the
+// key is released so a retry runs again. If fn panics, the key is released
+// and the panic goes on.
+func (e *Engine) Do(ctx context.Context, req Request, fn Func) (Result, error) {
+	if e.obs != nil {
+		return e.observed(ctx, req, fn)
+	}
+	res, _, err := e.do(ctx, req, fn)
+	if res.RecordErr != nil {
+		// Nobody else is told: the caller has its response, and a retry
+		// will run the command again.
+		logRecordErr(ctx, res)
+	}
+	return res, err
+}
+
+// do is Do without the observer; it also says how the call ended.
+func (e *Engine) do(ctx context.Context, req Request, fn Func) (Result, run, error) {
+	if err := ValidateKey(req.Key); err != nil {
+		return Result{}, run{outcome: OutcomeInvalidKey}, err
 	}
 	if ctx.Err() != nil { // the caller is gone: claim nothing, run nothing
-		return Result{}, fmt.Errorf("idempotency: %w", context.Cause(ctx))
+		return Result{}, run{outcome: OutcomeCancelled}, fmt.Errorf("idempotency: %w", context.Cause(ctx))
 	}
 	if e.claims == nil {
-		return e.doLocal(ctx, key, identity, fingerprint, fn)
+		return e.doLocal(ctx, req, fn)
 	}
-	if e.peek {
+	if e.peeker != nil {
 		// The same answer a replaying Begin gives (a completed record whose
-		// fingerprint matches; Lookup counts as a use as Begin does); anything
+		// fingerprint matches; Peek counts as a use as Begin does); anything
 		// else goes to Begin.
-		if c, ok := e.store.Lookup(ctx, key, identity); ok && !mismatch(c.Fingerprint, fingerprint) {
+		if c, ok := e.peeker.Peek(ctx, req.Key, req.Identity); ok && !mismatch(c.Fingerprint, req.Fingerprint) {
 			return replay(c)
 		}
 	}
-	req := ClaimRequest{Fingerprint: fingerprint, Owner: e.newOwner(), Lease: e.lease}
+	creq := ClaimRequest{Fingerprint: req.Fingerprint, Owner: e.newOwner(), Lease: e.lease}
+	var r run
 	for attempt := 0; ; attempt++ {
 		sent := time.Now() // the lease runs from no earlier than this
-		cl, err := e.claims.Begin(ctx, key, identity, req)
+		cl, err := e.claims.Begin(ctx, req.Key, req.Identity, creq)
+		e.storeCall(ctx, "begin", sent, err)
 		if err != nil {
-			return Result{}, e.failed(ctx, "begin", err)
+			return Result{}, e.failed(ctx, r, err), e.failure(ctx, "begin", err)
 		}
 		switch cl.Status {
 		case ClaimAcquired:
-			return e.execute(ctx, cl.Token, sent, fingerprint, fn)
+			res, r, err := e.execute(ctx, cl.Token, sent, req.Fingerprint, fn, r)
+			return res, r, err
 		case ClaimReplay:
-			return replay(cl.Record)
+			res, rr, err := replay(cl.Record)
+			rr.waited = r.waited
+			return res, rr, err
 		case ClaimMismatch:
-			return Result{}, ErrMismatch
+			r.outcome = OutcomeMismatch
+			return Result{}, r, ErrMismatch
 		case ClaimInFlight:
+			r.outcome = OutcomeInFlight
 			if !e.wait {
-				return Result{RetryAfter: min(cl.RetryAfter, MaxRetryAfter)}, ErrInFlight
+				return Result{}, r, ErrInFlight
 			}
-			if err := e.await(ctx, recordName{key, identity}, attempt); err != nil {
-				return Result{RetryAfter: min(cl.RetryAfter, MaxRetryAfter)}, err
+			waitStart := time.Now()
+			err := e.await(ctx, recordName{req.Key, req.Identity}, attempt)
+			r.waited += time.Since(waitStart)
+			if err != nil {
+				return Result{}, r, err
 			}
 		default:
-			return Result{}, &StoreError{Op: "begin", Err: fmt.Errorf("invalid claim status %d", cl.Status)}
+			r.outcome = OutcomeStoreError
+			return Result{}, r, &StoreError{Op: "begin", Err: fmt.Errorf("invalid claim status %d", cl.Status)}
 		}
 	}
+}
+
+// run is how one Do call ended, for the observer.
+type run struct {
+	outcome Outcome
+	waited  time.Duration // waiting for another execution (WithWait)
 }
 
 // newOwner returns an owner id unique to one execution: the engine's random
@@ -278,21 +345,35 @@ func (e *Engine) newOwner() string {
 	return string(strconv.AppendUint(b[:n+1], e.execs.Add(1), 36))
 }
 
-// failed turns a store error into what Do returns: the context's error when
+// failure turns a store error into what Do returns: the context's error when
 // the caller gave up, a *StoreError otherwise.
-func (e *Engine) failed(ctx context.Context, op string, err error) error {
-	if ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+func (e *Engine) failure(ctx context.Context, op string, err error) error {
+	if callerLeft(ctx, err) {
 		return fmt.Errorf("idempotency: %s: %w", op, context.Cause(ctx))
 	}
 	return &StoreError{Op: op, Err: err}
 }
 
-func replay(c *Cached) (Result, error) {
-	r := Result{Response: *c, Replayed: true}
-	if c.Tombstone {
-		return r, ErrResponseNotRecorded
+// failed is r with the outcome of a store error that failure turns into
+// Do's error.
+func (e *Engine) failed(ctx context.Context, r run, err error) run {
+	r.outcome = OutcomeStoreError
+	if callerLeft(ctx, err) {
+		r.outcome = OutcomeCancelled
 	}
-	return r, nil
+	return r
+}
+
+func callerLeft(ctx context.Context, err error) bool {
+	return ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded))
+}
+
+func replay(c *Cached) (Result, run, error) {
+	res := Result{Response: Response{Status: c.Status, Header: c.Header, Body: c.WireBody, Streamed: c.Tombstone}, Replayed: true}
+	if c.Tombstone {
+		return res, run{outcome: OutcomeTombstone}, ErrResponseNotRecorded
+	}
+	return res, run{outcome: OutcomeReplayed}, nil
 }
 
 // await blocks until an execution of name in this process ends, or for a
@@ -324,7 +405,7 @@ func pollInterval(attempt int) time.Duration {
 }
 
 // execute runs fn under the claim tok and records or releases.
-func (e *Engine) execute(ctx context.Context, tok Token, claimed time.Time, fingerprint string, fn Func) (Result, error) {
+func (e *Engine) execute(ctx context.Context, tok Token, claimed time.Time, fingerprint string, fn Func, r run) (Result, run, error) {
 	name := recordName{tok.Key, tok.Identity}
 	if e.wait {
 		f := e.enter(name, fingerprint)
@@ -340,7 +421,8 @@ func (e *Engine) execute(ctx context.Context, tok Token, claimed time.Time, fing
 		// The caller left while the claim was being acquired: run nothing.
 		cancel(nil)
 		e.release(ctx, tok)
-		return Result{}, fmt.Errorf("idempotency: %w", context.Cause(ctx))
+		r.outcome = OutcomeCancelled
+		return Result{}, r, fmt.Errorf("idempotency: %w", context.Cause(ctx))
 	}
 	hb.start(cancel, claimed)
 	returned := false
@@ -359,9 +441,11 @@ func (e *Engine) execute(ctx context.Context, tok Token, claimed time.Time, fing
 		hb.stop()
 		e.release(ctx, tok)
 		if err != nil {
-			return Result{}, err
+			r.outcome = OutcomeFailed
+			return Result{Fence: tok.Fence}, r, err
 		}
-		return Result{Response: c, Fence: tok.Fence}, nil
+		r.outcome = OutcomeUnrecorded
+		return Result{Response: c, Fence: tok.Fence}, r, nil
 	}
 	// The caller's context may be gone by now (a client that disconnected);
 	// the response must still reach the store. The heartbeat goes on while
@@ -369,13 +453,18 @@ func (e *Engine) execute(ctx context.Context, tok Token, claimed time.Time, fing
 	res := Result{Response: c, Fence: tok.Fence, Recorded: true}
 	bg := detach(ctx)
 	err = e.persist(e.prepare(c, fingerprint), func(rec Cached) error {
-		return e.claims.Complete(bg, tok, rec)
+		start := time.Now()
+		err := e.claims.Complete(bg, tok, rec)
+		e.storeCall(bg, "complete", start, err)
+		return err
 	})
 	hb.stop()
+	r.outcome = OutcomeExecuted
 	if err != nil {
 		res.Recorded, res.RecordErr = false, &StoreError{Op: "complete", Err: err}
+		r.outcome = OutcomeRecordFailed
 	}
-	return res, nil
+	return res, r, nil
 }
 
 // persist records rec with write (Complete, or a seed Store). A store
@@ -425,7 +514,9 @@ func sleep(d time.Duration) {
 // store lets the lease run out.
 func (e *Engine) release(ctx context.Context, tok Token) {
 	bg := detach(ctx)
-	_ = e.claims.Release(bg, tok)
+	start := time.Now()
+	err := e.claims.Release(bg, tok)
+	e.storeCall(bg, "release", start, err)
 }
 
 // tokenContext is the parent of a command's context: the caller's context
@@ -465,14 +556,11 @@ func (c *tokenContext) Err() error {
 	return c.Context.Err()
 }
 
-// prepare turns fn's response into the record to store.
-func (e *Engine) prepare(c Cached, fingerprint string) Cached {
-	c.Fingerprint = fingerprint
-	if c.TTL <= 0 {
-		c.TTL = e.ttl
-	}
-	c.StoredAt = time.Time{}
-	if len(c.WireBody) > e.maxResponse {
+// prepare turns fn's response into the record to store; its TTL is the
+// store's default.
+func (e *Engine) prepare(r Response, fingerprint string) Cached {
+	c := Cached{Status: r.Status, WireBody: r.Body, Header: r.Header, Fingerprint: fingerprint}
+	if r.Streamed || len(c.WireBody) > e.maxResponse {
 		c = tombstone(c)
 	}
 	return c
@@ -500,64 +588,102 @@ func (e *Engine) leave(name recordName, f *flight) {
 }
 
 // doLocal is Do over a plain Store: Lookup, then an in-process claim, then Store.
-func (e *Engine) doLocal(ctx context.Context, key, identity, fingerprint string, fn Func) (Result, error) {
-	name := recordName{key, identity}
+func (e *Engine) doLocal(ctx context.Context, req Request, fn Func) (Result, run, error) {
+	name := recordName{req.Key, req.Identity}
+	var r run
 	for {
-		if c, ok := e.store.Lookup(ctx, key, identity); ok {
-			if mismatch(c.Fingerprint, fingerprint) {
-				return Result{}, ErrMismatch
-			}
-			return replay(c)
+		c, ok, err := e.lookup(ctx, req)
+		switch {
+		case err != nil:
+			return Result{}, e.failed(ctx, r, err), e.failure(ctx, "lookup", err)
+		case ok && mismatch(c.Fingerprint, req.Fingerprint):
+			r.outcome = OutcomeMismatch
+			return Result{}, r, ErrMismatch
+		case ok:
+			res, rr, err := replay(c)
+			rr.waited = r.waited
+			return res, rr, err
 		}
 		e.mu.Lock()
 		f := e.flights[name]
 		if f == nil {
-			f = &flight{fingerprint: fingerprint, done: make(chan struct{})}
+			f = &flight{fingerprint: req.Fingerprint, done: make(chan struct{})}
 			e.flights[name] = f
 			e.mu.Unlock()
-			return e.executeLocal(ctx, name, f, fn)
+			return e.executeLocal(ctx, name, f, fn, r)
 		}
 		e.mu.Unlock()
 		switch {
-		case mismatch(f.fingerprint, fingerprint):
-			return Result{}, ErrMismatch
+		case mismatch(f.fingerprint, req.Fingerprint):
+			r.outcome = OutcomeMismatch
+			return Result{}, r, ErrMismatch
 		case !e.wait:
-			return Result{}, ErrInFlight
+			r.outcome = OutcomeInFlight
+			return Result{}, r, ErrInFlight
 		}
+		waitStart := time.Now()
 		select {
 		case <-f.done:
+			r.waited += time.Since(waitStart)
 		case <-ctx.Done():
-			return Result{}, fmt.Errorf("%w: gave up waiting: %w", ErrInFlight, context.Cause(ctx))
+			r.outcome = OutcomeInFlight
+			r.waited += time.Since(waitStart)
+			return Result{}, r, fmt.Errorf("%w: gave up waiting: %w", ErrInFlight, context.Cause(ctx))
 		}
 	}
 }
 
-func (e *Engine) executeLocal(ctx context.Context, name recordName, f *flight, fn Func) (Result, error) {
+// lookup reads a plain store's record. A CheckedStore's failure is an
+// error; a plain Store cannot tell one from a miss.
+func (e *Engine) lookup(ctx context.Context, req Request) (*Cached, bool, error) {
+	start := time.Now()
+	if e.checked != nil {
+		c, ok, err := e.checked.CheckedLookup(ctx, req.Key, req.Identity)
+		e.storeCall(ctx, "lookup", start, err)
+		return c, ok, err
+	}
+	c, ok := e.store.Lookup(ctx, req.Key, req.Identity)
+	e.storeCall(ctx, "lookup", start, nil)
+	return c, ok, nil
+}
+
+func (e *Engine) executeLocal(ctx context.Context, name recordName, f *flight, fn Func, r run) (Result, run, error) {
 	defer e.leave(name, f)
 	// A duplicate may have stored its response between our Lookup and our
 	// claim; look again now that no one else can.
-	if c, ok := e.store.Lookup(ctx, name.key, name.identity); ok {
-		if mismatch(c.Fingerprint, f.fingerprint) {
-			return Result{}, ErrMismatch
-		}
-		return replay(c)
-	}
-	c, err := fn(ctx) // a panic goes on; the deferred leave frees the key
+	c, ok, err := e.lookup(ctx, Request{Key: name.key, Identity: name.identity})
 	switch {
 	case err != nil:
-		return Result{}, err
-	case !e.record(c):
-		return Result{Response: c}, nil
+		return Result{}, e.failed(ctx, r, err), e.failure(ctx, "lookup", err)
+	case ok && mismatch(c.Fingerprint, f.fingerprint):
+		r.outcome = OutcomeMismatch
+		return Result{}, r, ErrMismatch
+	case ok:
+		return replay(c)
+	}
+	resp, err := fn(ctx) // a panic goes on; the deferred leave frees the key
+	switch {
+	case err != nil:
+		r.outcome = OutcomeFailed
+		return Result{}, r, err
+	case !e.record(resp):
+		r.outcome = OutcomeUnrecorded
+		return Result{Response: resp}, r, nil
 	}
 	bg := detach(ctx)
-	res := Result{Response: c, Recorded: true}
+	res := Result{Response: resp, Recorded: true}
 	// Duplicates in this process wait or get ErrInFlight until we return, so
 	// a failing store is retried for as long as a claim's lease would last.
-	err = e.persist(e.prepare(c, f.fingerprint), func(rec Cached) error {
-		return e.store.Store(bg, name.key, name.identity, rec)
+	err = e.persist(e.prepare(resp, f.fingerprint), func(rec Cached) error {
+		start := time.Now()
+		err := e.store.Store(bg, name.key, name.identity, rec)
+		e.storeCall(bg, "store", start, err)
+		return err
 	})
+	r.outcome = OutcomeExecuted
 	if err != nil {
 		res.Recorded, res.RecordErr = false, &StoreError{Op: "store", Err: err}
+		r.outcome = OutcomeRecordFailed
 	}
-	return res, nil
+	return res, r, nil
 }

@@ -17,7 +17,7 @@ func TestDoDetachedRunOutlivesCaller(t *testing.T) {
 	e := idempotency.NewEngine(s, idempotency.WithDetachedRun(true))
 	ctx, cancel := context.WithCancel(context.WithValue(context.Background(), ctxKey{}, "v"))
 	var sawDone, sawValue, sawToken bool
-	res, err := e.Do(ctx, "k", "id", "fp", func(run context.Context) (idempotency.Cached, error) {
+	res, err := e.Do(ctx, idempotency.Request{Key: "k", Identity: "id", Fingerprint: "fp"}, func(run context.Context) (idempotency.Response, error) {
 		cancel() // the caller leaves mid-command
 		sawDone = run.Err() != nil
 		sawValue = run.Value(ctxKey{}) == "v"
@@ -25,7 +25,7 @@ func TestDoDetachedRunOutlivesCaller(t *testing.T) {
 		if _, ok := run.Deadline(); ok {
 			t.Error("a detached command has a deadline")
 		}
-		return idempotency.Cached{Status: 201, WireBody: []byte(`{}`)}, nil
+		return idempotency.Response{Status: 201, Body: []byte(`{}`)}, nil
 	})
 	if err != nil || !res.Recorded {
 		t.Fatalf("Do = (%+v, %v), want recorded", res, err)
@@ -40,12 +40,12 @@ func TestDoDetachedRunOutlivesCaller(t *testing.T) {
 	// Without the option, the command's context ends with the caller's.
 	e = idempotency.NewEngine(idempotency.NewInMemoryStore())
 	ctx, cancel = context.WithCancel(context.Background())
-	_, _ = e.Do(ctx, "k", "id", "fp", func(run context.Context) (idempotency.Cached, error) {
+	_, _ = e.Do(ctx, idempotency.Request{Key: "k", Identity: "id", Fingerprint: "fp"}, func(run context.Context) (idempotency.Response, error) {
 		cancel()
 		if run.Err() == nil {
 			t.Error("an attached command's context did not end with the caller's")
 		}
-		return idempotency.Cached{Status: 201}, nil
+		return idempotency.Response{Status: 201}, nil
 	})
 }
 
@@ -67,7 +67,7 @@ func TestDoDetachedRunCallerGoneBeforeStart(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	e := idempotency.NewEngine(cancelOnBegin{mem, cancel}, idempotency.WithDetachedRun(true))
 	var c counter
-	_, err := e.Do(ctx, "k", "id", "fp", c.fn(201, `{}`))
+	_, err := e.Do(ctx, idempotency.Request{Key: "k", Identity: "id", Fingerprint: "fp"}, c.fn(201, `{}`))
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("Do = %v, want context.Canceled", err)
 	}
@@ -89,11 +89,11 @@ func TestEngineReplayAllocs(t *testing.T) {
 	e := idempotency.NewEngine(idempotency.NewInMemoryStore())
 	var c counter
 	ctx := context.Background()
-	if _, err := e.Do(ctx, "k", "id", "fp", c.fn(201, `{}`)); err != nil {
+	if _, err := e.Do(ctx, idempotency.Request{Key: "k", Identity: "id", Fingerprint: "fp"}, c.fn(201, `{}`)); err != nil {
 		t.Fatal(err)
 	}
 	n := testing.AllocsPerRun(100, func() {
-		if res, err := e.Do(ctx, "k", "id", "fp", c.fn(201, `{}`)); err != nil || !res.Replayed {
+		if res, err := e.Do(ctx, idempotency.Request{Key: "k", Identity: "id", Fingerprint: "fp"}, c.fn(201, `{}`)); err != nil || !res.Replayed {
 			t.Fatalf("Do = (%+v, %v), want a replay", res, err)
 		}
 	})

@@ -19,9 +19,9 @@ import (
 type counter struct{ n atomic.Int64 }
 
 func (c *counter) fn(status int, body string) idempotency.Func {
-	return func(context.Context) (idempotency.Cached, error) {
+	return func(context.Context) (idempotency.Response, error) {
 		c.n.Add(1)
-		return idempotency.Cached{Status: status, WireBody: []byte(body)}, nil
+		return idempotency.Response{Status: status, Body: []byte(body)}, nil
 	}
 }
 
@@ -48,22 +48,22 @@ func TestDoReplays(t *testing.T) {
 			ctx := context.Background()
 			e := idempotency.NewEngine(newStore())
 			var c counter
-			first, err := e.Do(ctx, "k", "alice", "fp", c.fn(201, "created"))
-			if err != nil || first.Replayed || !first.Recorded || string(first.Response.WireBody) != "created" {
+			first, err := e.Do(ctx, idempotency.Request{Key: "k", Identity: "alice", Fingerprint: "fp"}, c.fn(201, "created"))
+			if err != nil || first.Replayed || !first.Recorded || string(first.Response.Body) != "created" {
 				t.Fatalf("first Do = (%+v, %v), want an executed, recorded response", first, err)
 			}
-			second, err := e.Do(ctx, "k", "alice", "fp", c.fn(201, "again"))
-			if err != nil || !second.Replayed || string(second.Response.WireBody) != "created" || second.Response.Status != 201 {
+			second, err := e.Do(ctx, idempotency.Request{Key: "k", Identity: "alice", Fingerprint: "fp"}, c.fn(201, "again"))
+			if err != nil || !second.Replayed || string(second.Response.Body) != "created" || second.Response.Status != 201 {
 				t.Fatalf("second Do = (%+v, %v), want a replay of the first", second, err)
 			}
 			if got := c.n.Load(); got != 1 {
 				t.Fatalf("command ran %d times, want 1", got)
 			}
 			// Another identity is another record.
-			if res, err := e.Do(ctx, "k", "bob", "fp", c.fn(201, "bob")); err != nil || res.Replayed {
+			if res, err := e.Do(ctx, idempotency.Request{Key: "k", Identity: "bob", Fingerprint: "fp"}, c.fn(201, "bob")); err != nil || res.Replayed {
 				t.Fatalf("Do for bob = (%+v, %v), want an execution", res, err)
 			}
-			if _, err := e.Do(ctx, "k", "alice", "other", c.fn(201, "x")); !errors.Is(err, idempotency.ErrMismatch) {
+			if _, err := e.Do(ctx, idempotency.Request{Key: "k", Identity: "alice", Fingerprint: "other"}, c.fn(201, "x")); !errors.Is(err, idempotency.ErrMismatch) {
 				t.Fatalf("Do with another fingerprint = %v, want ErrMismatch", err)
 			}
 		})
@@ -77,7 +77,7 @@ func TestDoRecordPolicy(t *testing.T) {
 			e := idempotency.NewEngine(newStore())
 			var c counter
 			for i := range 2 { // 5xx is not recorded: each retry runs
-				res, err := e.Do(ctx, "k5", "", "", c.fn(503, "busy"))
+				res, err := e.Do(ctx, idempotency.Request{Key: "k5", Identity: "", Fingerprint: ""}, c.fn(503, "busy"))
 				if err != nil || res.Replayed || res.Recorded {
 					t.Fatalf("Do %d with 503 = (%+v, %v), want executed and not recorded", i, res, err)
 				}
@@ -86,7 +86,7 @@ func TestDoRecordPolicy(t *testing.T) {
 				t.Fatalf("5xx command ran %d times over 2 calls, want 2", got)
 			}
 			for range 2 { // 4xx is the handler's validation: recorded
-				if _, err := e.Do(ctx, "k4", "", "", c.fn(422, "invalid")); err != nil {
+				if _, err := e.Do(ctx, idempotency.Request{Key: "k4", Identity: "", Fingerprint: ""}, c.fn(422, "invalid")); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -94,9 +94,9 @@ func TestDoRecordPolicy(t *testing.T) {
 				t.Fatalf("4xx command ran %d times, want once", got-2)
 			}
 			// A custom policy.
-			e2 := idempotency.NewEngine(newStore(), idempotency.WithRecordPolicy(func(c idempotency.Cached) bool { return c.Status < 400 }))
+			e2 := idempotency.NewEngine(newStore(), idempotency.WithRecordPolicy(func(r idempotency.Response) bool { return r.Status < 400 }))
 			for range 2 {
-				_, _ = e2.Do(ctx, "k", "", "", c.fn(404, "nope"))
+				_, _ = e2.Do(ctx, idempotency.Request{Key: "k", Identity: "", Fingerprint: ""}, c.fn(404, "nope"))
 			}
 			if got := c.n.Load(); got != 5 {
 				t.Fatalf("with a 2xx/3xx-only policy, a 404 ran %d times over 2 calls, want 2", got-3)
@@ -111,14 +111,14 @@ func TestDoErrorReleases(t *testing.T) {
 			ctx := context.Background()
 			e := idempotency.NewEngine(newStore())
 			boom := errors.New("boom")
-			_, err := e.Do(ctx, "k", "", "fp", func(context.Context) (idempotency.Cached, error) {
-				return idempotency.Cached{}, boom
+			_, err := e.Do(ctx, idempotency.Request{Key: "k", Identity: "", Fingerprint: "fp"}, func(context.Context) (idempotency.Response, error) {
+				return idempotency.Response{}, boom
 			})
 			if err != boom {
 				t.Fatalf("Do = %v, want the handler's own error, unwrapped", err)
 			}
 			var c counter
-			if res, err := e.Do(ctx, "k", "", "fp", c.fn(200, "ok")); err != nil || res.Replayed || c.n.Load() != 1 {
+			if res, err := e.Do(ctx, idempotency.Request{Key: "k", Identity: "", Fingerprint: "fp"}, c.fn(200, "ok")); err != nil || res.Replayed || c.n.Load() != 1 {
 				t.Fatalf("retry after an error = (%+v, %v), ran %d; want an execution", res, err, c.n.Load())
 			}
 		})
@@ -136,11 +136,11 @@ func TestDoPanicReleasesAndRepanics(t *testing.T) {
 						t.Fatalf("recovered %v, want the handler's panic value", r)
 					}
 				}()
-				_, _ = e.Do(ctx, "k", "", "", func(context.Context) (idempotency.Cached, error) { panic("handler bug") })
+				_, _ = e.Do(ctx, idempotency.Request{Key: "k", Identity: "", Fingerprint: ""}, func(context.Context) (idempotency.Response, error) { panic("handler bug") })
 				t.Fatal("Do returned after the handler panicked")
 			}()
 			var c counter
-			if _, err := e.Do(ctx, "k", "", "", c.fn(200, "ok")); err != nil || c.n.Load() != 1 {
+			if _, err := e.Do(ctx, idempotency.Request{Key: "k", Identity: "", Fingerprint: ""}, c.fn(200, "ok")); err != nil || c.n.Load() != 1 {
 				t.Fatalf("retry after a panic = %v, ran %d; want one execution", err, c.n.Load())
 			}
 		})
@@ -155,31 +155,28 @@ func TestDoInFlightFailsFast(t *testing.T) {
 			in, out := make(chan struct{}), make(chan struct{})
 			done := make(chan error)
 			go func() {
-				_, err := e.Do(ctx, "k", "", "fp", func(context.Context) (idempotency.Cached, error) {
+				_, err := e.Do(ctx, idempotency.Request{Key: "k", Identity: "", Fingerprint: "fp"}, func(context.Context) (idempotency.Response, error) {
 					close(in)
 					<-out
-					return idempotency.Cached{Status: 200, WireBody: []byte("first")}, nil
+					return idempotency.Response{Status: 200, Body: []byte("first")}, nil
 				})
 				done <- err
 			}()
 			<-in
 			var c counter
-			res, err := e.Do(ctx, "k", "", "fp", c.fn(200, "dup"))
+			_, err := e.Do(ctx, idempotency.Request{Key: "k", Identity: "", Fingerprint: "fp"}, c.fn(200, "dup"))
 			if !errors.Is(err, idempotency.ErrInFlight) || c.n.Load() != 0 {
 				t.Fatalf("duplicate while in flight = %v (ran %d), want ErrInFlight without running", err, c.n.Load())
 			}
-			if name == "claim" && (res.RetryAfter <= 0 || res.RetryAfter > idempotency.MaxRetryAfter) {
-				t.Errorf("RetryAfter = %v, want within (0, %v]", res.RetryAfter, idempotency.MaxRetryAfter)
-			}
-			if _, err := e.Do(ctx, "k", "", "changed", c.fn(200, "dup")); !errors.Is(err, idempotency.ErrMismatch) {
+			if _, err := e.Do(ctx, idempotency.Request{Key: "k", Identity: "", Fingerprint: "changed"}, c.fn(200, "dup")); !errors.Is(err, idempotency.ErrMismatch) {
 				t.Errorf("other payload while in flight = %v, want ErrMismatch", err)
 			}
 			close(out)
 			if err := <-done; err != nil {
 				t.Fatal(err)
 			}
-			res, err = e.Do(ctx, "k", "", "fp", c.fn(200, "dup"))
-			if err != nil || !res.Replayed || string(res.Response.WireBody) != "first" {
+			res, err := e.Do(ctx, idempotency.Request{Key: "k", Identity: "", Fingerprint: "fp"}, c.fn(200, "dup"))
+			if err != nil || !res.Replayed || string(res.Response.Body) != "first" {
 				t.Fatalf("after completion = (%+v, %v), want replay of first", res, err)
 			}
 		})
@@ -196,22 +193,24 @@ func TestDoWaitGetsFirstResponse(t *testing.T) {
 				var c counter
 				var wg sync.WaitGroup
 				wg.Go(func() {
-					_, _ = e.Do(ctx, "k", "", "fp", func(context.Context) (idempotency.Cached, error) {
+					_, _ = e.Do(ctx, idempotency.Request{Key: "k", Identity: "", Fingerprint: "fp"}, func(context.Context) (idempotency.Response, error) {
 						c.n.Add(1)
 						close(in)
 						time.Sleep(5 * time.Second) // fake time: the command takes a while
-						return idempotency.Cached{Status: 201, WireBody: []byte("first")}, nil
+						return idempotency.Response{Status: 201, Body: []byte("first")}, nil
 					})
 				})
 				<-in
 				results := make([]idempotency.Result, 5)
 				errs := make([]error, 5)
 				for i := range results {
-					wg.Go(func() { results[i], errs[i] = e.Do(ctx, "k", "", "fp", c.fn(200, "dup")) })
+					wg.Go(func() {
+						results[i], errs[i] = e.Do(ctx, idempotency.Request{Key: "k", Identity: "", Fingerprint: "fp"}, c.fn(200, "dup"))
+					})
 				}
 				wg.Wait()
 				for i := range results {
-					if errs[i] != nil || !results[i].Replayed || string(results[i].Response.WireBody) != "first" {
+					if errs[i] != nil || !results[i].Replayed || string(results[i].Response.Body) != "first" {
 						t.Errorf("waiter %d = (%+v, %v), want the first response", i, results[i], errs[i])
 					}
 				}
@@ -230,19 +229,19 @@ func TestDoWaitBoundedByContext(t *testing.T) {
 				e := idempotency.NewEngine(newStore(), idempotency.WithWait(true))
 				in, out := make(chan struct{}), make(chan struct{})
 				go func() {
-					_, _ = e.Do(context.Background(), "k", "", "", func(context.Context) (idempotency.Cached, error) {
+					_, _ = e.Do(context.Background(), idempotency.Request{Key: "k", Identity: "", Fingerprint: ""}, func(context.Context) (idempotency.Response, error) {
 						close(in)
 						<-out
-						return idempotency.Cached{Status: 200}, nil
+						return idempotency.Response{Status: 200}, nil
 					})
 				}()
 				<-in
 				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 				defer cancel()
 				start := time.Now()
-				_, err := e.Do(ctx, "k", "", "", func(context.Context) (idempotency.Cached, error) {
+				_, err := e.Do(ctx, idempotency.Request{Key: "k", Identity: "", Fingerprint: ""}, func(context.Context) (idempotency.Response, error) {
 					t.Error("the waiter ran the command")
-					return idempotency.Cached{}, nil
+					return idempotency.Response{}, nil
 				})
 				if !errors.Is(err, idempotency.ErrInFlight) || !errors.Is(err, context.DeadlineExceeded) {
 					t.Fatalf("waiter past its deadline = %v, want ErrInFlight and DeadlineExceeded", err)
@@ -262,17 +261,17 @@ func TestDoWaitRunsAfterRelease(t *testing.T) {
 		e := idempotency.NewEngine(idempotency.NewInMemoryStore(), idempotency.WithWait(true))
 		in, out := make(chan struct{}), make(chan struct{})
 		go func() {
-			_, _ = e.Do(context.Background(), "k", "", "", func(context.Context) (idempotency.Cached, error) {
+			_, _ = e.Do(context.Background(), idempotency.Request{Key: "k", Identity: "", Fingerprint: ""}, func(context.Context) (idempotency.Response, error) {
 				close(in)
 				<-out
-				return idempotency.Cached{}, errors.New("retryable failure")
+				return idempotency.Response{}, errors.New("retryable failure")
 			})
 		}()
 		<-in
 		var c counter
 		done := make(chan idempotency.Result)
 		go func() {
-			res, err := e.Do(context.Background(), "k", "", "", c.fn(200, "second try"))
+			res, err := e.Do(context.Background(), idempotency.Request{Key: "k", Identity: "", Fingerprint: ""}, c.fn(200, "second try"))
 			if err != nil {
 				t.Errorf("waiter = %v", err)
 			}
@@ -281,7 +280,7 @@ func TestDoWaitRunsAfterRelease(t *testing.T) {
 		synctest.Wait() // the waiter is parked
 		close(out)
 		res := <-done
-		if res.Replayed || string(res.Response.WireBody) != "second try" || c.n.Load() != 1 {
+		if res.Replayed || string(res.Response.Body) != "second try" || c.n.Load() != 1 {
 			t.Fatalf("waiter after the holder failed = %+v (ran %d), want it to run the command", res, c.n.Load())
 		}
 	})
@@ -295,11 +294,11 @@ func TestDoHeartbeatKeepsLongCommandsClaimed(t *testing.T) {
 		in, out := make(chan struct{}), make(chan struct{})
 		var fnErr error
 		go func() {
-			_, _ = e.Do(ctx, "k", "", "", func(ctx context.Context) (idempotency.Cached, error) {
+			_, _ = e.Do(ctx, idempotency.Request{Key: "k", Identity: "", Fingerprint: ""}, func(ctx context.Context) (idempotency.Response, error) {
 				close(in)
 				<-out
 				fnErr = context.Cause(ctx)
-				return idempotency.Cached{Status: 200, WireBody: []byte("slow")}, nil
+				return idempotency.Response{Status: 200, Body: []byte("slow")}, nil
 			})
 		}()
 		<-in
@@ -329,13 +328,13 @@ func (loseLease) Renew(context.Context, idempotency.Token, time.Duration) error 
 func TestDoLeaseLostCancelsCommand(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		e := idempotency.NewEngine(loseLease{idempotency.NewInMemoryStore()}, idempotency.WithLease(3*time.Second))
-		res, err := e.Do(context.Background(), "k", "", "", func(ctx context.Context) (idempotency.Cached, error) {
+		res, err := e.Do(context.Background(), idempotency.Request{Key: "k", Identity: "", Fingerprint: ""}, func(ctx context.Context) (idempotency.Response, error) {
 			<-ctx.Done()
 			if cause := context.Cause(ctx); !errors.Is(cause, idempotency.ErrLeaseLost) {
 				t.Errorf("cause = %v, want ErrLeaseLost", cause)
 			}
 			time.Sleep(3 * time.Second) // a handler that ignores the cancellation for a while
-			return idempotency.Cached{Status: 200}, nil
+			return idempotency.Response{Status: 200}, nil
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -352,9 +351,9 @@ func TestDoClientGoneStillRecords(t *testing.T) {
 			s := newStore()
 			e := idempotency.NewEngine(s)
 			ctx, cancel := context.WithCancel(context.Background())
-			res, err := e.Do(ctx, "k", "", "", func(context.Context) (idempotency.Cached, error) {
+			res, err := e.Do(ctx, idempotency.Request{Key: "k", Identity: "", Fingerprint: ""}, func(context.Context) (idempotency.Response, error) {
 				cancel() // the client hangs up while the command runs
-				return idempotency.Cached{Status: 201, WireBody: []byte("done anyway")}, nil
+				return idempotency.Response{Status: 201, Body: []byte("done anyway")}, nil
 			})
 			if err != nil || !res.Recorded {
 				t.Fatalf("Do = (%+v, %v), want recorded", res, err)
@@ -373,12 +372,12 @@ func TestDoOversizeResponseTombstone(t *testing.T) {
 			e := idempotency.NewEngine(newStore(), idempotency.WithMaxResponseBytes(10))
 			var c counter
 			big := strings.Repeat("x", 11)
-			res, err := e.Do(ctx, "k", "", "", c.fn(200, big))
-			if err != nil || string(res.Response.WireBody) != big || !res.Recorded {
+			res, err := e.Do(ctx, idempotency.Request{Key: "k", Identity: "", Fingerprint: ""}, c.fn(200, big))
+			if err != nil || string(res.Response.Body) != big || !res.Recorded {
 				t.Fatalf("first Do = (%+v, %v), want the full response and a recorded tombstone", res, err)
 			}
-			res, err = e.Do(ctx, "k", "", "", c.fn(200, big))
-			if !errors.Is(err, idempotency.ErrResponseNotRecorded) || !res.Replayed || !res.Response.Tombstone {
+			res, err = e.Do(ctx, idempotency.Request{Key: "k", Identity: "", Fingerprint: ""}, c.fn(200, big))
+			if !errors.Is(err, idempotency.ErrResponseNotRecorded) || !res.Replayed || !res.Response.Streamed {
 				t.Fatalf("retry = (%+v, %v), want ErrResponseNotRecorded on a replayed tombstone", res, err)
 			}
 			if got := c.n.Load(); got != 1 {
@@ -392,10 +391,10 @@ func TestDoStoreByteCapFallsBackToTombstone(t *testing.T) {
 	ctx := context.Background()
 	e := idempotency.NewEngine(idempotency.NewInMemoryStore(idempotency.WithMaxBytes(5)))
 	var c counter
-	if _, err := e.Do(ctx, "k", "", "", c.fn(200, "longer than five")); err != nil {
+	if _, err := e.Do(ctx, idempotency.Request{Key: "k", Identity: "", Fingerprint: ""}, c.fn(200, "longer than five")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.Do(ctx, "k", "", "", c.fn(200, "x")); !errors.Is(err, idempotency.ErrResponseNotRecorded) {
+	if _, err := e.Do(ctx, idempotency.Request{Key: "k", Identity: "", Fingerprint: ""}, c.fn(200, "x")); !errors.Is(err, idempotency.ErrResponseNotRecorded) {
 		t.Fatalf("retry = %v, want ErrResponseNotRecorded", err)
 	}
 	if c.n.Load() != 1 {
@@ -412,10 +411,15 @@ func (*downStore) Begin(context.Context, string, string, idempotency.ClaimReques
 	return idempotency.Claim{}, errDown
 }
 
+// Peek hides the embedded store's: every answer comes from Begin.
+func (*downStore) Peek(context.Context, string, string) (*idempotency.Cached, bool) {
+	return nil, false
+}
+
 func TestDoStoreDownFailsClosed(t *testing.T) {
 	e := idempotency.NewEngine(&downStore{})
 	var c counter
-	_, err := e.Do(context.Background(), "k", "", "", c.fn(200, "x"))
+	_, err := e.Do(context.Background(), idempotency.Request{Key: "k", Identity: "", Fingerprint: ""}, c.fn(200, "x"))
 	var se *idempotency.StoreError
 	if !errors.Is(err, idempotency.ErrStoreUnavailable) || !errors.As(err, &se) || se.Op != "begin" || !errors.Is(err, errDown) {
 		t.Fatalf("Do on a dead store = %v, want a begin StoreError wrapping the cause", err)
@@ -431,7 +435,7 @@ func TestDoStoreFullIsUnavailable(t *testing.T) {
 	if _, err := s.Begin(ctx, "held", "", idempotency.ClaimRequest{Owner: "o", Lease: time.Minute}); err != nil {
 		t.Fatal(err)
 	}
-	_, err := idempotency.NewEngine(s).Do(ctx, "k", "", "", (&counter{}).fn(200, "x"))
+	_, err := idempotency.NewEngine(s).Do(ctx, idempotency.Request{Key: "k", Identity: "", Fingerprint: ""}, (&counter{}).fn(200, "x"))
 	if !errors.Is(err, idempotency.ErrStoreFull) || !errors.Is(err, idempotency.ErrStoreUnavailable) {
 		t.Fatalf("Do on a full store = %v, want ErrStoreFull matching ErrStoreUnavailable", err)
 	}
@@ -441,7 +445,7 @@ func TestDoInvalidKey(t *testing.T) {
 	e := idempotency.NewEngine(idempotency.NewInMemoryStore())
 	for _, key := range []string{"", strings.Repeat("k", 256), "tab\there", "\u0085"} {
 		var c counter
-		if _, err := e.Do(context.Background(), key, "", "", c.fn(200, "x")); !errors.Is(err, idempotency.ErrInvalidKey) || c.n.Load() != 0 {
+		if _, err := e.Do(context.Background(), idempotency.Request{Key: key, Identity: "", Fingerprint: ""}, c.fn(200, "x")); !errors.Is(err, idempotency.ErrInvalidKey) || c.n.Load() != 0 {
 			t.Errorf("Do(%q) = %v (ran %d), want ErrInvalidKey without running", key, err, c.n.Load())
 		}
 	}
@@ -450,9 +454,9 @@ func TestDoInvalidKey(t *testing.T) {
 func TestDoTokenInContext(t *testing.T) {
 	e := idempotency.NewEngine(idempotency.NewInMemoryStore())
 	var seen idempotency.Token
-	res, err := e.Do(context.Background(), "k", "alice", "", func(ctx context.Context) (idempotency.Cached, error) {
+	res, err := e.Do(context.Background(), idempotency.Request{Key: "k", Identity: "alice", Fingerprint: ""}, func(ctx context.Context) (idempotency.Response, error) {
 		seen, _ = idempotency.TokenFromContext(ctx)
-		return idempotency.Cached{Status: 200}, nil
+		return idempotency.Response{Status: 200}, nil
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -470,8 +474,8 @@ func TestDoSeedStoreExactlyOnceUnderRace(t *testing.T) {
 	for range 64 {
 		wg.Go(func() {
 			<-start
-			res, err := e.Do(context.Background(), "k", "", "fp", c.fn(200, "once"))
-			if err != nil || string(res.Response.WireBody) != "once" {
+			res, err := e.Do(context.Background(), idempotency.Request{Key: "k", Identity: "", Fingerprint: "fp"}, c.fn(200, "once"))
+			if err != nil || string(res.Response.Body) != "once" {
 				t.Errorf("Do = (%+v, %v)", res, err)
 			}
 		})
@@ -484,7 +488,7 @@ func TestDoSeedStoreExactlyOnceUnderRace(t *testing.T) {
 }
 
 //go:noinline
-func panickingHandler(context.Context) (idempotency.Cached, error) { panic("deep bug") }
+func panickingHandler(context.Context) (idempotency.Response, error) { panic("deep bug") }
 
 // The handler's panic keeps its own stack: the engine releases the key
 // without recovering and re-raising, so the frame that panicked is still on
@@ -499,7 +503,7 @@ func TestDoPanicKeepsStack(t *testing.T) {
 						stack = string(debug.Stack())
 					}
 				}()
-				_, _ = idempotency.NewEngine(newStore()).Do(context.Background(), "k", "", "", panickingHandler)
+				_, _ = idempotency.NewEngine(newStore()).Do(context.Background(), idempotency.Request{Key: "k", Identity: "", Fingerprint: ""}, panickingHandler)
 			}()
 			if !strings.Contains(stack, "panickingHandler") {
 				t.Fatalf("stack at recover lacks the panicking frame:\n%s", stack)
@@ -515,7 +519,7 @@ func TestDoCancelledBeforeStart(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			cancel()
 			var c counter
-			if _, err := idempotency.NewEngine(s).Do(ctx, "k", "", "", c.fn(200, "x")); !errors.Is(err, context.Canceled) || c.n.Load() != 0 {
+			if _, err := idempotency.NewEngine(s).Do(ctx, idempotency.Request{Key: "k", Identity: "", Fingerprint: ""}, c.fn(200, "x")); !errors.Is(err, context.Canceled) || c.n.Load() != 0 {
 				t.Fatalf("Do with an ended context = %v (ran %d), want context.Canceled without running", err, c.n.Load())
 			}
 			if cs, ok := s.(idempotency.ClaimStore); ok {
@@ -552,15 +556,15 @@ func TestDoRetriesCompleteWhileTheStoreFails(t *testing.T) {
 		s := &flakyComplete{InMemoryStore: idempotency.NewInMemoryStore(), fails: 5}
 		e := idempotency.NewEngine(s, idempotency.WithLease(30*time.Second))
 		var c counter
-		res, err := e.Do(context.Background(), "k", "", "", c.fn(201, "made"))
+		res, err := e.Do(context.Background(), idempotency.Request{Key: "k", Identity: "", Fingerprint: ""}, c.fn(201, "made"))
 		if err != nil || !res.Recorded || res.RecordErr != nil {
 			t.Fatalf("Do over a store failing 5 Completes = (%+v, %v), want recorded after retries", res, err)
 		}
 		if got := s.calls.Load(); got != 6 {
 			t.Errorf("Complete called %d times, want 6", got)
 		}
-		res, err = e.Do(context.Background(), "k", "", "", c.fn(201, "again"))
-		if err != nil || !res.Replayed || string(res.Response.WireBody) != "made" || c.n.Load() != 1 {
+		res, err = e.Do(context.Background(), idempotency.Request{Key: "k", Identity: "", Fingerprint: ""}, c.fn(201, "again"))
+		if err != nil || !res.Replayed || string(res.Response.Body) != "made" || c.n.Load() != 1 {
 			t.Fatalf("retry = (%+v, %v), ran %d; want a replay and one execution", res, err, c.n.Load())
 		}
 	})
@@ -571,7 +575,7 @@ func TestDoGivesUpCompletingWhenTheLeaseEnds(t *testing.T) {
 		s := &flakyComplete{InMemoryStore: idempotency.NewInMemoryStore(), fails: 1 << 30}
 		e := idempotency.NewEngine(s, idempotency.WithLease(6*time.Second))
 		start := time.Now()
-		res, err := e.Do(context.Background(), "k", "", "", (&counter{}).fn(200, "x"))
+		res, err := e.Do(context.Background(), idempotency.Request{Key: "k", Identity: "", Fingerprint: ""}, (&counter{}).fn(200, "x"))
 		if err != nil || res.Recorded || !errors.Is(res.RecordErr, idempotency.ErrStoreUnavailable) {
 			t.Fatalf("Do = (%+v, %v), want the response, not recorded, with a store error", res, err)
 		}
@@ -588,7 +592,7 @@ func TestDoGivesUpCompletingWhenTheLeaseEnds(t *testing.T) {
 
 func TestDoDoesNotRetryALostLease(t *testing.T) {
 	s := &flakyComplete{InMemoryStore: idempotency.NewInMemoryStore(), fails: 1 << 30, err: idempotency.ErrLeaseLost}
-	res, err := idempotency.NewEngine(s).Do(context.Background(), "k", "", "", (&counter{}).fn(200, "x"))
+	res, err := idempotency.NewEngine(s).Do(context.Background(), idempotency.Request{Key: "k", Identity: "", Fingerprint: ""}, (&counter{}).fn(200, "x"))
 	if err != nil || res.Recorded || !errors.Is(res.RecordErr, idempotency.ErrLeaseLost) {
 		t.Fatalf("Do = (%+v, %v), want not recorded with ErrLeaseLost", res, err)
 	}

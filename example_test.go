@@ -16,16 +16,16 @@ func ExampleEngine_Do() {
 	ctx := context.Background()
 
 	charges := 0
-	charge := func(ctx context.Context) (idempotency.Cached, error) {
+	charge := func(ctx context.Context) (idempotency.Response, error) {
 		charges++
-		return idempotency.Cached{Status: 201, WireBody: []byte(`{"ok":true,"data":{"charge":"ch_1"}}`)}, nil
+		return idempotency.Response{Status: 201, Body: []byte(`{"ok":true,"data":{"charge":"ch_1"}}`)}, nil
 	}
 	for range 3 { // the client retries twice
-		res, err := engine.Do(ctx, "order-42", "customer-7", "amount=1000", charge)
+		res, err := engine.Do(ctx, idempotency.Request{Key: "order-42", Identity: "customer-7", Fingerprint: "amount=1000"}, charge)
 		if err != nil {
 			panic(err)
 		}
-		fmt.Println(res.Response.Status, string(res.Response.WireBody), "replayed:", res.Replayed)
+		fmt.Println(res.Response.Status, string(res.Response.Body), "replayed:", res.Replayed)
 	}
 	fmt.Println("charges:", charges)
 	// Output:
@@ -39,11 +39,11 @@ func ExampleEngine_Do() {
 func ExampleEngine_Do_mismatch() {
 	engine := idempotency.NewEngine(idempotency.NewInMemoryStore())
 	ctx := context.Background()
-	ok := func(context.Context) (idempotency.Cached, error) { return idempotency.Cached{Status: 200}, nil }
+	ok := func(context.Context) (idempotency.Response, error) { return idempotency.Response{Status: 200}, nil }
 
-	_, err := engine.Do(ctx, "order-42", "customer-7", "amount=1000", ok)
+	_, err := engine.Do(ctx, idempotency.Request{Key: "order-42", Identity: "customer-7", Fingerprint: "amount=1000"}, ok)
 	fmt.Println(err)
-	_, err = engine.Do(ctx, "order-42", "customer-7", "amount=9999", ok)
+	_, err = engine.Do(ctx, idempotency.Request{Key: "order-42", Identity: "customer-7", Fingerprint: "amount=9999"}, ok)
 	fmt.Println(errors.Is(err, idempotency.ErrMismatch))
 	// Output:
 	// <nil>
@@ -55,17 +55,17 @@ func ExampleEngine_Do_failure() {
 	engine := idempotency.NewEngine(idempotency.NewInMemoryStore())
 	ctx := context.Background()
 	attempts := 0
-	flaky := func(context.Context) (idempotency.Cached, error) {
+	flaky := func(context.Context) (idempotency.Response, error) {
 		attempts++
 		if attempts == 1 {
-			return idempotency.Cached{}, errors.New("upstream timeout")
+			return idempotency.Response{}, errors.New("upstream timeout")
 		}
-		return idempotency.Cached{Status: 200, WireBody: []byte(`"paid"`)}, nil
+		return idempotency.Response{Status: 200, Body: []byte(`"paid"`)}, nil
 	}
-	_, err := engine.Do(ctx, "k", "", "", flaky)
+	_, err := engine.Do(ctx, idempotency.Request{Key: "k", Identity: "", Fingerprint: ""}, flaky)
 	fmt.Println(err)
-	res, _ := engine.Do(ctx, "k", "", "", flaky)
-	fmt.Println(string(res.Response.WireBody), attempts)
+	res, _ := engine.Do(ctx, idempotency.Request{Key: "k", Identity: "", Fingerprint: ""}, flaky)
+	fmt.Println(string(res.Response.Body), attempts)
 	// Output:
 	// upstream timeout
 	// "paid" 2

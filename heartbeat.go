@@ -111,7 +111,7 @@ func (h *heartbeat) renew() {
 	err := h.e.claims.Renew(ctx, h.tok, h.e.lease)
 	done()
 	if errors.Is(err, ErrLeaseLost) {
-		h.cancel(ErrLeaseLost)
+		h.lost(ErrLeaseLost)
 		return
 	}
 	// Any other failure is retried on the next tick; the lease still has

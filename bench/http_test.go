@@ -29,7 +29,7 @@ const httpBody = `{"name":"gear","size":{"w":2,"h":3}}`
 func httpTargets() map[string]http.Handler {
 	return map[string]http.Handler{
 		"bare":     trivial,
-		"idemhttp": idemhttp.New(idempotency.NewInMemoryStore())(trivial),
+		"idemhttp": idemhttp.New(idempotency.NewEngine(idempotency.NewInMemoryStore(), idempotency.WithDetachedRun(true)), idemhttp.WithAnonymous(true))(trivial),
 	}
 }
 

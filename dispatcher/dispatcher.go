@@ -109,17 +109,6 @@ const DefaultMaxPayloadBytes = 1 << 20
 // Option configures a Dispatcher.
 type Option func(*Dispatcher)
 
-// WithEngine sets the engine that runs keyed commands; its store, lease, TTL,
-// wait mode and record policy apply. nil keeps the default, an engine over a
-// new idempotency.NewInMemoryStore() with default options.
-func WithEngine(e *idempotency.Engine) Option {
-	return func(d *Dispatcher) {
-		if e != nil {
-			d.engine = e
-		}
-	}
-}
-
 // WithObserver sets a function called once per dispatch with its outcome.
 // nil (the default) observes nothing.
 func WithObserver(o Observer) Option {
@@ -157,18 +146,21 @@ func WithCommandContext(ctx context.Context) Option {
 	return func(d *Dispatcher) { d.commandCtx = ctx }
 }
 
-// New returns a Dispatcher with no commands.
-func New(opts ...Option) *Dispatcher {
+// New returns a Dispatcher with no commands, running keyed commands on e:
+// its store, lease, wait mode, record policy, response cap and observer
+// apply. New panics if e is nil.
+func New(e *idempotency.Engine, opts ...Option) *Dispatcher {
+	if e == nil {
+		panic("dispatcher: New with a nil engine")
+	}
 	d := &Dispatcher{
+		engine:     e,
 		identity:   BearerIdentity,
 		maxPayload: DefaultMaxPayloadBytes,
 		handlers:   make(map[string]*entry),
 	}
 	for _, o := range opts {
 		o(d)
-	}
-	if d.engine == nil {
-		d.engine = idempotency.NewEngine(idempotency.NewInMemoryStore())
 	}
 	return d
 }
@@ -222,12 +214,11 @@ func (d *Dispatcher) Dispatch(ctx context.Context, cmd Command) (status int, wir
 
 // reply is a dispatch's full answer, as ServeHTTP needs it.
 type reply struct {
-	status     int
-	body       []byte
-	replayed   bool
-	retry      bool          // answer with Retry-After
-	retryAfter time.Duration // its value; 0 means 1s
-	header     http.Header   // the handler's, for this execution only
+	status   int
+	body     []byte
+	replayed bool
+	retry    bool        // answer with Retry-After: 1 (a polling hint: nobody knows when a holder ends)
+	header   http.Header // the handler's, for this execution only
 }
 
 // dispatch runs cmd, reports it to the observer and returns the reply.
@@ -291,35 +282,33 @@ func (d *Dispatcher) run(ctx context.Context, cmd Command, badKey bool, ev *Even
 
 	req.Key = cmd.Key
 	var header http.Header
-	fn := func(ctx context.Context) (idempotency.Cached, error) {
+	fn := func(ctx context.Context) (idempotency.Response, error) {
 		req := req
 		if tok, ok := idempotency.TokenFromContext(ctx); ok {
 			req.Fence = tok.Fence
 		}
 		a := execute(ctx, h.fn, req)
 		if a.err != nil {
-			return idempotency.Cached{}, a.err
+			return idempotency.Response{}, a.err
 		}
 		header = a.header
-		return idempotency.Cached{Status: a.status, WireBody: a.body}, nil
+		return idempotency.Response{Status: a.status, Body: a.body}, nil
 	}
 	fp := idempotency.Fingerprint([]byte(cmd.Name), canon)
-	res, err := d.engine.Do(ctx, cmd.Key, cmd.Identity, fp, fn)
+	res, err := d.engine.Do(ctx, idempotency.Request{Key: cmd.Key, Identity: cmd.Identity, Fingerprint: fp}, fn)
 	var he *handlerError
 	switch {
 	case err == nil && res.Replayed:
 		ev.Outcome = OutcomeReplayed
-		return reply{status: res.Response.Status, body: res.Response.WireBody, replayed: true}
+		return reply{status: res.Response.Status, body: res.Response.Body, replayed: true}
 	case err == nil:
 		ev.Outcome = executedOutcome(res.Response.Status)
 		ev.Fence, ev.RecordErr = res.Fence, res.RecordErr
-		return reply{status: res.Response.Status, body: res.Response.WireBody, header: header}
+		return reply{status: res.Response.Status, body: res.Response.Body, header: header}
 	case errors.As(err, &he):
 		return handlerFailed(he, ev)
 	case errors.Is(err, idempotency.ErrInFlight):
-		r := fail(errInFlight, ev)
-		r.retryAfter = res.RetryAfter
-		return r
+		return fail(errInFlight, ev)
 	case errors.Is(err, idempotency.ErrMismatch):
 		return fail(errKeyReused, ev)
 	case errors.Is(err, idempotency.ErrResponseNotRecorded):

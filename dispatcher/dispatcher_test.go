@@ -65,7 +65,7 @@ func cmd(name, key, identity, payload string) dispatcher.Command {
 
 func TestDispatchRefusals(t *testing.T) {
 	var c counter
-	d := dispatcher.New()
+	d := dispatcher.New(idempotency.NewEngine(idempotency.NewInMemoryStore()))
 	d.Register("create", c.handle)
 	tests := []struct {
 		name       string
@@ -100,7 +100,7 @@ func TestDispatchRefusals(t *testing.T) {
 
 func TestDispatchReplaysVerbatim(t *testing.T) {
 	var c counter
-	d := dispatcher.New()
+	d := dispatcher.New(idempotency.NewEngine(idempotency.NewInMemoryStore()))
 	d.Register("create", c.handle)
 	ctx := context.Background()
 	status1, first := d.Dispatch(ctx, cmd("create", "k1", "alice", `{"name":"a","n":1}`))
@@ -133,7 +133,7 @@ func TestDispatchReplaysVerbatim(t *testing.T) {
 
 func TestDispatchKeyScope(t *testing.T) {
 	var c counter
-	d := dispatcher.New()
+	d := dispatcher.New(idempotency.NewEngine(idempotency.NewInMemoryStore()))
 	d.Register("create", c.handle)
 	d.Register("other", c.handle)
 	ctx := context.Background()
@@ -216,7 +216,7 @@ func TestDispatchRecordPolicy(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var runs atomic.Int64
-			d := dispatcher.New()
+			d := dispatcher.New(idempotency.NewEngine(idempotency.NewInMemoryStore()))
 			d.Register("c", func(ctx context.Context, req dispatcher.Request) (dispatcher.Response, error) {
 				runs.Add(1)
 				return tt.handler(ctx, req)
@@ -250,7 +250,7 @@ func TestDispatchRecordPolicy(t *testing.T) {
 
 func TestDispatchNoKey(t *testing.T) {
 	var c counter
-	d := dispatcher.New()
+	d := dispatcher.New(idempotency.NewEngine(idempotency.NewInMemoryStore()))
 	d.Register("list", c.handle, dispatcher.NoKey())
 	ctx := context.Background()
 	for i, key := range []string{"", "k", "k", strings.Repeat("k", 300)} {
@@ -266,7 +266,7 @@ func TestDispatchNoKey(t *testing.T) {
 
 func TestDispatchEmptyPayloadIsEmptyObject(t *testing.T) {
 	var got []string
-	d := dispatcher.New()
+	d := dispatcher.New(idempotency.NewEngine(idempotency.NewInMemoryStore()))
 	d.Register("c", func(_ context.Context, req dispatcher.Request) (dispatcher.Response, error) {
 		got = append(got, string(req.Payload))
 		return dispatcher.Response{}, nil
@@ -284,7 +284,7 @@ func TestDispatchEmptyPayloadIsEmptyObject(t *testing.T) {
 func TestDispatchTombstone(t *testing.T) {
 	var c counter
 	engine := idempotency.NewEngine(idempotency.NewInMemoryStore(), idempotency.WithMaxResponseBytes(16))
-	d := dispatcher.New(dispatcher.WithEngine(engine))
+	d := dispatcher.New(engine)
 	d.Register("big", c.handle)
 	status, body := d.Dispatch(context.Background(), cmd("big", "k", "", `{"x":"a long enough payload"}`))
 	if status != 201 || !decode(t, body).OK {
@@ -320,10 +320,7 @@ func (*brokenStore) Renew(context.Context, idempotency.Token, time.Duration) err
 func TestDispatchStoreUnavailable(t *testing.T) {
 	var c counter
 	var events []dispatcher.Event
-	d := dispatcher.New(
-		dispatcher.WithEngine(idempotency.NewEngine(&brokenStore{})),
-		dispatcher.WithObserver(func(_ context.Context, e dispatcher.Event) { events = append(events, e) }),
-	)
+	d := dispatcher.New(idempotency.NewEngine(&brokenStore{}), dispatcher.WithObserver(func(_ context.Context, e dispatcher.Event) { events = append(events, e) }))
 	d.Register("c", c.handle)
 	status, body := d.Dispatch(context.Background(), cmd("c", "k", "", `{}`))
 	wantError(t, status, body, 503, dispatcher.CodeStoreUnavailable)
@@ -341,7 +338,7 @@ func TestDispatchStoreUnavailable(t *testing.T) {
 func TestDispatchCancelledReleasesKey(t *testing.T) {
 	var runs atomic.Int64
 	started := make(chan struct{})
-	d := dispatcher.New()
+	d := dispatcher.New(idempotency.NewEngine(idempotency.NewInMemoryStore()))
 	d.Register("slow", func(ctx context.Context, _ dispatcher.Request) (dispatcher.Response, error) {
 		if runs.Add(1) == 1 {
 			close(started)
@@ -372,7 +369,7 @@ func TestDispatchCancelledReleasesKey(t *testing.T) {
 
 func TestDispatchInFlight(t *testing.T) {
 	started, release := make(chan struct{}), make(chan struct{})
-	d := dispatcher.New()
+	d := dispatcher.New(idempotency.NewEngine(idempotency.NewInMemoryStore()))
 	d.Register("slow", func(context.Context, dispatcher.Request) (dispatcher.Response, error) {
 		close(started)
 		<-release
@@ -396,7 +393,7 @@ func TestDispatchInFlight(t *testing.T) {
 
 func TestDispatchConcurrentDuplicatesRunOnce(t *testing.T) {
 	var c counter
-	d := dispatcher.New()
+	d := dispatcher.New(idempotency.NewEngine(idempotency.NewInMemoryStore()))
 	d.Register("create", c.handle)
 	const n = 50
 	bodies := make([]string, n)
@@ -430,7 +427,7 @@ func TestDispatchConcurrentDuplicatesRunOnce(t *testing.T) {
 
 func TestDispatchFence(t *testing.T) {
 	var fences []uint64
-	d := dispatcher.New()
+	d := dispatcher.New(idempotency.NewEngine(idempotency.NewInMemoryStore()))
 	d.Register("c", func(_ context.Context, req dispatcher.Request) (dispatcher.Response, error) {
 		fences = append(fences, req.Fence)
 		if req.Key == "" {
@@ -452,7 +449,7 @@ func TestDispatchFence(t *testing.T) {
 
 func TestObserverOutcomes(t *testing.T) {
 	var got []dispatcher.Outcome
-	d := dispatcher.New(dispatcher.WithObserver(func(_ context.Context, e dispatcher.Event) {
+	d := dispatcher.New(idempotency.NewEngine(idempotency.NewInMemoryStore()), dispatcher.WithObserver(func(_ context.Context, e dispatcher.Event) {
 		got = append(got, e.Outcome)
 	}))
 	var c counter
@@ -507,7 +504,7 @@ func TestRegisterPanics(t *testing.T) {
 					t.Errorf("Register did not panic")
 				}
 			}()
-			tt.f(dispatcher.New())
+			tt.f(dispatcher.New(idempotency.NewEngine(idempotency.NewInMemoryStore())))
 		})
 	}
 }

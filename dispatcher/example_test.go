@@ -13,7 +13,7 @@ import (
 
 func Example() {
 	engine := idempotency.NewEngine(idempotency.NewInMemoryStore())
-	d := dispatcher.New(dispatcher.WithEngine(engine))
+	d := dispatcher.New(engine)
 
 	runs := 0
 	d.Register("greet", func(ctx context.Context, req dispatcher.Request) (dispatcher.Response, error) {

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/idemkit/idempotency/idemhttp"
 )
@@ -167,14 +166,8 @@ func writeReply(w http.ResponseWriter, rep reply) {
 		h.Set("Idempotent-Replayed", "true")
 	}
 	if rep.retry {
-		h.Set("Retry-After", retryAfter(rep.retryAfter))
+		h.Set("Retry-After", "1")
 	}
 	w.WriteHeader(rep.status)
 	_, _ = w.Write(rep.body) // the client may be gone; the command was recorded anyway
-}
-
-// retryAfter renders d as whole seconds, rounded up, at least 1.
-func retryAfter(d time.Duration) string {
-	s := int64((d + time.Second - 1) / time.Second)
-	return strconv.FormatInt(max(s, 1), 10)
 }

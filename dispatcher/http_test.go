@@ -54,7 +54,7 @@ func post(t *testing.T, srv *httptest.Server, name, payload string, header ...st
 
 func TestServeHTTPReplay(t *testing.T) {
 	var c counter
-	d := dispatcher.New()
+	d := dispatcher.New(idempotency.NewEngine(idempotency.NewInMemoryStore()))
 	d.Register("create", c.handle)
 	srv := serve(t, d)
 
@@ -82,7 +82,7 @@ func TestServeHTTPReplay(t *testing.T) {
 
 func TestServeHTTPRefusals(t *testing.T) {
 	var c counter
-	d := dispatcher.New(dispatcher.WithMaxPayloadBytes(64))
+	d := dispatcher.New(idempotency.NewEngine(idempotency.NewInMemoryStore()), dispatcher.WithMaxPayloadBytes(64))
 	d.Register("create", c.handle)
 	srv := serve(t, d)
 	tests := []struct {
@@ -132,7 +132,7 @@ func TestServeHTTPRefusals(t *testing.T) {
 
 func TestServeHTTPIdentity(t *testing.T) {
 	var c counter
-	d := dispatcher.New()
+	d := dispatcher.New(idempotency.NewEngine(idempotency.NewInMemoryStore()))
 	d.Register("create", c.handle)
 	srv := serve(t, d)
 	a1 := post(t, srv, "create", `{}`, "Idempotency-Key", "same", "Authorization", "Bearer token-a")
@@ -188,7 +188,7 @@ func TestBearerIdentity(t *testing.T) {
 }
 
 func TestServeHTTPHandlerHeadersNotReplayed(t *testing.T) {
-	d := dispatcher.New()
+	d := dispatcher.New(idempotency.NewEngine(idempotency.NewInMemoryStore()))
 	d.Register("login", func(context.Context, dispatcher.Request) (dispatcher.Response, error) {
 		h := http.Header{}
 		h.Set("Set-Cookie", "session=abc; HttpOnly")
@@ -218,7 +218,7 @@ func TestServeHTTPHandlerHeadersNotReplayed(t *testing.T) {
 
 func TestServeHTTPInFlight(t *testing.T) {
 	started, release := make(chan struct{}), make(chan struct{})
-	d := dispatcher.New()
+	d := dispatcher.New(idempotency.NewEngine(idempotency.NewInMemoryStore()))
 	d.Register("slow", func(context.Context, dispatcher.Request) (dispatcher.Response, error) {
 		close(started)
 		<-release
@@ -253,7 +253,7 @@ func TestServeHTTPClientDisconnectStillRecords(t *testing.T) {
 	var runs atomic.Int64
 	started, release := make(chan struct{}), make(chan struct{})
 	var sawCancel atomic.Bool
-	d := dispatcher.New()
+	d := dispatcher.New(idempotency.NewEngine(idempotency.NewInMemoryStore()))
 	d.Register("slow", func(ctx context.Context, _ dispatcher.Request) (dispatcher.Response, error) {
 		runs.Add(1)
 		close(started)
@@ -303,7 +303,7 @@ func TestServeHTTPCommandContextCancels(t *testing.T) {
 		return dispatcher.Response{}, ctx.Err()
 	}
 	engine := idempotency.NewEngine(idempotency.NewInMemoryStore())
-	d := dispatcher.New(dispatcher.WithEngine(engine), dispatcher.WithCommandContext(stop))
+	d := dispatcher.New(engine, dispatcher.WithCommandContext(stop))
 	d.Register("slow", slow)
 	srv := serve(t, d)
 	done := make(chan httpReply)
@@ -328,7 +328,7 @@ func TestServeHTTPCommandContextCancels(t *testing.T) {
 	}
 	// The claim was released, so a retry through a dispatcher that shares
 	// the engine and still serves runs the command again.
-	d2 := dispatcher.New(dispatcher.WithEngine(engine))
+	d2 := dispatcher.New(engine)
 	d2.Register("slow", slow)
 	if r := post(t, serve(t, d2), "slow", `{}`, "Idempotency-Key", "k"); r.status != 200 {
 		t.Errorf("retry: got %d %s, want 200 (key released)", r.status, r.body)

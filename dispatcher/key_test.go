@@ -4,7 +4,6 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 )
 
 func TestHeaderKey(t *testing.T) {
@@ -37,23 +36,5 @@ func TestHeaderKey(t *testing.T) {
 				t.Errorf("headerKey(%q) = %q, %v; want %q, %v", tt.values, got, bad, tt.want, tt.wantBad)
 			}
 		})
-	}
-}
-
-func TestRetryAfter(t *testing.T) {
-	tests := []struct {
-		in   time.Duration
-		want string
-	}{
-		{0, "1"},
-		{time.Millisecond, "1"},
-		{time.Second, "1"},
-		{time.Second + time.Nanosecond, "2"},
-		{29*time.Second + 500*time.Millisecond, "30"},
-	}
-	for _, tt := range tests {
-		if got := retryAfter(tt.in); got != tt.want {
-			t.Errorf("retryAfter(%v) = %q, want %q", tt.in, got, tt.want)
-		}
 	}
 }

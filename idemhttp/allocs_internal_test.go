@@ -94,7 +94,7 @@ func TestMiddlewareAllocs(t *testing.T) {
 		h.ServeHTTP(w, req)
 	}
 	// A full store, as in steady state: a new claim reuses an evicted entry.
-	mw := New(idempotency.NewInMemoryStore(idempotency.WithMaxEntries(100)))(handler)
+	mw := New(idempotency.NewEngine(idempotency.NewInMemoryStore(idempotency.WithMaxEntries(100)), idempotency.WithDetachedRun(true)), WithAnonymous(true))(handler)
 	serve(mw, "k")
 	bare := testing.AllocsPerRun(200, func() { serve(handler, "k") })
 	replay := testing.AllocsPerRun(200, func() { serve(mw, "k") })

@@ -13,7 +13,7 @@ import (
 // The same key with the same JSON payload, re-encoded, replays; with another
 // payload it is refused with 422.
 func ExampleDefaultFingerprint() {
-	mw := idemhttp.New(idempotency.NewInMemoryStore())(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mw := idemhttp.New(idempotency.NewEngine(idempotency.NewInMemoryStore(), idempotency.WithDetachedRun(true)), idemhttp.WithAnonymous(true))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusCreated)
 	}))
 	for _, body := range []string{

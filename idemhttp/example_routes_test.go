@@ -14,8 +14,8 @@ import (
 // the one it needs. Errors are RFC 9457 problems.
 func ExampleWithRequired() {
 	store := idempotency.NewInMemoryStore()
-	required := idemhttp.New(store, idemhttp.WithRequired(true))
-	optional := idemhttp.New(store)
+	required := idemhttp.New(idempotency.NewEngine(store, idempotency.WithDetachedRun(true)), idemhttp.WithRequired(true), idemhttp.WithAnonymous(true))
+	optional := idemhttp.New(idempotency.NewEngine(store, idempotency.WithDetachedRun(true)), idemhttp.WithAnonymous(true))
 	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "done") })
 
 	mux := http.NewServeMux()

@@ -24,7 +24,7 @@ func ExampleNew() {
 		fmt.Fprint(w, `{"id":"ch_1","amount":1000}`)
 	})
 	mux := http.NewServeMux()
-	mux.Handle("POST /charges", idemhttp.New(store)(charge))
+	mux.Handle("POST /charges", idemhttp.New(idempotency.NewEngine(store, idempotency.WithDetachedRun(true)), idemhttp.WithAnonymous(true))(charge))
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 

@@ -9,36 +9,36 @@ import (
 	"github.com/idemkit/idempotency"
 )
 
-// New returns middleware that makes the wrapped handler idempotent over
-// store, in the shape routers use (func(next http.Handler) http.Handler):
+// New returns middleware that makes the wrapped handler idempotent on e, in
+// the shape routers use (func(next http.Handler) http.Handler):
 //
-//	mux.Handle("POST /payments", idemhttp.New(store)(payments))
-//	r.Use(idemhttp.New(store, idemhttp.WithRequired(true))) // chi
+//	engine := idempotency.NewEngine(store, idempotency.WithDetachedRun(true))
+//	mux.Handle("POST /payments", idemhttp.New(engine)(payments))
+//	r.Use(idemhttp.New(engine, idemhttp.WithRequired(true))) // chi
 //
-// All requests through one returned func share one idempotency.Engine (or
-// the WithEngine one). New panics if store is nil and WithEngine is not
-// given.
-func New(store idempotency.Store, opts ...Option) func(http.Handler) http.Handler {
+// The engine holds what is not about HTTP — the store, the lease, waiting
+// for a duplicate, the record policy, the largest response recorded, the
+// observer — and may be shared by several middlewares (per-route options)
+// and other adapters. The middleware detaches a started handler from its
+// client either way (a client that hangs up does not stop it half-way); an
+// engine made WithDetachedRun(true) does so without watching the request's
+// context, which is cheaper. New panics if e is nil.
+func New(e *idempotency.Engine, opts ...Option) func(http.Handler) http.Handler {
+	if e == nil {
+		panic("idemhttp: New with a nil engine")
+	}
 	c := config{
 		methods:     []string{http.MethodPost, http.MethodPatch},
 		identity:    DefaultIdentity,
 		fingerprint: DefaultFingerprint,
 		maxBody:     DefaultMaxBodyBytes,
-		maxResponse: DefaultMaxResponseBytes,
 		onError:     WriteError,
 	}
 	for _, o := range opts {
 		o(&c)
 	}
-	detached := c.engine == nil
-	if c.engine == nil {
-		if store == nil {
-			panic("idemhttp: New with a nil store and no WithEngine")
-		}
-		c.engine = idempotency.NewEngine(store, append(slices.Clip(c.engineOpts),
-			idempotency.WithMaxResponseBytes(c.maxResponse), idempotency.WithDetachedRun(true))...)
-	}
-	m := &middleware{config: c, rec: newRecording(allowedHeaders(c.headers)), detached: detached}
+	m := &middleware{config: c, engine: e, maxResponse: e.MaxResponseBytes(),
+		rec: newRecording(allowedHeaders(c.headers)), detached: e.RunsDetached()}
 	return func(next http.Handler) http.Handler {
 		return &handler{m: m, next: next}
 	}
@@ -46,10 +46,11 @@ func New(store idempotency.Store, opts ...Option) func(http.Handler) http.Handle
 
 type middleware struct {
 	config
-	rec *recording // the recorded headers
-	// detached: the engine is the middleware's own, made WithDetachedRun, so
-	// it detaches a started command from the request itself (otherwise a
-	// runContext does).
+	engine      *idempotency.Engine
+	maxResponse int        // the engine's: larger responses stream through
+	rec         *recording // the recorded headers
+	// detached: the engine was made WithDetachedRun, so it detaches a
+	// started command from the request itself (otherwise a runContext does).
 	detached bool
 }
 
@@ -84,7 +85,12 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ex.body = body
-	identity, fingerprint := m.identity(r), m.fingerprint(r, body)
+	identity := m.identity(r)
+	if identity == "" && !m.anonymous {
+		m.onError(w, r, errIdentityMissing())
+		return
+	}
+	fingerprint := m.fingerprint(r, body)
 
 	ex.rw.init(w, m.maxResponse, m.rec)
 	var ctx context.Context = r.Context()
@@ -93,10 +99,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer ex.ctx.release()
 		ctx = &ex.ctx
 	}
-	res, err := m.engine.Do(ctx, key, identity, fingerprint, ex.run)
+	res, err := m.engine.Do(ctx, idempotency.Request{Key: key, Identity: identity, Fingerprint: fingerprint}, ex.run)
 	switch {
 	case err != nil:
-		m.onError(w, r, classify(err, res))
+		m.onError(w, r, classify(err))
 	case res.Replayed:
 		writeRecorded(w, &res.Response)
 	default:
@@ -125,10 +131,10 @@ const smallBody = 128
 
 // run is the command the engine runs: the handler, with the request detached
 // from the client (runCtx) and its body rewound.
-func (ex *exchange) run(runCtx context.Context) (idempotency.Cached, error) {
+func (ex *exchange) run(runCtx context.Context) (idempotency.Response, error) {
 	if ex.ctx.inUse() { // a user's engine: the run context detaches the command
 		if err := ex.ctx.start(); err != nil {
-			return idempotency.Cached{}, err // the client left before anything ran
+			return idempotency.Response{}, err // the client left before anything ran
 		}
 	}
 	ex.next.ServeHTTP(&ex.rw, ex.rd.attach(ex.req.WithContext(runCtx), ex.body))

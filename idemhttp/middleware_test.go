@@ -35,7 +35,7 @@ func TestReplayByteForByte(t *testing.T) {
 		w.WriteHeader(http.StatusCreated)
 		fmt.Fprint(w, `{"id":"w1","name":"gear"}`)
 	})
-	srv := httptest.NewServer(idemhttp.New(store, idemhttp.WithHeaders("X-Widget-Version", "Set-Cookie"))(h))
+	srv := httptest.NewServer(idemhttp.New(idempotency.NewEngine(store, idempotency.WithDetachedRun(true)), idemhttp.WithHeaders("X-Widget-Version", "Set-Cookie"), idemhttp.WithAnonymous(true))(h))
 	defer srv.Close()
 
 	post := func() (*http.Response, []byte) {
@@ -104,7 +104,7 @@ func TestSetCookieNeverRecorded(t *testing.T) {
 		w.Header().Set("X-Kept", "yes")
 		w.Write([]byte("ok"))
 	})
-	mw := idemhttp.New(store, idemhttp.WithHeaders("set-cookie", "Connection", "authorization", "x-kept", "Transfer-Encoding"))(h)
+	mw := idemhttp.New(idempotency.NewEngine(store, idempotency.WithDetachedRun(true)), idemhttp.WithHeaders("set-cookie", "Connection", "authorization", "x-kept", "Transfer-Encoding"), idemhttp.WithAnonymous(true))(h)
 
 	first := send(mw, "POST", "/", "", "Idempotency-Key", "k")
 	if first.Header().Get("Set-Cookie") != "a=1" {
@@ -163,7 +163,7 @@ func TestReplayKeepsStatusHeadersAndBody(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			runs := 0
-			mw := idemhttp.New(idempotency.NewInMemoryStore())(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mw := idemhttp.New(idempotency.NewEngine(idempotency.NewInMemoryStore(), idempotency.WithDetachedRun(true)), idemhttp.WithAnonymous(true))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				runs++
 				tt.handler(w, r)
 			}))
@@ -217,7 +217,7 @@ func TestFingerprintMismatch(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cmd := &command{}
-			mw := idemhttp.New(idempotency.NewInMemoryStore())(cmd)
+			mw := idemhttp.New(idempotency.NewEngine(idempotency.NewInMemoryStore(), idempotency.WithDetachedRun(true)), idemhttp.WithAnonymous(true))(cmd)
 			first := send(mw, "POST", "/widgets", firstBody, "Idempotency-Key", "k", "Content-Type", "application/json")
 			if first.Code != http.StatusCreated {
 				t.Fatalf("first status = %d", first.Code)
@@ -264,7 +264,7 @@ func TestKeyErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			cmd := &command{}
 			store := idempotency.NewInMemoryStore()
-			mw := idemhttp.New(store, idemhttp.WithRequired(true))(cmd)
+			mw := idemhttp.New(idempotency.NewEngine(store, idempotency.WithDetachedRun(true)), idemhttp.WithRequired(true), idemhttp.WithAnonymous(true))(cmd)
 			var header []string
 			for _, v := range tt.values {
 				header = append(header, "Idempotency-Key", v)
@@ -288,7 +288,7 @@ func TestKeyErrors(t *testing.T) {
 
 func TestKeyOptional(t *testing.T) {
 	cmd := &command{}
-	mw := idemhttp.New(idempotency.NewInMemoryStore())(cmd)
+	mw := idemhttp.New(idempotency.NewEngine(idempotency.NewInMemoryStore(), idempotency.WithDetachedRun(true)), idemhttp.WithAnonymous(true))(cmd)
 	for range 2 {
 		rr := send(mw, "POST", "/", `{}`)
 		if rr.Code != http.StatusCreated {
@@ -304,7 +304,7 @@ func TestKeyOptional(t *testing.T) {
 
 func TestQuotedAndBareKeysAreTheSame(t *testing.T) {
 	cmd := &command{}
-	mw := idemhttp.New(idempotency.NewInMemoryStore())(cmd)
+	mw := idemhttp.New(idempotency.NewEngine(idempotency.NewInMemoryStore(), idempotency.WithDetachedRun(true)), idemhttp.WithAnonymous(true))(cmd)
 	forms := []string{`"order-7"`, `order-7`, ` "order-7" `, "\torder-7"}
 	for _, form := range forms {
 		rr := send(mw, "POST", "/", `{}`, "Idempotency-Key", form)
@@ -323,7 +323,7 @@ func TestQuotedAndBareKeysAreTheSame(t *testing.T) {
 func TestIdentityIsolation(t *testing.T) {
 	cmd := &command{}
 	store := idempotency.NewInMemoryStore()
-	mw := idemhttp.New(store)(cmd)
+	mw := idemhttp.New(idempotency.NewEngine(store, idempotency.WithDetachedRun(true)), idemhttp.WithAnonymous(true))(cmd)
 	alice := send(mw, "POST", "/", `{}`, "Idempotency-Key", "k", "Authorization", "Bearer alice-token")
 	bob := send(mw, "POST", "/", `{}`, "Idempotency-Key", "k", "Authorization", "Bearer bob-token")
 	anon := send(mw, "POST", "/", `{}`, "Idempotency-Key", "k")
@@ -348,7 +348,7 @@ func TestIdentityIsolation(t *testing.T) {
 func TestInFlightConflict(t *testing.T) {
 	started, release := make(chan struct{}), make(chan struct{})
 	runs := 0
-	mw := idemhttp.New(idempotency.NewInMemoryStore())(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mw := idemhttp.New(idempotency.NewEngine(idempotency.NewInMemoryStore(), idempotency.WithDetachedRun(true)), idemhttp.WithAnonymous(true))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		runs++
 		close(started)
 		<-release
@@ -382,7 +382,7 @@ func TestInFlightConflict(t *testing.T) {
 func TestStorm(t *testing.T) {
 	const n = 60
 	cmd := &command{}
-	srv := httptest.NewServer(idemhttp.New(idempotency.NewInMemoryStore())(cmd))
+	srv := httptest.NewServer(idemhttp.New(idempotency.NewEngine(idempotency.NewInMemoryStore(), idempotency.WithDetachedRun(true)), idemhttp.WithAnonymous(true))(cmd))
 	defer srv.Close()
 	client := srv.Client()
 	client.Transport.(*http.Transport).MaxIdleConnsPerHost = n
@@ -440,7 +440,7 @@ func TestStorm(t *testing.T) {
 func TestServerErrorNotRecorded(t *testing.T) {
 	cmd := &command{status: http.StatusServiceUnavailable}
 	store := idempotency.NewInMemoryStore()
-	mw := idemhttp.New(store)(cmd)
+	mw := idemhttp.New(idempotency.NewEngine(store, idempotency.WithDetachedRun(true)), idemhttp.WithAnonymous(true))(cmd)
 	first := send(mw, "POST", "/", `{}`, "Idempotency-Key", "k")
 	if first.Code != http.StatusServiceUnavailable || first.Body.String() != `{"run":1}` {
 		t.Errorf("first = %d %s, want the handler's 503", first.Code, first.Body)
@@ -459,7 +459,7 @@ func TestServerErrorNotRecorded(t *testing.T) {
 
 func TestClientErrorRecorded(t *testing.T) {
 	cmd := &command{status: http.StatusBadRequest}
-	mw := idemhttp.New(idempotency.NewInMemoryStore())(cmd)
+	mw := idemhttp.New(idempotency.NewEngine(idempotency.NewInMemoryStore(), idempotency.WithDetachedRun(true)), idemhttp.WithAnonymous(true))(cmd)
 	send(mw, "POST", "/", `{}`, "Idempotency-Key", "k")
 	cmd.status = 0 // the handler would now succeed, but the verdict is recorded
 	retry := send(mw, "POST", "/", `{}`, "Idempotency-Key", "k")
@@ -473,7 +473,7 @@ func TestClientErrorRecorded(t *testing.T) {
 func TestPanicReleasesKey(t *testing.T) {
 	panics := true
 	runs := 0
-	mw := idemhttp.New(idempotency.NewInMemoryStore())(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mw := idemhttp.New(idempotency.NewEngine(idempotency.NewInMemoryStore(), idempotency.WithDetachedRun(true)), idemhttp.WithAnonymous(true))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		runs++
 		if panics {
 			panic("boom")
@@ -512,7 +512,7 @@ func TestBodyLimit(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			cmd := &command{}
 			store := idempotency.NewInMemoryStore()
-			mw := idemhttp.New(store, idemhttp.WithMaxBodyBytes(8))(cmd)
+			mw := idemhttp.New(idempotency.NewEngine(store, idempotency.WithDetachedRun(true)), idemhttp.WithMaxBodyBytes(8), idemhttp.WithAnonymous(true))(cmd)
 			req := httptest.NewRequest("POST", "/", strings.NewReader(tt.body))
 			if tt.unknownLength {
 				req.Body = io.NopCloser(io.MultiReader(strings.NewReader(tt.body)))
@@ -540,7 +540,7 @@ func TestBodyLimit(t *testing.T) {
 // reported as 413 too.
 func TestBodyLimitOuterMaxBytesReader(t *testing.T) {
 	cmd := &command{}
-	mw := idemhttp.New(idempotency.NewInMemoryStore())(cmd)
+	mw := idemhttp.New(idempotency.NewEngine(idempotency.NewInMemoryStore(), idempotency.WithDetachedRun(true)), idemhttp.WithAnonymous(true))(cmd)
 	outer := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, 4)
 		r.ContentLength = -1
@@ -554,7 +554,7 @@ func TestHandlerReadsTheWholeBody(t *testing.T) {
 	const body = "{ \"b\": 1,\n  \"a\": 2 }"
 	var got string
 	var gotLen int64
-	mw := idemhttp.New(idempotency.NewInMemoryStore())(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mw := idemhttp.New(idempotency.NewEngine(idempotency.NewInMemoryStore(), idempotency.WithDetachedRun(true)), idemhttp.WithAnonymous(true))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		got, gotLen = string(b), r.ContentLength
 	}))
@@ -567,10 +567,10 @@ func TestHandlerReadsTheWholeBody(t *testing.T) {
 func TestStoreUnavailable(t *testing.T) {
 	cmd := &command{}
 	var seen *idemhttp.Error
-	mw := idemhttp.New(failingStore{idempotency.NewInMemoryStore()}, idemhttp.WithErrorHandler(func(w http.ResponseWriter, r *http.Request, e *idemhttp.Error) {
+	mw := idemhttp.New(idempotency.NewEngine(failingStore{idempotency.NewInMemoryStore()}, idempotency.WithDetachedRun(true)), idemhttp.WithErrorHandler(func(w http.ResponseWriter, r *http.Request, e *idemhttp.Error) {
 		seen = e
 		idemhttp.WriteError(w, r, e)
-	}))(cmd)
+	}), idemhttp.WithAnonymous(true))(cmd)
 	rr := send(mw, "POST", "/", `{}`, "Idempotency-Key", "k")
 	wantProblem(t, rr, http.StatusServiceUnavailable)
 	wantRuns(t, cmd, 0)
@@ -587,12 +587,11 @@ func TestStoreUnavailable(t *testing.T) {
 
 func TestErrorHandler(t *testing.T) {
 	var got []error
-	mw := idemhttp.New(idempotency.NewInMemoryStore(), idemhttp.WithRequired(true),
-		idemhttp.WithErrorHandler(func(w http.ResponseWriter, r *http.Request, e *idemhttp.Error) {
-			got = append(got, e)
-			w.WriteHeader(e.Status)
-			fmt.Fprintf(w, `{"ok":false,"status":%d}`, e.Status)
-		}))(&command{})
+	mw := idemhttp.New(idempotency.NewEngine(idempotency.NewInMemoryStore(), idempotency.WithDetachedRun(true)), idemhttp.WithRequired(true), idemhttp.WithErrorHandler(func(w http.ResponseWriter, r *http.Request, e *idemhttp.Error) {
+		got = append(got, e)
+		w.WriteHeader(e.Status)
+		fmt.Fprintf(w, `{"ok":false,"status":%d}`, e.Status)
+	}), idemhttp.WithAnonymous(true))(&command{})
 	send(mw, "POST", "/", `{"a":1}`, "Idempotency-Key", "k")
 	tests := []struct {
 		header []string
@@ -618,7 +617,7 @@ func TestErrorHandler(t *testing.T) {
 func TestOtherMethodsPassThrough(t *testing.T) {
 	cmd := &command{}
 	store := idempotency.NewInMemoryStore()
-	mw := idemhttp.New(store)(cmd)
+	mw := idemhttp.New(idempotency.NewEngine(store, idempotency.WithDetachedRun(true)), idemhttp.WithAnonymous(true))(cmd)
 	for _, method := range []string{"GET", "PUT", "DELETE", "HEAD"} {
 		for range 2 {
 			rr := send(mw, method, "/", "", "Idempotency-Key", "k")
@@ -637,7 +636,7 @@ func TestOtherMethodsPassThrough(t *testing.T) {
 
 func TestWithMethods(t *testing.T) {
 	cmd := &command{}
-	mw := idemhttp.New(idempotency.NewInMemoryStore(), idemhttp.WithMethods("PUT"))(cmd)
+	mw := idemhttp.New(idempotency.NewEngine(idempotency.NewInMemoryStore(), idempotency.WithDetachedRun(true)), idemhttp.WithMethods("PUT"), idemhttp.WithAnonymous(true))(cmd)
 	send(mw, "PUT", "/", "", "Idempotency-Key", "k")
 	wantReplayed(t, send(mw, "PUT", "/", "", "Idempotency-Key", "k"), true)
 	send(mw, "POST", "/", "", "Idempotency-Key", "k")
@@ -652,12 +651,12 @@ func TestServeMuxPatterns(t *testing.T) {
 		fmt.Fprintf(w, "item %s run %d", r.PathValue("id"), runs)
 	})
 	mux := http.NewServeMux()
-	mux.Handle("POST /items/{id}", idemhttp.New(idempotency.NewInMemoryStore(), idemhttp.WithRequired(true))(item))
+	mux.Handle("POST /items/{id}", idemhttp.New(idempotency.NewEngine(idempotency.NewInMemoryStore(), idempotency.WithDetachedRun(true)), idemhttp.WithRequired(true), idemhttp.WithAnonymous(true))(item))
 	mux.Handle("GET /items/{id}", item)
 	// The middleware around the whole mux works too.
 	outer := http.NewServeMux()
 	outer.Handle("POST /orders/{id}", item)
-	mux.Handle("/orders/", idemhttp.New(idempotency.NewInMemoryStore())(outer))
+	mux.Handle("/orders/", idemhttp.New(idempotency.NewEngine(idempotency.NewInMemoryStore(), idempotency.WithDetachedRun(true)), idemhttp.WithAnonymous(true))(outer))
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 
@@ -698,7 +697,7 @@ func TestServeMuxPatterns(t *testing.T) {
 func TestHandlerGetsClaimToken(t *testing.T) {
 	var tok idempotency.Token
 	var ok bool
-	mw := idemhttp.New(idempotency.NewInMemoryStore())(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mw := idemhttp.New(idempotency.NewEngine(idempotency.NewInMemoryStore(), idempotency.WithDetachedRun(true)), idemhttp.WithAnonymous(true))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		tok, ok = idempotency.TokenFromContext(r.Context())
 	}))
 	send(mw, "POST", "/", "", "Idempotency-Key", "k")
@@ -714,7 +713,7 @@ func TestClientDisconnect(t *testing.T) {
 	started, proceed := make(chan struct{}), make(chan struct{})
 	var cancelledSeen bool
 	runs := 0
-	mw := idemhttp.New(idempotency.NewInMemoryStore())(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mw := idemhttp.New(idempotency.NewEngine(idempotency.NewInMemoryStore(), idempotency.WithDetachedRun(true)), idemhttp.WithAnonymous(true))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		runs++
 		close(started)
 		<-proceed
@@ -760,7 +759,7 @@ type ctxKey struct{}
 func TestClientGoneBeforeStart(t *testing.T) {
 	cmd := &command{}
 	store := idempotency.NewInMemoryStore()
-	mw := idemhttp.New(store)(cmd)
+	mw := idemhttp.New(idempotency.NewEngine(store, idempotency.WithDetachedRun(true)), idemhttp.WithAnonymous(true))(cmd)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	req := httptest.NewRequest("POST", "/", strings.NewReader(`{}`)).WithContext(ctx)
@@ -791,8 +790,8 @@ func TestWithEngine(t *testing.T) {
 	// A plain Store (no claim protocol) shared by two routes through one engine.
 	engine := idempotency.NewEngine(plainStore{idempotency.NewInMemoryStore()})
 	cmd := &command{}
-	required := idemhttp.New(nil, idemhttp.WithEngine(engine), idemhttp.WithRequired(true))(cmd)
-	optional := idemhttp.New(nil, idemhttp.WithEngine(engine))(cmd)
+	required := idemhttp.New(engine, idemhttp.WithRequired(true), idemhttp.WithAnonymous(true))(cmd)
+	optional := idemhttp.New(engine, idemhttp.WithAnonymous(true))(cmd)
 	send(required, "POST", "/", `{}`, "Idempotency-Key", "k")
 	wantReplayed(t, send(optional, "POST", "/", `{}`, "Idempotency-Key", "k"), true)
 	wantProblem(t, send(required, "POST", "/", `{}`), http.StatusBadRequest)

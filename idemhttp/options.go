@@ -2,9 +2,6 @@ package idemhttp
 
 import (
 	"net/http"
-	"time"
-
-	"github.com/idemkit/idempotency"
 )
 
 // Defaults of the middleware.
@@ -12,9 +9,6 @@ const (
 	// DefaultMaxBodyBytes is the largest request body read: a larger one is
 	// refused with 413 before anything is claimed.
 	DefaultMaxBodyBytes = 1 << 20
-	// DefaultMaxResponseBytes is the largest response body recorded; a larger
-	// one is sent to the client, and a tombstone is recorded.
-	DefaultMaxResponseBytes = idempotency.DefaultMaxResponseBytes
 )
 
 // Option configures the middleware returned by New.
@@ -25,11 +19,9 @@ type config struct {
 	methods     []string
 	identity    func(*http.Request) string
 	fingerprint func(*http.Request, []byte) string
+	anonymous   bool
 	maxBody     int64
-	maxResponse int
 	headers     []string
-	engine      *idempotency.Engine
-	engineOpts  []idempotency.EngineOption
 	onError     func(http.ResponseWriter, *http.Request, *Error)
 }
 
@@ -58,15 +50,33 @@ func WithMethods(methods ...string) Option {
 // WithIdentity sets how the caller is told apart: requests with the same
 // key but different identities are independent, and a caller never gets
 // another's response. Return a stable, non-secret id (a user or account id
-// put in the context by authentication middleware, for example); "" is the
-// anonymous caller. nil keeps the default, DefaultIdentity: a digest of the
-// Authorization header.
+// put in the context by authentication middleware, for example), or "" when
+// the request carries no credential: such a request is refused unless
+// WithAnonymous allows it. nil keeps the default, DefaultIdentity: a digest
+// of the Authorization header. An application whose callers authenticate
+// with a session cookie uses CookieIdentity (or its own session's user id):
+//
+//	idemhttp.New(engine, idemhttp.WithIdentity(idemhttp.CookieIdentity("session_id")))
 func WithIdentity(identity func(r *http.Request) string) Option {
 	return func(c *config) {
 		if identity != nil {
 			c.identity = identity
 		}
 	}
+}
+
+// WithAnonymous lets keyed requests without an identity (the identity
+// function returned "") through, all of them sharing ONE key space: two
+// callers who send the same key get each other's response. Use it only
+// where that is true of the application — one trusted client, or keys that
+// are random per request and never guessed — and never in front of an
+// application whose users authenticate in a way the identity function does
+// not see (a session cookie, a client certificate). Off by default: such a
+// request is answered 400 (idempotency-identity-missing) and not run, so a
+// middleware that cannot tell callers apart fails loudly instead of mixing
+// their responses up.
+func WithAnonymous(allow bool) Option {
+	return func(c *config) { c.anonymous = allow }
 }
 
 // WithFingerprint sets how a request is summarised to detect a key reused
@@ -96,19 +106,6 @@ func WithMaxBodyBytes(n int64) Option {
 	}
 }
 
-// WithMaxResponseBytes caps the response body recorded for replay. A larger
-// response is sent to the client in full (passed through once it outgrows
-// the cap) while a tombstone is recorded: a retry gets 410 saying the
-// response was too large to record, and the handler never runs again for
-// that key. n <= 0 keeps DefaultMaxResponseBytes (1 MiB).
-func WithMaxResponseBytes(n int) Option {
-	return func(c *config) {
-		if n > 0 {
-			c.maxResponse = n
-		}
-	}
-}
-
 // WithHeaders adds response headers to record and replay. Content-Type,
 // Content-Encoding and Location are always recorded. Set-Cookie,
 // Authorization, Proxy-Authenticate, Content-Length, Date, the replay marker
@@ -118,53 +115,6 @@ func WithMaxResponseBytes(n int) Option {
 // Headers not recorded are still sent with the first response.
 func WithHeaders(names ...string) Option {
 	return func(c *config) { c.headers = append(c.headers, names...) }
-}
-
-// WithTTL sets how long a recorded response is replayed. d <= 0 (the
-// default) leaves it to the store, whose default is 24 hours. Ignored with
-// WithEngine.
-func WithTTL(d time.Duration) Option {
-	return func(c *config) { c.engineOpts = append(c.engineOpts, idempotency.WithTTL(d)) }
-}
-
-// WithLease sets how long a claim lives without a heartbeat; the engine
-// renews it while the handler runs, so it bounds how long a key stays
-// blocked after a crash. d <= 0 keeps idempotency.DefaultLease (30s).
-// Ignored with WithEngine.
-func WithLease(d time.Duration) Option {
-	return func(c *config) { c.engineOpts = append(c.engineOpts, idempotency.WithLease(d)) }
-}
-
-// WithWait makes a duplicate that arrives while the first request with its
-// key is running wait for the first's response (and get it as a replay)
-// instead of 409. The wait ends when the client's request context does;
-// then the answer is 409. Off by default. Ignored with WithEngine.
-func WithWait(wait bool) Option {
-	return func(c *config) { c.engineOpts = append(c.engineOpts, idempotency.WithWait(wait)) }
-}
-
-// WithRecordPolicy decides which responses are recorded. Only Status,
-// Header, WireBody and Tombstone (an oversized, streamed-over-the-cap or
-// hijacked response) of its argument are set. A response it refuses is
-// sent to the client and the key is released, so a retry runs the handler
-// again. nil keeps idempotency.RecordNon5xx: everything but 5xx is recorded.
-// Ignored with WithEngine.
-func WithRecordPolicy(record func(idempotency.Cached) bool) Option {
-	return func(c *config) { c.engineOpts = append(c.engineOpts, idempotency.WithRecordPolicy(record)) }
-}
-
-// WithEngine runs the middleware on e instead of on an engine of its own
-// built over New's store (which may then be nil). Share one engine between
-// middleware instances (per-route settings) and other adapters when the
-// store is a plain idempotency.Store without the claim protocol: such a
-// store deduplicates within one engine only. WithTTL, WithLease, WithWait
-// and WithRecordPolicy are then ignored (configure e instead), and e's own
-// response cap also applies. The middleware detaches a started command
-// from its client either way; an engine made with
-// idempotency.WithDetachedRun(true), as the middleware's own is, does so
-// without watching the request's context. nil keeps the default.
-func WithEngine(e *idempotency.Engine) Option {
-	return func(c *config) { c.engine = e }
 }
 
 // WithErrorHandler replaces how the middleware answers the requests it

@@ -47,17 +47,17 @@ func BenchmarkParts(b *testing.B) {
 	})
 	b.Run("EngineReplay", func(b *testing.B) {
 		e := idempotency.NewEngine(idempotency.NewInMemoryStore())
-		run := func(context.Context) (idempotency.Cached, error) {
-			return idempotency.Cached{Status: 201, WireBody: []byte(`{}`)}, nil
+		run := func(context.Context) (idempotency.Response, error) {
+			return idempotency.Response{Status: 201, Body: []byte(`{}`)}, nil
 		}
-		e.Do(context.Background(), "k", "id", "fp", run)
+		e.Do(context.Background(), idempotency.Request{Key: "k", Identity: "id", Fingerprint: "fp"}, run)
 		b.ReportAllocs()
 		for b.Loop() {
-			e.Do(context.Background(), "k", "id", "fp", run)
+			e.Do(context.Background(), idempotency.Request{Key: "k", Identity: "id", Fingerprint: "fp"}, run)
 		}
 	})
 	b.Run("WriteRecorded", func(b *testing.B) {
-		c := &idempotency.Cached{Status: 201, WireBody: []byte(`{"id":"w1","name":"gear"}`),
+		c := &idempotency.Response{Status: 201, Body: []byte(`{"id":"w1","name":"gear"}`),
 			Header: map[string][]string{"Content-Type": {"application/json"}}}
 		w := &nopWriter{h: http.Header{}}
 		b.ReportAllocs()

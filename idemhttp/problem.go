@@ -16,6 +16,11 @@ import (
 // is longer than WithMaxBodyBytes allows.
 var ErrBodyTooLarge = errors.New("idemhttp: request body too large")
 
+// ErrIdentityMissing is the cause (Error.Err) of the 400 answered to a keyed
+// request whose caller the identity function could not tell (it returned
+// ""), unless WithAnonymous allows such requests.
+var ErrIdentityMissing = errors.New("idemhttp: keyed request without an identity")
+
 // problemBase prefixes the RFC 9457 problem type URIs of this package. They
 // identify a problem; they are not promised to resolve to a page.
 const problemBase = "https://github.com/idemkit/idempotency/problems/"
@@ -132,8 +137,23 @@ func errBodyUnreadable(err error) *Error {
 	}
 }
 
+// inFlightRetryAfter is the Retry-After of a 409: a fixed polling hint. The
+// engine cannot know when another execution will finish (its heartbeat keeps
+// a running command's lease full, so the lease says nothing of that).
+const inFlightRetryAfter = time.Second
+
+func errIdentityMissing() *Error {
+	return &Error{
+		Status: http.StatusBadRequest,
+		Type:   problemBase + "idempotency-identity-missing",
+		Title:  "Caller not identified",
+		Detail: "Requests with an Idempotency-Key are deduplicated per caller, and this request carries no credential that tells its caller apart. Send the request with credentials, or without an Idempotency-Key.",
+		Err:    ErrIdentityMissing,
+	}
+}
+
 // classify turns an error of Engine.Do into the answer for the client.
-func classify(err error, res idempotency.Result) *Error {
+func classify(err error) *Error {
 	switch {
 	case errors.Is(err, idempotency.ErrMismatch):
 		return &Error{
@@ -149,7 +169,7 @@ func classify(err error, res idempotency.Result) *Error {
 			Type:       problemBase + "idempotency-key-in-flight",
 			Title:      "A request with this Idempotency-Key is being processed",
 			Detail:     "The first request with this Idempotency-Key has not finished yet. Retry after the Retry-After delay to get its response.",
-			RetryAfter: max(res.RetryAfter, time.Second),
+			RetryAfter: inFlightRetryAfter,
 			Err:        err,
 		}
 	case errors.Is(err, idempotency.ErrResponseNotRecorded):

@@ -168,21 +168,21 @@ func (rw *recorder) prepareHeader(whole bool) {
 }
 
 // result is the response to record, once the handler has returned.
-func (rw *recorder) result() idempotency.Cached {
+func (rw *recorder) result() idempotency.Response {
 	if rw.status == 0 {
 		rw.status = http.StatusOK
 	}
-	c := idempotency.Cached{Status: rw.status}
+	r := idempotency.Response{Status: rw.status}
 	if rw.overflow || rw.hijacked {
-		c.Tombstone = true
-		return c
+		r.Streamed = true
+		return r
 	}
 	if !rw.committed {
 		rw.prepareHeader(true)
 		rw.header = rw.rec.header(rw.w.Header())
 	}
-	c.WireBody, c.Header = rw.body, rw.header
-	return c
+	r.Body, r.Header = rw.body, rw.header
+	return r
 }
 
 // finish sends the response to the client if it has not gone out yet.
@@ -272,7 +272,7 @@ func recordedHeader(h http.Header, allow []string) map[string][]string {
 // writeRecorded replays a recorded response: its status, its recorded
 // headers verbatim, Idempotent-Replayed: true, and its body. The header
 // values it sets share one backing array, each capped to its own length.
-func writeRecorded(w http.ResponseWriter, c *idempotency.Cached) {
+func writeRecorded(w http.ResponseWriter, c *idempotency.Response) {
 	h := w.Header()
 	body := bodyAllowed(c.Status)
 	n := 1 // Idempotent-Replayed
@@ -300,11 +300,11 @@ func writeRecorded(w http.ResponseWriter, c *idempotency.Cached) {
 	}
 	set(HeaderReplayed, "true")
 	if body {
-		set("Content-Length", strconv.Itoa(len(c.WireBody)))
+		set("Content-Length", strconv.Itoa(len(c.Body)))
 	}
 	w.WriteHeader(c.Status)
-	if len(c.WireBody) > 0 && body {
-		_, _ = w.Write(c.WireBody) // a client that left needs no answer
+	if len(c.Body) > 0 && body {
+		_, _ = w.Write(c.Body) // a client that left needs no answer
 	}
 }
 

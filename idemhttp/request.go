@@ -15,8 +15,9 @@ import (
 // DefaultIdentity is the identity the middleware uses unless WithIdentity
 // replaces it: a SHA-256 digest (hex) of the request's Authorization header
 // lines, so that two credentials never share records and the raw credential
-// never reaches the store. A request without the header has the anonymous
-// identity "": all anonymous callers share one key space. The digests of
+// never reaches the store. A request without the header has no identity
+// (""), and the middleware refuses it unless WithAnonymous allows it. The
+// digests of
 // the last few hundred single-line credentials seen are remembered, with the
 // credentials, in this process's memory (a table of 256 slots, compared
 // whole on a hit), so a client sending the same credential again is not
@@ -30,6 +31,28 @@ func DefaultIdentity(r *http.Request) string {
 		return identities.get(vs[0], func(v string) string { return identityDigest([]string{v}) })
 	}
 	return identityDigest(vs)
+}
+
+// CookieIdentity returns an identity function for applications whose
+// callers authenticate with a session cookie: a SHA-256 digest (hex) of the
+// named cookie's value, so that two sessions never share records and the
+// session id never reaches the store. A request without the cookie has no
+// identity (""), and the middleware refuses it unless WithAnonymous allows
+// it. The middleware must sit after whatever validates the session: a
+// forged cookie value is simply another identity, with nothing recorded.
+func CookieIdentity(name string) func(r *http.Request) string {
+	return func(r *http.Request) string {
+		c, err := r.Cookie(name)
+		if err != nil || c.Value == "" {
+			return ""
+		}
+		d := getDigester()
+		defer d.put()
+		d.raw("idemkit/idemhttp/cookie/v1\x00")
+		d.partString(name)
+		d.partString(c.Value)
+		return d.hexSum(sha256.Size)
+	}
 }
 
 // identityDigest is DefaultIdentity's digest of the Authorization lines vs.

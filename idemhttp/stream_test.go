@@ -20,7 +20,7 @@ func TestOversizeResponse(t *testing.T) {
 	store := idempotency.NewInMemoryStore()
 	runs := 0
 	big := strings.Repeat("0123456789", 10)
-	mw := idemhttp.New(store, idemhttp.WithMaxResponseBytes(32))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mw := idemhttp.New(idempotency.NewEngine(store, idempotency.WithMaxResponseBytes(32), idempotency.WithDetachedRun(true)), idemhttp.WithAnonymous(true))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		runs++
 		w.Header().Set("Content-Type", "text/plain")
 		w.WriteHeader(http.StatusCreated)
@@ -50,7 +50,7 @@ func TestOversizeResponse(t *testing.T) {
 func TestFlushStreams(t *testing.T) {
 	flushed, resume := make(chan struct{}), make(chan struct{})
 	runs := 0
-	mw := idemhttp.New(idempotency.NewInMemoryStore())(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mw := idemhttp.New(idempotency.NewEngine(idempotency.NewInMemoryStore(), idempotency.WithDetachedRun(true)), idemhttp.WithAnonymous(true))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		runs++
 		w.Header().Set("Content-Type", "text/event-stream")
 		io.WriteString(w, "data: one\n\n")
@@ -88,7 +88,7 @@ func TestFlushStreams(t *testing.T) {
 
 func TestFlushedStreamOverCap(t *testing.T) {
 	runs := 0
-	mw := idemhttp.New(idempotency.NewInMemoryStore(), idemhttp.WithMaxResponseBytes(8))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mw := idemhttp.New(idempotency.NewEngine(idempotency.NewInMemoryStore(), idempotency.WithMaxResponseBytes(8), idempotency.WithDetachedRun(true)), idemhttp.WithAnonymous(true))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		runs++
 		io.WriteString(w, "12345")
 		w.(http.Flusher).Flush()
@@ -109,7 +109,7 @@ func TestFlushedStreamOverCap(t *testing.T) {
 // (WithWait) for the first execution to be recorded instead of racing it.
 func TestHijack(t *testing.T) {
 	runs := 0
-	mw := idemhttp.New(idempotency.NewInMemoryStore(), idemhttp.WithWait(true))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mw := idemhttp.New(idempotency.NewEngine(idempotency.NewInMemoryStore(), idempotency.WithWait(true), idempotency.WithDetachedRun(true)), idemhttp.WithAnonymous(true))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		runs++
 		conn, brw, err := http.NewResponseController(w).Hijack()
 		if err != nil {
@@ -148,7 +148,7 @@ func TestHijack(t *testing.T) {
 // through Unwrap.
 func TestResponseControllerThroughRecorder(t *testing.T) {
 	var deadlineErr error
-	mw := idemhttp.New(idempotency.NewInMemoryStore())(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mw := idemhttp.New(idempotency.NewEngine(idempotency.NewInMemoryStore(), idempotency.WithDetachedRun(true)), idemhttp.WithAnonymous(true))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		deadlineErr = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(time.Minute))
 		fmt.Fprint(w, "ok")
 	}))
@@ -171,7 +171,7 @@ func TestResponseControllerThroughRecorder(t *testing.T) {
 func TestHandlerWritesAfterClientLeft(t *testing.T) {
 	runs := 0
 	var writeErr error
-	mw := idemhttp.New(idempotency.NewInMemoryStore(), idemhttp.WithMaxResponseBytes(4))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mw := idemhttp.New(idempotency.NewEngine(idempotency.NewInMemoryStore(), idempotency.WithMaxResponseBytes(4), idempotency.WithDetachedRun(true)), idemhttp.WithAnonymous(true))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		runs++
 		_, writeErr = io.WriteString(w, "longer than four")
 	}))

@@ -20,7 +20,7 @@ func TestWait(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		started, release := make(chan struct{}), make(chan struct{})
 		runs := 0
-		mw := idemhttp.New(idempotency.NewInMemoryStore(), idemhttp.WithWait(true))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mw := idemhttp.New(idempotency.NewEngine(idempotency.NewInMemoryStore(), idempotency.WithWait(true), idempotency.WithDetachedRun(true)), idemhttp.WithAnonymous(true))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			runs++
 			close(started)
 			<-release
@@ -62,7 +62,7 @@ func TestWaitEndsWithTheClient(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		started, release := make(chan struct{}), make(chan struct{})
 		runs := 0
-		mw := idemhttp.New(idempotency.NewInMemoryStore(), idemhttp.WithWait(true))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mw := idemhttp.New(idempotency.NewEngine(idempotency.NewInMemoryStore(), idempotency.WithWait(true), idempotency.WithDetachedRun(true)), idemhttp.WithAnonymous(true))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			runs++
 			close(started)
 			<-release

@@ -68,9 +68,9 @@ func TestUnreachable(t *testing.T) {
 	}
 	// Through the Engine, the handler never runs.
 	ran := false
-	_, err = idempotency.NewEngine(st).Do(ctx, "k", "alice", "", func(context.Context) (idempotency.Cached, error) {
+	_, err = idempotency.NewEngine(st).Do(ctx, idempotency.Request{Key: "k", Identity: "alice", Fingerprint: ""}, func(context.Context) (idempotency.Response, error) {
 		ran = true
-		return idempotency.Cached{Status: 200}, nil
+		return idempotency.Response{Status: 200}, nil
 	})
 	if !errors.Is(err, idempotency.ErrStoreUnavailable) || ran {
 		t.Errorf("Engine.Do = %v, handler ran: %v; want ErrStoreUnavailable and no run", err, ran)

@@ -35,14 +35,13 @@ func Example() {
 
 	engine := idempotency.NewEngine(store)
 	body := []byte(`{"name":"sprocket"}`)
-	res, err := engine.Do(ctx, "9f2c1b7e", "user-42", idempotency.Fingerprint([]byte("widgets.create"), body),
-		func(ctx context.Context) (idempotency.Cached, error) {
-			tok, _ := idempotency.TokenFromContext(ctx)
-			// Create the widget, passing tok.Fence to systems that reject
-			// writes from a stale holder.
-			_ = tok.Fence
-			return idempotency.Cached{Status: 201, WireBody: []byte(`{"ok":true,"data":{"id":7}}`)}, nil
-		})
+	res, err := engine.Do(ctx, idempotency.Request{Key: "9f2c1b7e", Identity: "user-42", Fingerprint: idempotency.Fingerprint([]byte("widgets.create"), body)}, func(ctx context.Context) (idempotency.Response, error) {
+		tok, _ := idempotency.TokenFromContext(ctx)
+		// Create the widget, passing tok.Fence to systems that reject
+		// writes from a stale holder.
+		_ = tok.Fence
+		return idempotency.Response{Status: 201, Body: []byte(`{"ok":true,"data":{"id":7}}`)}, nil
+	})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -75,9 +75,9 @@ func TestUnavailable(t *testing.T) {
 	}
 	// Fail closed: the Engine does not run the command.
 	ran := false
-	_, err := idempotency.NewEngine(st).Do(ctx, "k", "alice", "fp", func(context.Context) (idempotency.Cached, error) {
+	_, err := idempotency.NewEngine(st).Do(ctx, idempotency.Request{Key: "k", Identity: "alice", Fingerprint: "fp"}, func(context.Context) (idempotency.Response, error) {
 		ran = true
-		return idempotency.Cached{Status: 200}, nil
+		return idempotency.Response{Status: 200}, nil
 	})
 	if !errors.Is(err, idempotency.ErrStoreUnavailable) || ran {
 		t.Errorf("Engine.Do = %v, command ran: %v; want ErrStoreUnavailable and no run", err, ran)

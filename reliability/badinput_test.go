@@ -218,7 +218,7 @@ func TestBadInputMiddleware(t *testing.T) {
 			ledger.Record("payments")
 			w.WriteHeader(http.StatusCreated)
 		})
-		srv := httptest.NewServer(idemhttp.New(f.store, idemhttp.WithRequired(true))(h))
+		srv := httptest.NewServer(idemhttp.New(idempotency.NewEngine(f.store, idempotency.WithDetachedRun(true)), idemhttp.WithRequired(true), idemhttp.WithAnonymous(true))(h))
 		defer srv.Close()
 		addr := srv.Listener.Addr().String()
 		identity := func() string {

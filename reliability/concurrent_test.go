@@ -80,24 +80,24 @@ func exactlyOnce(t *testing.T, replicas []idempotency.Store) {
 				r := rand.New(rand.NewPCG(seed, uint64(k*100+c)))
 				wg.Go(func() {
 					<-start
-					fn := func(ctx context.Context) (idempotency.Cached, error) {
+					fn := func(ctx context.Context) (idempotency.Response, error) {
 						switch r.IntN(5) {
 						case 0:
-							return idempotency.Cached{}, errTransient
+							return idempotency.Response{}, errTransient
 						case 1:
-							return idempotency.Cached{Status: 503, WireBody: []byte(`"try again"`)}, nil
+							return idempotency.Response{Status: 503, Body: []byte(`"try again"`)}, nil
 						}
 						ledger.Record(pair)
 						n := execs.Add(1)
-						return idempotency.Cached{Status: 201, WireBody: fmt.Appendf(nil, `{"exec":%d}`, n)}, nil
+						return idempotency.Response{Status: 201, Body: fmt.Appendf(nil, `{"exec":%d}`, n)}, nil
 					}
 					ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 					defer cancel()
 					for {
-						res, err := e.Do(ctx, key, id, "fp", fn)
+						res, err := e.Do(ctx, idempotency.Request{Key: key, Identity: id, Fingerprint: "fp"}, fn)
 						switch {
 						case err == nil && res.Response.Status == 201:
-							answers <- answer{pair: pair, body: string(res.Response.WireBody)}
+							answers <- answer{pair: pair, body: string(res.Response.Body)}
 							return
 						case err == nil, errors.Is(err, errTransient), errors.Is(err, idempotency.ErrInFlight) && ctx.Err() == nil:
 							// a 5xx, a failure, or a duplicate in flight: retry

@@ -50,8 +50,8 @@ func TestMemoryBoundedUnderFlood(t *testing.T) {
 	for i := range body {
 		body[i] = 'x'
 	}
-	fn := func(context.Context) (idempotency.Cached, error) {
-		return idempotency.Cached{Status: 201, WireBody: body}, nil
+	fn := func(context.Context) (idempotency.Response, error) {
+		return idempotency.Response{Status: 201, Body: body}, nil
 	}
 	var overEntries, overBytes, failures atomic.Int64
 	flood := func(round, keys int) {
@@ -60,7 +60,7 @@ func TestMemoryBoundedUnderFlood(t *testing.T) {
 		for w := range workers {
 			wg.Go(func() {
 				for i := w; i < keys; i += workers {
-					if _, err := e.Do(ctx, fmt.Sprintf("flood-%d-%d", round, i), "mallory", "", fn); err != nil {
+					if _, err := e.Do(ctx, idempotency.Request{Key: fmt.Sprintf("flood-%d-%d", round, i), Identity: "mallory", Fingerprint: ""}, fn); err != nil {
 						failures.Add(1)
 					}
 					if i%64 == 0 {

@@ -49,7 +49,7 @@ func FuzzKeyHeader(f *testing.F) {
 		strings.Repeat("k", 256), `"caf` + "\u00e9" + `"`, "caf\u00e9", "\xff", `"k";p=1`, "a\tb", `"a b"`} {
 		f.Add(s)
 	}
-	d := dispatcher.New()
+	d := dispatcher.New(idempotency.NewEngine(idempotency.NewInMemoryStore()))
 	d.Register("echo", func(ctx context.Context, req dispatcher.Request) (dispatcher.Response, error) {
 		return dispatcher.Response{Data: req.Key}, nil
 	})

@@ -106,7 +106,7 @@ func holder(mode string) error {
 		return stdin.Err()
 	case "do":
 		e := idempotency.NewEngine(store, idempotency.WithLease(lease))
-		res, err := e.Do(ctx, key, identity, "fp", func(ctx context.Context) (idempotency.Cached, error) {
+		res, err := e.Do(ctx, idempotency.Request{Key: key, Identity: identity, Fingerprint: "fp"}, func(ctx context.Context) (idempotency.Response, error) {
 			tok, _ := idempotency.TokenFromContext(ctx)
 			fmt.Println("running", tok.Fence)
 			for stdin.Scan() {
@@ -115,10 +115,10 @@ func holder(mode string) error {
 				}
 			}
 			if err := ctx.Err(); err != nil {
-				return idempotency.Cached{}, context.Cause(ctx)
+				return idempotency.Response{}, context.Cause(ctx)
 			}
 			fmt.Println("effect", tok.Fence)
-			return idempotency.Cached{Status: 201, WireBody: []byte(`"stale"`)}, nil
+			return idempotency.Response{Status: 201, Body: []byte(`"stale"`)}, nil
 		})
 		switch {
 		case err != nil && errors.Is(err, idempotency.ErrLeaseLost):

@@ -120,15 +120,15 @@ func TestLostReply(t *testing.T) {
 		t.Run("engine", func(t *testing.T) {
 			key := "lost-engine-" + driver.NewOwner()
 			var ledger Ledger
-			fn := func(ctx context.Context) (idempotency.Cached, error) {
+			fn := func(ctx context.Context) (idempotency.Response, error) {
 				tok, _ := idempotency.TokenFromContext(ctx)
 				ledger.Record(Pair(tok.Key, tok.Identity))
-				return idempotency.Cached{Status: 201, WireBody: []byte(`"ran"`)}, nil
+				return idempotency.Response{Status: 201, Body: []byte(`"ran"`)}, nil
 			}
 			e := idempotency.NewEngine(s, idempotency.WithLease(outageLease))
 			do := func(key string) func(ctx context.Context) error {
 				return func(ctx context.Context) error {
-					_, err := e.Do(ctx, key, "alice", "fp", fn)
+					_, err := e.Do(ctx, idempotency.Request{Key: key, Identity: "alice", Fingerprint: "fp"}, fn)
 					return err
 				}
 			}

@@ -50,7 +50,7 @@ func (c *outcomeCounts) String() string {
 // never after a success. It returns when it succeeded, or the zero time.
 func outageClient(ctx context.Context, e *idempotency.Engine, key, identity string, fn idempotency.Func, counts *outcomeCounts) time.Time {
 	for {
-		res, err := e.Do(ctx, key, identity, "fp", fn)
+		res, err := e.Do(ctx, idempotency.Request{Key: key, Identity: identity, Fingerprint: "fp"}, fn)
 		pause := 20 * time.Millisecond
 		switch {
 		case err == nil:
@@ -65,7 +65,7 @@ func outageClient(ctx context.Context, e *idempotency.Engine, key, identity stri
 			return time.Now()
 		case errors.Is(err, idempotency.ErrInFlight):
 			counts.inFlight.Add(1)
-			pause = max(pause, res.RetryAfter)
+			pause = max(pause, time.Second) // the adapters' Retry-After
 		case errors.Is(err, idempotency.ErrStoreUnavailable):
 			counts.unavailable.Add(1)
 		default:
@@ -141,7 +141,7 @@ func outage(t *testing.T, f *fixture, mode Mode, length time.Duration) {
 	e2 := idempotency.NewEngine(s2, idempotency.WithLease(outageLease))
 
 	var ledger Ledger
-	d := dispatcher.New(dispatcher.WithEngine(e1))
+	d := dispatcher.New(e1)
 	d.Register("widgets.create", func(ctx context.Context, req dispatcher.Request) (dispatcher.Response, error) {
 		ledger.Record(Pair(req.Key, req.Identity))
 		return dispatcher.Response{Status: 201, Data: map[string]string{"id": "w"}}, nil
@@ -164,12 +164,12 @@ func outage(t *testing.T, f *fixture, mode Mode, length time.Duration) {
 	prefix := "outage-" + driver.NewOwner()[:8]
 	for i := range keys {
 		key := fmt.Sprintf("%s-%d", prefix, i)
-		fn := func(ctx context.Context) (idempotency.Cached, error) {
+		fn := func(ctx context.Context) (idempotency.Response, error) {
 			ledger.Record(Pair(key, "alice"))
 			if err := work(ctx, 30*time.Millisecond); err != nil {
-				return idempotency.Cached{}, err
+				return idempotency.Response{}, err
 			}
-			return idempotency.Cached{Status: 201, WireBody: []byte(`"done"`)}, nil
+			return idempotency.Response{Status: 201, Body: []byte(`"done"`)}, nil
 		}
 		for _, e := range []*idempotency.Engine{e1, e2} {
 			wg.Go(func() {
@@ -308,11 +308,11 @@ func TestOutageWhileCompleting(t *testing.T) {
 		pair := Pair(key, "alice")
 		var ledger Ledger
 		running, proceed := make(chan struct{}), make(chan struct{})
-		fn := func(ctx context.Context) (idempotency.Cached, error) {
+		fn := func(ctx context.Context) (idempotency.Response, error) {
 			ledger.Record(pair)
 			close(running)
 			<-proceed
-			return idempotency.Cached{Status: 201, WireBody: []byte(`"done"`)}, nil
+			return idempotency.Response{Status: 201, Body: []byte(`"done"`)}, nil
 		}
 		type result struct {
 			res idempotency.Result
@@ -320,7 +320,7 @@ func TestOutageWhileCompleting(t *testing.T) {
 		}
 		done := make(chan result, 1)
 		go func() {
-			res, err := e.Do(context.Background(), key, "alice", "fp", fn)
+			res, err := e.Do(context.Background(), idempotency.Request{Key: key, Identity: "alice", Fingerprint: "fp"}, fn)
 			done <- result{res, err}
 		}()
 		<-running
@@ -337,9 +337,9 @@ func TestOutageWhileCompleting(t *testing.T) {
 		}
 		// A duplicate on another replica, retrying as a client does.
 		e2 := idempotency.NewEngine(f.store, idempotency.WithLease(outageLease))
-		res, _, _ := retryUntilExecuted(t, e2, key, "alice", func(ctx context.Context) (idempotency.Cached, error) {
+		res, _, _ := retryUntilExecuted(t, e2, key, "alice", func(ctx context.Context) (idempotency.Response, error) {
 			ledger.Record(pair)
-			return idempotency.Cached{Status: 201, WireBody: []byte(`"again"`)}, nil
+			return idempotency.Response{Status: 201, Body: []byte(`"again"`)}, nil
 		}, 10*time.Second)
 		if !res.Replayed {
 			t.Errorf("the duplicate ran the command again instead of replaying")

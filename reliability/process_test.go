@@ -29,7 +29,7 @@ func retryUntilExecuted(t *testing.T, e *idempotency.Engine, key, identity strin
 	defer cancel()
 	inFlight := 0
 	for {
-		res, err := e.Do(ctx, key, identity, "fp", fn)
+		res, err := e.Do(ctx, idempotency.Request{Key: key, Identity: identity, Fingerprint: "fp"}, fn)
 		switch {
 		case err == nil:
 			return res, time.Now(), inFlight
@@ -62,10 +62,10 @@ func TestHolderKilled(t *testing.T) {
 
 		var ledger Ledger
 		e := idempotency.NewEngine(f.store, idempotency.WithLease(processLease))
-		res, at, refused := retryUntilExecuted(t, e, key, identity, func(ctx context.Context) (idempotency.Cached, error) {
+		res, at, refused := retryUntilExecuted(t, e, key, identity, func(ctx context.Context) (idempotency.Response, error) {
 			tok, _ := idempotency.TokenFromContext(ctx)
 			ledger.RecordFenced(Pair(key, identity), tok.Fence)
-			return idempotency.Cached{Status: 201, WireBody: []byte(`"fresh"`)}, nil
+			return idempotency.Response{Status: 201, Body: []byte(`"fresh"`)}, nil
 		}, 10*time.Second)
 		stuck := at.Sub(killed)
 		t.Logf("%s: taken over %v after SIGKILL (%d attempts refused as in flight), fence %d -> %d", f.name, stuck.Round(time.Millisecond), refused, fence1, res.Fence)
@@ -162,10 +162,10 @@ func TestHolderPausedEngine(t *testing.T) {
 
 		var ledger Ledger
 		e := idempotency.NewEngine(f.store, idempotency.WithLease(processLease))
-		res, at, _ := retryUntilExecuted(t, e, key, identity, func(ctx context.Context) (idempotency.Cached, error) {
+		res, at, _ := retryUntilExecuted(t, e, key, identity, func(ctx context.Context) (idempotency.Response, error) {
 			tok, _ := idempotency.TokenFromContext(ctx)
 			ledger.RecordFenced(pair, tok.Fence)
-			return idempotency.Cached{Status: 201, WireBody: []byte(`"fresh"`)}, nil
+			return idempotency.Response{Status: 201, Body: []byte(`"fresh"`)}, nil
 		}, 10*time.Second)
 		if stuck := at.Sub(running); stuck > stuckBound {
 			t.Errorf("key stuck for %v after its holder froze, want at most %v", stuck, stuckBound)

@@ -223,7 +223,7 @@ func newDashboard(tb testing.TB, store idempotency.Store, opts ...dispatcher.Opt
 	var ledger Ledger
 	var mu sync.Mutex
 	next := 0
-	d := dispatcher.New(append([]dispatcher.Option{dispatcher.WithEngine(idempotency.NewEngine(store))}, opts...)...)
+	d := dispatcher.New(idempotency.NewEngine(store), opts...)
 	d.Register("widgets.create", func(ctx context.Context, req dispatcher.Request) (dispatcher.Response, error) {
 		var p struct {
 			Name string `json:"name"`
@@ -407,7 +407,7 @@ func TestSensitiveHeadersNeverStored(t *testing.T) {
 			w.WriteHeader(http.StatusCreated)
 			io.WriteString(w, `{"ok":true}`)
 		})
-		mw := idemhttp.New(f.store, idemhttp.WithHeaders("Set-Cookie", "Authorization", "Proxy-Authenticate", "X-Request-Trace"))
+		mw := idemhttp.New(idempotency.NewEngine(f.store, idempotency.WithDetachedRun(true)), idemhttp.WithHeaders("Set-Cookie", "Authorization", "Proxy-Authenticate", "X-Request-Trace"), idemhttp.WithAnonymous(true))
 		srv := httptest.NewServer(mw(h))
 		defer srv.Close()
 		key := "hdr-" + driver.NewOwner()

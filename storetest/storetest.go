@@ -659,12 +659,12 @@ func runStorm(t *testing.T, engines []*idempotency.Engine, n int, wait bool) {
 			<-start
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			res, err := engines[i%len(engines)].Do(ctx, "storm", "alice", "fp", func(context.Context) (idempotency.Cached, error) {
+			res, err := engines[i%len(engines)].Do(ctx, idempotency.Request{Key: "storm", Identity: "alice", Fingerprint: "fp"}, func(context.Context) (idempotency.Response, error) {
 				entered.Do(func() { close(firstIn) })
 				if ledger.Add(1) == 1 {
 					<-release // hold the claim until every duplicate has tried
 				}
-				return response("the one"), nil
+				return idempotency.Response{Status: 201, Body: []byte("the one")}, nil
 			})
 			out[i] = outcome{res, err}
 			returned <- struct{}{}
@@ -694,8 +694,8 @@ func runStorm(t *testing.T, engines []*idempotency.Engine, n int, wait bool) {
 			}
 			fallthrough
 		case o.err == nil:
-			if string(o.res.Response.WireBody) != "the one" {
-				t.Errorf("call %d: body %q, want %q", i, o.res.Response.WireBody, "the one")
+			if string(o.res.Response.Body) != "the one" {
+				t.Errorf("call %d: body %q, want %q", i, o.res.Response.Body, "the one")
 			}
 		case errors.Is(o.err, idempotency.ErrInFlight) && !wait:
 		default:
@@ -745,26 +745,28 @@ func (s *suite) testReplicasCrashedHolder(t *testing.T) {
 		t.Fatalf("Begin = (%v, %v), want acquired", dead.Status, err)
 	}
 	var ledger atomic.Int64
-	fn := func(context.Context) (idempotency.Cached, error) {
+	fn := func(context.Context) (idempotency.Response, error) {
 		ledger.Add(1)
-		return response("retried"), nil
+		return idempotency.Response{Status: 201, Body: []byte("retried")}, nil
 	}
 	for _, e := range engines[1:] {
-		if _, err := e.Do(ctx, "crash", "alice", "fp", fn); !errors.Is(err, idempotency.ErrInFlight) {
+		if _, err := e.Do(ctx, idempotency.Request{Key: "crash", Identity: "alice", Fingerprint: "fp"}, fn); !errors.Is(err, idempotency.ErrInFlight) {
 			t.Fatalf("Do while the dead holder's lease runs = %v, want ErrInFlight", err)
 		}
 	}
 	s.wait(s.lease + s.margin)
 	var wg sync.WaitGroup
 	for i := range 30 {
-		wg.Go(func() { _, _ = engines[i%3].Do(ctx, "crash", "alice", "fp", fn) })
+		wg.Go(func() {
+			_, _ = engines[i%3].Do(ctx, idempotency.Request{Key: "crash", Identity: "alice", Fingerprint: "fp"}, fn)
+		})
 	}
 	wg.Wait()
 	if got := ledger.Load(); got != 1 {
 		t.Fatalf("after the lease ended, the handler ran %d times, want exactly 1", got)
 	}
-	res, err := engines[0].Do(ctx, "crash", "alice", "fp", fn)
-	if err != nil || !res.Replayed || string(res.Response.WireBody) != "retried" {
+	res, err := engines[0].Do(ctx, idempotency.Request{Key: "crash", Identity: "alice", Fingerprint: "fp"}, fn)
+	if err != nil || !res.Replayed || string(res.Response.Body) != "retried" {
 		t.Fatalf("Do after the retry = (%+v, %v), want a replay of %q", res, err, "retried")
 	}
 	wantErr(t, "the dead holder's late Complete",

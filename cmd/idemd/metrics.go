@@ -3,7 +3,7 @@ package main
 import (
 	"context"
 	"errors"
-	"time"
+	"log/slog"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -19,6 +19,11 @@ type metrics struct {
 	duration   *prometheus.HistogramVec // of dispatches, by outcome
 	running    *prometheus.GaugeVec     // handlers running, by command
 	storeCalls *prometheus.HistogramVec // by op and result
+
+	// From the engine's observer.
+	executions   *prometheus.CounterVec // by engine outcome
+	recordErrors prometheus.Counter
+	leaseLosses  *prometheus.CounterVec // by cause
 }
 
 // otherCommand labels the metrics of names that are not registered commands,
@@ -46,76 +51,70 @@ func newMetrics() *metrics {
 			Help:    "Latency of idempotency store calls, by operation (begin, complete, release, renew, lookup, store) and result (ok, lease_lost, error).",
 			Buckets: prometheus.ExponentialBuckets(0.00005, 4, 10), // 50µs .. ~13s
 		}, []string{"op", "result"}),
+		executions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "idemd_executions_total",
+			Help: "Engine executions of keyed commands, by outcome (executed, unrecorded, record_failed, failed, panicked, replayed, tombstone, in_flight, mismatch, invalid_key, store_error, cancelled).",
+		}, []string{"outcome"}),
+		recordErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "idemd_record_errors_total",
+			Help: "Responses answered but not recorded (the store failed or the claim was lost): a retry runs the command again.",
+		}),
+		leaseLosses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "idemd_lease_losses_total",
+			Help: "Running commands cancelled because their claim was lost (cause lost: the store said so; unconfirmed: renewals failed until the lease ran out).",
+		}, []string{"cause"}),
 	}
-	m.reg.MustRegister(m.commands, m.duration, m.running, m.storeCalls,
+	m.reg.MustRegister(m.commands, m.duration, m.running, m.storeCalls, m.executions, m.recordErrors, m.leaseLosses,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, o := range dispatcher.Outcomes() {
 		m.commands.WithLabelValues(otherCommand, string(o))
+	}
+	for _, o := range idempotency.Outcomes() {
+		m.executions.WithLabelValues(o.String())
+	}
+	for _, c := range []string{"lost", "unconfirmed"} {
+		m.leaseLosses.WithLabelValues(c)
 	}
 	return m
 }
 
 // observeStore records one store call.
-func (m *metrics) observeStore(op string, start time.Time, err error) {
+func (m *metrics) observeStore(c idempotency.StoreCall) {
 	result := "ok"
 	switch {
-	case errors.Is(err, idempotency.ErrLeaseLost):
+	case errors.Is(c.Err, idempotency.ErrLeaseLost):
 		result = "lease_lost"
-	case err != nil:
+	case c.Err != nil:
 		result = "error"
 	}
-	m.storeCalls.WithLabelValues(op, result).Observe(time.Since(start).Seconds())
+	m.storeCalls.WithLabelValues(c.Op, result).Observe(c.Duration.Seconds())
 }
 
-// instrument wraps s so that every call is timed into m. The result
-// implements idempotency.ClaimStore exactly when s does, so the engine
-// still picks the claim protocol (or its fallback) as it would for s.
-func instrument(s idempotency.Store, m *metrics) idempotency.Store {
-	is := &instrumentedStore{s: s, m: m}
-	if cs, ok := s.(idempotency.ClaimStore); ok {
-		return &instrumentedClaimStore{instrumentedStore: is, cs: cs}
+// observer is what the engine tells idemd: executions by outcome, store
+// calls, record errors and lost leases, as metrics, and the failures that
+// would otherwise go unseen in the log.
+func (m *metrics) observer(log *slog.Logger) *idempotency.Observer {
+	return &idempotency.Observer{
+		Done: func(ctx context.Context, x idempotency.Execution) {
+			m.executions.WithLabelValues(x.Outcome.String()).Inc()
+			if x.RecordErr != nil {
+				m.recordErrors.Inc()
+				log.LogAttrs(ctx, slog.LevelError, "response not recorded; a retry will run the command again",
+					slog.Uint64("fence", x.Fence), slog.String("err", x.RecordErr.Error()))
+			}
+		},
+		StoreCall: func(_ context.Context, c idempotency.StoreCall) { m.observeStore(c) },
+		LeaseLost: func(ctx context.Context, tok idempotency.Token, cause error) {
+			m.leaseLosses.WithLabelValues(leaseCause(cause)).Inc()
+			log.LogAttrs(ctx, slog.LevelWarn, "a running command lost its claim; it is cancelled",
+				slog.Uint64("fence", tok.Fence), slog.String("cause", cause.Error()))
+		},
 	}
-	return is
 }
 
-type instrumentedStore struct {
-	s idempotency.Store
-	m *metrics
+func leaseCause(err error) string {
+	if errors.Is(err, idempotency.ErrLeaseExpired) {
+		return "unconfirmed"
+	}
+	return "lost"
 }
-
-func (i *instrumentedStore) Lookup(ctx context.Context, key, identity string) (*idempotency.Cached, bool) {
-	defer i.m.observeStore("lookup", time.Now(), nil)
-	return i.s.Lookup(ctx, key, identity)
-}
-
-func (i *instrumentedStore) Store(ctx context.Context, key, identity string, c idempotency.Cached) (err error) {
-	defer func(start time.Time) { i.m.observeStore("store", start, err) }(time.Now())
-	return i.s.Store(ctx, key, identity, c)
-}
-
-type instrumentedClaimStore struct {
-	*instrumentedStore
-	cs idempotency.ClaimStore
-}
-
-func (i *instrumentedClaimStore) Begin(ctx context.Context, key, identity string, req idempotency.ClaimRequest) (c idempotency.Claim, err error) {
-	defer func(start time.Time) { i.m.observeStore("begin", start, err) }(time.Now())
-	return i.cs.Begin(ctx, key, identity, req)
-}
-
-func (i *instrumentedClaimStore) Complete(ctx context.Context, tok idempotency.Token, c idempotency.Cached) (err error) {
-	defer func(start time.Time) { i.m.observeStore("complete", start, err) }(time.Now())
-	return i.cs.Complete(ctx, tok, c)
-}
-
-func (i *instrumentedClaimStore) Release(ctx context.Context, tok idempotency.Token) (err error) {
-	defer func(start time.Time) { i.m.observeStore("release", start, err) }(time.Now())
-	return i.cs.Release(ctx, tok)
-}
-
-func (i *instrumentedClaimStore) Renew(ctx context.Context, tok idempotency.Token, lease time.Duration) (err error) {
-	defer func(start time.Time) { i.m.observeStore("renew", start, err) }(time.Now())
-	return i.cs.Renew(ctx, tok, lease)
-}
-
-var _ idempotency.ClaimStore = (*instrumentedClaimStore)(nil)

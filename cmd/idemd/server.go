@@ -54,13 +54,9 @@ func newServer(cfg config, store idempotency.Store, log *slog.Logger) *server {
 		known:   make(map[string]bool),
 	}
 	s.commands, s.stopCommands = context.WithCancelCause(context.Background())
-	s.store = instrument(store, s.metrics)
-	s.engine = idempotency.NewEngine(s.store, idempotency.WithLease(cfg.lease), idempotency.WithTTL(cfg.ttl))
-	s.d = dispatcher.New(
-		dispatcher.WithEngine(s.engine),
-		dispatcher.WithObserver(s.observe),
-		dispatcher.WithCommandContext(s.commands),
-	)
+	s.store = store
+	s.engine = idempotency.NewEngine(s.store, idempotency.WithLease(cfg.lease), idempotency.WithObserver(s.metrics.observer(log)))
+	s.d = dispatcher.New(s.engine, dispatcher.WithObserver(s.observe), dispatcher.WithCommandContext(s.commands))
 	s.register("widgets.create", s.dash.createWidget)
 	s.register("widgets.list", s.dash.listWidgets, dispatcher.NoKey())
 	s.register("reports.generate", generateReport)

@@ -28,7 +28,7 @@ type demo struct {
 func newDemoServer(t *testing.T, engine *idempotency.Engine) *httptest.Server {
 	t.Helper()
 	db := &demo{}
-	d := dispatcher.New(dispatcher.WithEngine(engine))
+	d := dispatcher.New(engine)
 	d.Register("widgets.create", func(_ context.Context, req dispatcher.Request) (dispatcher.Response, error) {
 		var p struct {
 			Name string `json:"name"`

@@ -36,18 +36,18 @@ func Example() {
 	engine := idempotency.NewEngine(store, idempotency.WithLease(30*time.Second))
 
 	payload := []byte(`{"amount":1200,"currency":"EUR"}`)
-	charge := func(ctx context.Context) (idempotency.Cached, error) {
+	charge := func(ctx context.Context) (idempotency.Response, error) {
 		tok, _ := idempotency.TokenFromContext(ctx)
 		// Pass tok.Fence to downstream systems that can reject stale writers.
 		body := fmt.Sprintf(`{"ok":true,"data":{"charge":"ch_1","fence":%d}}`, tok.Fence)
-		return idempotency.Cached{Status: 201, WireBody: []byte(body)}, nil
+		return idempotency.Response{Status: 201, Body: []byte(body)}, nil
 	}
 	ctx := context.Background()
 	for range 2 { // the second call is a client's retry
-		res, err := engine.Do(ctx, "charge-4711", "customer-42", idempotency.Fingerprint(payload), charge)
+		res, err := engine.Do(ctx, idempotency.Request{Key: "charge-4711", Identity: "customer-42", Fingerprint: idempotency.Fingerprint(payload)}, charge)
 		if err != nil {
 			log.Fatal(err) // ErrStoreUnavailable when Redis is down: answer 503
 		}
-		fmt.Printf("%d replayed=%v %s\n", res.Response.Status, res.Replayed, res.Response.WireBody)
+		fmt.Printf("%d replayed=%v %s\n", res.Response.Status, res.Replayed, res.Response.Body)
 	}
 }
