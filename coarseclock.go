@@ -16,11 +16,13 @@ const coarseIdleTicks = 100
 
 // coarseClock serves the read-hot path: reading it is an atomic load instead
 // of a call to time.Now, which costs tens of nanoseconds on common virtual
-// machines. While readers use it, a timer refreshes it every coarseTick; after
-// coarseIdleTicks ticks with no reader the timer is not re-armed, so an idle
-// store holds no timer and no goroutine. Its time lags the real clock by at
-// most a tick plus scheduling delay, so expiry is seen that much late, never
-// early.
+// machines. While readers use it, a timer made by time.AfterFunc refreshes it
+// every coarseTick: each time it fires, the runtime runs tick in a goroutine
+// of its own, which re-arms the timer. After coarseIdleTicks ticks with no
+// reader tick does not re-arm it, so an idle store has no timer pending and no
+// goroutine running, and needs no Close; the next reader starts it again. Its
+// time lags the real clock by at most a tick plus scheduling delay, so expiry
+// is seen that much late, never early.
 type coarseClock struct {
 	nanos  atomic.Int64 // unix nanoseconds at the last refresh
 	active atomic.Bool  // the timer is armed and refreshing nanos

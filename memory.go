@@ -13,10 +13,19 @@ import (
 //
 // It implements ClaimStore. It holds at most MaxEntries records, completed
 // and in flight together; when it is full, the least recently used completed
-// record is evicted (Lookup and a replaying Begin count as a use). Claims in
-// flight are never evicted: when only they are left, Begin and Store return
-// ErrStoreFull. Expired records are dropped when they are next touched or when
-// eviction reaches them; the store starts no goroutine and needs no Close.
+// record is evicted (Lookup and a replaying Begin count as a use). A claim
+// whose lease is live is never evicted. When only claims are left, those
+// whose lease has run out are dropped to make room, as if taken over (their
+// holders' Complete, Renew and Release answer ErrLeaseLost), and Begin and
+// Store return ErrStoreFull only when live claims fill the store. Expired
+// records are dropped when they are next touched or when eviction reaches
+// them.
+//
+// The store needs no Close. Without WithClock, Lookup and Store read a
+// coarse clock that a timer (time.AfterFunc) refreshes every millisecond
+// while they are called; each tick runs in a goroutine of its own, and after
+// 100 ticks with no call the timer is not re-armed, so an idle store has no
+// timer pending and no goroutine running. With WithClock there is no timer.
 //
 // On 64-bit platforms a record takes about 150 bytes besides its key, body
 // and headers, 185 when it was made through Begin and Complete; the first
@@ -31,6 +40,10 @@ type InMemoryStore struct {
 	lru      memEntry // sentinel of the circular list of completed records, most recent first
 	bytes    int64    // body and header bytes of completed records
 	fence    uint64   // last fence handed out; fences are global, so monotonic per key too
+	// leaseFloor is at most the lease expiry (unix nanoseconds) of every
+	// claim in flight: until a store full of claims reaches it, no lease has
+	// run out (see reclaim).
+	leaseFloor int64
 
 	seed     maphash.Seed
 	hashMask uint64 // all ones; tests narrow it to force collisions
@@ -46,7 +59,8 @@ type InMemoryStore struct {
 type Option func(*InMemoryStore)
 
 // WithMaxEntries caps the number of cached entries; oldest are evicted first.
-// The cap counts claims in flight too. n <= 0 keeps DefaultMaxEntries.
+// The cap counts claims in flight too; one whose lease has run out is dropped
+// when only claims are left. n <= 0 keeps DefaultMaxEntries.
 func WithMaxEntries(n int) Option {
 	return func(s *InMemoryStore) {
 		if n > 0 {
@@ -78,7 +92,7 @@ func WithDefaultTTL(d time.Duration) Option {
 }
 
 // WithClock replaces time.Now as the store's clock, for tests. nil keeps
-// time.Now (with a coarse, timer-refreshed copy of it for Lookup).
+// time.Now (with a coarse, timer-refreshed copy of it for Lookup and Store).
 func WithClock(now func() time.Time) Option {
 	return func(s *InMemoryStore) {
 		if now != nil {
@@ -95,6 +109,7 @@ func NewInMemoryStore(opts ...Option) *InMemoryStore {
 		hashMask:   ^uint64(0),
 		maxEntries: DefaultMaxEntries,
 		defaultTTL: DefaultTTL,
+		leaseFloor: math.MaxInt64,
 	}
 	for _, o := range opts {
 		o(s)
@@ -159,7 +174,7 @@ func (s *InMemoryStore) Lookup(_ context.Context, key, identity string) (*Cached
 
 // Store implements Store. It returns ErrInvalidKey for a key that fails
 // ValidateKey, ErrTooLarge for a response over the byte cap, and ErrStoreFull
-// when only claims in flight could be evicted to make room.
+// when claims with live leases fill the store.
 func (s *InMemoryStore) Store(_ context.Context, key, identity string, c Cached) error {
 	if err := ValidateKey(key); err != nil {
 		return fmt.Errorf("store: %w", err)
@@ -234,6 +249,7 @@ func (s *InMemoryStore) Begin(_ context.Context, key, identity string, req Claim
 	s.fence++
 	e.x.owner, e.x.fence, e.fingerprint = req.Owner, s.fence, req.Fingerprint
 	e.until = now + int64(req.Lease)
+	s.leaseFloor = min(s.leaseFloor, e.until)
 	return Claim{Status: ClaimAcquired, Token: e.token()}, nil
 }
 
@@ -294,6 +310,7 @@ func (s *InMemoryStore) Renew(_ context.Context, tok Token, lease time.Duration)
 		return fmt.Errorf("renew: %w", ErrLeaseLost)
 	}
 	e.until = now + int64(lease)
+	s.leaseFloor = min(s.leaseFloor, e.until)
 	return nil
 }
 
@@ -349,17 +366,69 @@ func (s *InMemoryStore) insertCompleted(e *memEntry) {
 
 // makeRoom evicts least recently used completed records until one more
 // record fits under the entry cap, and returns an evicted entry for reuse
-// (or nil). It reports false when claims in flight alone fill the store.
+// (or nil). With no completed record left it reclaims expired claims, and
+// reports false when claims with live leases alone fill the store.
 func (s *InMemoryStore) makeRoom() (spare *memEntry, ok bool) {
 	for s.count() >= s.maxEntries {
 		victim := s.lru.prev
 		if victim == &s.lru {
-			return nil, false
+			if spare = s.reclaim(); spare == nil {
+				return nil, false
+			}
+			continue
 		}
 		s.remove(victim, s.hash(victim.key, victim.identity))
 		spare = victim
 	}
 	return spare, true
+}
+
+// reclaim drops every claim whose lease has run out from a store that only
+// claims fill, and returns one of them for reuse, or nil if none had.
+//
+// Claims are in no list: leases differ per claim and Renew extends them, so
+// no order that is cheap to keep is one of expiry. Instead the hot paths keep
+// leaseFloor, a lower bound on every lease expiry (one min per Begin and
+// Renew), and only a store about to refuse a record looks further. Every
+// record is then a claim (no completed one was left to evict). While the
+// clock is short of the floor no lease has run out, and reclaim returns at
+// once; otherwise it walks the maps, drops the expired claims and sets the
+// floor to the earliest live expiry. So a walk that drops nothing comes only
+// after the claim that set the floor was renewed or ended, and no sooner than
+// its old expiry: under the Engine, which renews a claim every third of its
+// lease, about once per two thirds of the shortest lease at most. A walk
+// costs a pass over the claims (at most MaxEntries), paid only on the way to
+// ErrStoreFull; a store kept full by claims that run out one at a time pays
+// one per record it takes.
+//
+// A dropped claim is like one taken over: its holder's token matches no
+// record, and the global fence keeps any later claim's fence greater.
+func (s *InMemoryStore) reclaim() (spare *memEntry) {
+	now := s.now().UnixNano()
+	if now < s.leaseFloor {
+		return nil
+	}
+	floor := int64(math.MaxInt64)
+	for h, e := range s.records {
+		if now >= e.until {
+			delete(s.records, h)
+			s.unlink(e)
+			spare = e
+		} else if !e.done() {
+			floor = min(floor, e.until)
+		}
+	}
+	for n, e := range s.collided {
+		if now >= e.until {
+			delete(s.collided, n)
+			s.unlink(e)
+			spare = e
+		} else if !e.done() {
+			floor = min(floor, e.until)
+		}
+	}
+	s.leaseFloor = floor
+	return spare
 }
 
 // remove takes e, whose name hashes to h, out of the store.

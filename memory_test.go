@@ -345,3 +345,185 @@ func TestInMemoryRecordRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// A claim whose lease has run out holds no room: a full store reclaims it
+// rather than answer ErrStoreFull, whether the next record comes through
+// Begin or Store, with or without a byte cap besides the entry cap.
+func TestInMemoryExpiredClaimFreesRoom(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		opts []idempotency.Option
+	}{
+		{"entries", []idempotency.Option{idempotency.WithMaxEntries(1)}},
+		{"entries with a byte cap", []idempotency.Option{idempotency.WithMaxEntries(1), idempotency.WithMaxBytes(16)}},
+	} {
+		for _, op := range []string{"Begin", "Store"} {
+			t.Run(tc.name+"/"+op, func(t *testing.T) {
+				clock := storetest.NewClock()
+				s := idempotency.NewInMemoryStore(append(tc.opts, idempotency.WithClock(clock.Now))...)
+				if _, err := s.Begin(ctx, "a", "", idempotency.ClaimRequest{Owner: "o1", Lease: time.Millisecond}); err != nil {
+					t.Fatal(err)
+				}
+				clock.Advance(time.Hour)
+				switch op {
+				case "Begin":
+					cl, err := s.Begin(ctx, "b", "", idempotency.ClaimRequest{Owner: "o2", Lease: time.Minute})
+					if err != nil || cl.Status != idempotency.ClaimAcquired {
+						t.Fatalf("Begin(b) an hour after a's 1ms lease ran out = (%v, %v), want acquired", cl.Status, err)
+					}
+				case "Store":
+					if err := s.Store(ctx, "b", "", cached("b")); err != nil {
+						t.Fatalf("Store(b) an hour after a's 1ms lease ran out = %v, want nil", err)
+					}
+					if _, ok := s.Lookup(ctx, "b", ""); !ok {
+						t.Fatal("Lookup(b) missed after Store")
+					}
+				}
+				if got := s.Len(); got != 1 {
+					t.Errorf("Len = %d, want 1 (b alone)", got)
+				}
+			})
+		}
+	}
+}
+
+// A store full of claims whose leases are live refuses a new record and
+// evicts none of them, whatever the order of their leases; once the
+// shortest runs out, that one claim alone makes room.
+func TestInMemoryLiveClaimsFillStore(t *testing.T) {
+	ctx := context.Background()
+	clock := storetest.NewClock()
+	s := idempotency.NewInMemoryStore(idempotency.WithMaxEntries(3), idempotency.WithClock(clock.Now))
+	toks := map[string]idempotency.Token{}
+	for _, c := range []struct {
+		key   string
+		lease time.Duration
+	}{{"long", time.Hour}, {"renewed", 2 * time.Second}, {"short", 3 * time.Second}} {
+		cl, err := s.Begin(ctx, c.key, "", idempotency.ClaimRequest{Owner: "o", Lease: c.lease})
+		if err != nil || cl.Status != idempotency.ClaimAcquired {
+			t.Fatalf("Begin(%s) = (%v, %v), want acquired", c.key, cl.Status, err)
+		}
+		toks[c.key] = cl.Token
+	}
+	full := func(when string) {
+		t.Helper()
+		if _, err := s.Begin(ctx, "new", "", idempotency.ClaimRequest{Owner: "o", Lease: time.Minute}); !errors.Is(err, idempotency.ErrStoreFull) {
+			t.Fatalf("%s: Begin(new) = %v, want ErrStoreFull", when, err)
+		}
+		if err := s.Store(ctx, "new", "", cached("new")); !errors.Is(err, idempotency.ErrStoreFull) {
+			t.Fatalf("%s: Store(new) = %v, want ErrStoreFull", when, err)
+		}
+		if got := s.Len(); got != 3 {
+			t.Fatalf("%s: Len = %d, want the 3 claims", when, got)
+		}
+	}
+	clock.Advance(time.Second)
+	full("all leases live")
+	// The claim that was to run out first is renewed before it does.
+	if err := s.Renew(ctx, toks["renewed"], time.Hour); err != nil {
+		t.Fatalf("Renew(renewed) = %v", err)
+	}
+	clock.Advance(1500 * time.Millisecond) // past renewed's first lease, short's still live
+	full("after the earliest lease was renewed")
+	clock.Advance(time.Second) // short's lease has run out
+	if cl, err := s.Begin(ctx, "new", "", idempotency.ClaimRequest{Owner: "o", Lease: time.Minute}); err != nil || cl.Status != idempotency.ClaimAcquired {
+		t.Fatalf("Begin(new) after short's lease ran out = (%v, %v), want acquired", cl.Status, err)
+	}
+	for _, k := range []string{"long", "renewed"} {
+		if err := s.Complete(ctx, toks[k], cached(k)); err != nil {
+			t.Errorf("Complete(%s), a live claim, = %v; it was evicted", k, err)
+		}
+	}
+	if err := s.Complete(ctx, toks["short"], cached("short")); !errors.Is(err, idempotency.ErrLeaseLost) {
+		t.Errorf("Complete(short) after its claim was reclaimed = %v, want ErrLeaseLost", err)
+	}
+}
+
+// The holder of a claim reclaimed to make room is refused as if the claim
+// had been taken over, and a later claim of the same name gets a greater
+// fence.
+func TestInMemoryReclaimedClaimHolderRefused(t *testing.T) {
+	ctx := context.Background()
+	clock := storetest.NewClock()
+	s := idempotency.NewInMemoryStore(idempotency.WithMaxEntries(1), idempotency.WithClock(clock.Now))
+	a, err := s.Begin(ctx, "a", "i", idempotency.ClaimRequest{Owner: "o1", Lease: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(time.Hour)
+	b, err := s.Begin(ctx, "b", "i", idempotency.ClaimRequest{Owner: "o2", Lease: time.Minute})
+	if err != nil || b.Status != idempotency.ClaimAcquired {
+		t.Fatalf("Begin(b) = (%v, %v), want acquired", b.Status, err)
+	}
+	stale := func(when string) {
+		t.Helper()
+		for name, err := range map[string]error{
+			"Complete": s.Complete(ctx, a.Token, cached("stale")),
+			"Renew":    s.Renew(ctx, a.Token, time.Minute),
+			"Release":  s.Release(ctx, a.Token),
+		} {
+			if !errors.Is(err, idempotency.ErrLeaseLost) {
+				t.Errorf("%s: %s by the reclaimed holder = %v, want ErrLeaseLost", when, name, err)
+			}
+		}
+	}
+	stale("after the reclaim")
+	if err := s.Release(ctx, b.Token); err != nil {
+		t.Fatal(err)
+	}
+	// The same owner claims a again: a new claim, with a greater fence.
+	again, err := s.Begin(ctx, "a", "i", idempotency.ClaimRequest{Owner: "o1", Lease: time.Minute})
+	if err != nil || again.Status != idempotency.ClaimAcquired {
+		t.Fatalf("Begin(a) again = (%v, %v), want acquired", again.Status, err)
+	}
+	if again.Token.Fence <= a.Token.Fence {
+		t.Errorf("fence of the new claim = %d, want more than the reclaimed claim's %d", again.Token.Fence, a.Token.Fence)
+	}
+	stale("while a is claimed again")
+	if err := s.Complete(ctx, again.Token, cached("a")); err != nil {
+		t.Fatalf("Complete by the new holder = %v", err)
+	}
+	if err := s.Complete(ctx, a.Token, cached("stale")); !errors.Is(err, idempotency.ErrLeaseLost) {
+		t.Errorf("Complete by the reclaimed holder after a was completed = %v, want ErrLeaseLost", err)
+	}
+	if got, ok := s.Lookup(ctx, "a", "i"); !ok || string(got.WireBody) != "a" {
+		t.Errorf("Lookup(a) = (%v, %v), want the new holder's response", got, ok)
+	}
+}
+
+// Reclaiming an expired claim reuses its entry: a full store in which one
+// orphaned claim runs out before each new one still claims with no
+// allocation.
+func TestInMemoryReclaimAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts differ under the race detector; run without -race")
+	}
+	ctx := context.Background()
+	clock := storetest.NewClock()
+	const maxEntries = 100
+	s := idempotency.NewInMemoryStore(idempotency.WithMaxEntries(maxEntries), idempotency.WithClock(clock.Now))
+	keys := make([]string, 3*maxEntries)
+	for i := range keys {
+		keys[i] = fmt.Sprint("orphan-", i)
+	}
+	req := idempotency.ClaimRequest{Owner: "o", Lease: maxEntries * time.Millisecond}
+	i := 0
+	orphan := func() {
+		clock.Advance(time.Millisecond) // the oldest claim's lease runs out
+		cl, err := s.Begin(ctx, keys[i%len(keys)], "", req)
+		if err != nil || cl.Status != idempotency.ClaimAcquired {
+			t.Fatalf("Begin #%d = (%v, %v), want acquired", i, cl.Status, err)
+		}
+		i++
+	}
+	for range 2 * len(keys) {
+		orphan()
+	}
+	if got := s.Len(); got != maxEntries {
+		t.Fatalf("Len = %d, want the store full at %d", got, maxEntries)
+	}
+	if n := testing.AllocsPerRun(100, orphan); n > 0 {
+		t.Errorf("Begin reclaiming an expired claim: %v allocs, want 0", n)
+	}
+}
