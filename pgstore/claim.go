@@ -41,11 +41,11 @@ func (s *Store) Begin(ctx context.Context, key, identity string, req idempotency
 			continue
 		}
 		if err != nil {
-			return idempotency.Claim{}, unavailable("begin", err)
+			return idempotency.Claim{}, s.fail("begin", err)
 		}
 		cl, ok, err := r.claim(key, identity, req)
 		if err != nil {
-			return idempotency.Claim{}, unavailable("begin", err)
+			return idempotency.Claim{}, s.fail("begin", err)
 		}
 		if ok {
 			return cl, nil
@@ -308,7 +308,7 @@ func (s *Store) casUpdate(ctx context.Context, op, sql string, args ...any) erro
 		}
 		return nil
 	}
-	return unavailable(op, err)
+	return s.fail(op, err)
 }
 
 // micros converts d to whole microseconds, PostgreSQL's resolution,

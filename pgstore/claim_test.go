@@ -21,7 +21,7 @@ import (
 
 // A store whose server cannot be reached fails closed, with errors that
 // match ErrStoreUnavailable (and never ErrLeaseLost, which would read as a
-// protocol outcome).
+// protocol outcome, nor ErrStoreMisconfigured: the server may come back).
 func TestUnreachable(t *testing.T) {
 	cfg, err := pgxpool.ParseConfig("postgres://postgres@127.0.0.1:1/test?sslmode=disable&connect_timeout=1")
 	if err != nil {
@@ -57,6 +57,9 @@ func TestUnreachable(t *testing.T) {
 			if !errors.Is(err, idempotency.ErrStoreUnavailable) {
 				t.Errorf("%s = %v, want ErrStoreUnavailable", op.name, err)
 			}
+			if errors.Is(err, idempotency.ErrStoreMisconfigured) {
+				t.Errorf("%s = %v, which also matches ErrStoreMisconfigured", op.name, err)
+			}
 			if errors.Is(err, idempotency.ErrLeaseLost) {
 				t.Errorf("%s = %v, which also matches ErrLeaseLost", op.name, err)
 			}
@@ -71,8 +74,8 @@ func TestUnreachable(t *testing.T) {
 		ran = true
 		return idempotency.Cached{Status: 200}, nil
 	})
-	if !errors.Is(err, idempotency.ErrStoreUnavailable) || ran {
-		t.Errorf("Engine.Do = %v, handler ran: %v; want ErrStoreUnavailable and no run", err, ran)
+	if !errors.Is(err, idempotency.ErrStoreUnavailable) || errors.Is(err, idempotency.ErrStoreMisconfigured) || ran {
+		t.Errorf("Engine.Do = %v, handler ran: %v; want ErrStoreUnavailable (not misconfigured) and no run", err, ran)
 	}
 }
 

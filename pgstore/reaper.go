@@ -25,7 +25,7 @@ func (s *Store) DeleteExpired(ctx context.Context, batch int) (int64, error) {
 	}
 	tag, err := s.pool.Exec(ctx, s.q.deleteExpired, int64(batch))
 	if err != nil {
-		return 0, unavailable("delete expired", err)
+		return 0, s.fail("delete expired", err)
 	}
 	return tag.RowsAffected(), nil
 }

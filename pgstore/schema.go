@@ -124,7 +124,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 		return nil
 	})
 	if err != nil {
-		return unavailable("migrate", err)
+		return s.fail("migrate", err)
 	}
 	return nil
 }

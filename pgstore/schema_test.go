@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
+
 	"github.com/idemkit/idempotency"
 )
 
@@ -125,7 +127,8 @@ func TestMigrate(t *testing.T) {
 
 // A table created by the previous version of the schema (no claim
 // function) is brought up to date by Migrate, its rows kept; until then
-// Begin fails closed.
+// Begin fails closed, saying the store is misconfigured (a retry would not
+// help, Migrate does).
 func TestMigrateFromPreviousVersion(t *testing.T) {
 	pool := testPool(t)
 	schema := testSchema(t, pool)
@@ -145,8 +148,12 @@ func TestMigrateFromPreviousVersion(t *testing.T) {
 		t.Fatal(err)
 	}
 	req := idempotency.ClaimRequest{Owner: "o", Lease: time.Minute}
-	if _, err := st.Begin(ctx, "fresh", "alice", req); !errors.Is(err, idempotency.ErrStoreUnavailable) {
-		t.Errorf("Begin before Migrate = %v, want ErrStoreUnavailable", err)
+	_, err := st.Begin(ctx, "fresh", "alice", req)
+	if !errors.Is(err, idempotency.ErrStoreMisconfigured) || errors.Is(err, idempotency.ErrStoreUnavailable) {
+		t.Errorf("Begin before Migrate = %v; want ErrStoreMisconfigured, not ErrStoreUnavailable", err)
+	}
+	if pgErr := (*pgconn.PgError)(nil); !errors.As(err, &pgErr) || pgErr.Code != "42883" {
+		t.Errorf("Begin before Migrate = %v; want SQLSTATE 42883 (undefined_function)", err)
 	}
 	if err := st.Migrate(ctx); err != nil {
 		t.Fatal(err)

@@ -2,14 +2,12 @@ package pgstore
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"regexp"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -319,7 +317,7 @@ func (s *Store) Store(ctx context.Context, key, identity string, c idempotency.C
 		}
 	}
 	if err != nil {
-		return unavailable("store", err)
+		return s.fail("store", err)
 	}
 	return nil
 }
@@ -363,29 +361,7 @@ func (r *record) cached() (*idempotency.Cached, error) {
 	}, nil
 }
 
-// retryable reports whether err is a failure that running the same
-// statement again resolves: the statement changed nothing, and the race it
-// lost is over.
-func retryable(err error) bool {
-	if err == nil {
-		return false
-	}
-	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) {
-		return false
-	}
-	switch pgErr.Code {
-	case "40001", // serialization_failure: REPEATABLE READ or SERIALIZABLE lost a race
-		"40P01", // deadlock_detected
-		"23505": // unique_violation: an insert raced another outside ON CONFLICT's reach
-		return true
-	}
-	return false
-}
-
-// unavailable wraps a failure of the database (connection refused, timeout,
-// missing table, ...) so that it matches idempotency.ErrStoreUnavailable,
-// and also err itself (a context's error stays visible to errors.Is).
+// unavailable wraps a configuration error found by New.
 func unavailable(op string, err error) error {
 	return fmt.Errorf("pgstore: %s: %w: %w", op, idempotency.ErrStoreUnavailable, err)
 }
