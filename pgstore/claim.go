@@ -27,9 +27,6 @@ func (s *Store) Begin(ctx context.Context, key, identity string, req idempotency
 	if err := idempotency.ValidateBegin(key, req); err != nil {
 		return idempotency.Claim{}, fmt.Errorf("pgstore: %w", err)
 	}
-	if s.err != nil {
-		return idempotency.Claim{}, unavailable("begin", s.err)
-	}
 	id := s.recordID(key, identity)
 	lease := micros(req.Lease)
 	ctx, cancel := s.bound(ctx)
@@ -241,9 +238,6 @@ func mismatch(stored, req string) bool {
 // Repeated with the token that completed the record, it returns nil and
 // changes nothing. There is no byte cap: it never returns ErrTooLarge.
 func (s *Store) Complete(ctx context.Context, tok idempotency.Token, c idempotency.Cached) error {
-	if s.err != nil {
-		return unavailable("complete", s.err)
-	}
 	header, err := encodeHeader(c.Header)
 	if err != nil {
 		return fmt.Errorf("pgstore: complete: %w", err)
@@ -261,9 +255,6 @@ func (s *Store) Complete(ctx context.Context, tok idempotency.Token, c idempoten
 // claim released (the reaper deletes the row later). Only the holder of a
 // live lease can release.
 func (s *Store) Release(ctx context.Context, tok idempotency.Token) error {
-	if s.err != nil {
-		return unavailable("release", s.err)
-	}
 	if tok.Fence > math.MaxInt64 {
 		return fmt.Errorf("pgstore: release: %w", idempotency.ErrLeaseLost)
 	}
@@ -275,9 +266,6 @@ func (s *Store) Release(ctx context.Context, tok idempotency.Token) error {
 func (s *Store) Renew(ctx context.Context, tok idempotency.Token, lease time.Duration) error {
 	if lease <= 0 {
 		return fmt.Errorf("pgstore: renew: %w: lease %v is not positive", idempotency.ErrInvalidArgument, lease)
-	}
-	if s.err != nil {
-		return unavailable("renew", s.err)
 	}
 	if tok.Fence > math.MaxInt64 {
 		return fmt.Errorf("pgstore: renew: %w", idempotency.ErrLeaseLost)

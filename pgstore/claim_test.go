@@ -32,7 +32,7 @@ func TestUnreachable(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	st := New(pool)
+	st := newUnmigrated(t, pool)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	tok := idempotency.Token{Key: "k", Identity: "alice", Owner: "o", Fence: 1}
@@ -217,8 +217,8 @@ func TestSecretNamesRecords(t *testing.T) {
 	schema := testSchema(t, pool)
 	ctx := context.Background()
 	a := newMigrated(t, pool, WithSchema(schema), WithSecret([]byte("secret a")))
-	b := New(pool, WithSchema(schema), WithSecret([]byte("secret b")))
-	plain := New(pool, WithSchema(schema))
+	b := newUnmigrated(t, pool, WithSchema(schema), WithSecret([]byte("secret b")))
+	plain := newUnmigrated(t, pool, WithSchema(schema))
 	if err := a.Store(ctx, "the-key", "the-identity", idempotency.Cached{Status: 200, WireBody: []byte("a")}); err != nil {
 		t.Fatal(err)
 	}
@@ -332,7 +332,7 @@ func TestTimeoutBoundsHungServer(t *testing.T) {
 	}
 	defer pool.Close()
 	const bound = 200 * time.Millisecond
-	st := New(pool, WithTimeout(bound))
+	st := newUnmigrated(t, pool, WithTimeout(bound))
 	tok := idempotency.Token{Key: "k", Identity: "alice", Owner: "o", Fence: 1}
 	ops := []struct {
 		name string
@@ -383,7 +383,7 @@ func TestTimeoutOption(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			ctx, cancel := New(nil, tc.opts...).bound(context.Background())
+			ctx, cancel := newUnmigrated(t, nil, tc.opts...).bound(context.Background())
 			defer cancel()
 			deadline, ok := ctx.Deadline()
 			switch {

@@ -4,7 +4,8 @@
 //
 //	pool, err := pgxpool.New(ctx, "postgres://app@db/app")
 //	...
-//	store := pgstore.New(pool, pgstore.WithSecret(secret), pgstore.WithReaper(time.Minute, 1000))
+//	store, err := pgstore.New(pool, pgstore.WithSecret(secret), pgstore.WithReaper(time.Minute, 1000))
+//	if err != nil { ... } // an invalid WithSchema or WithTable name
 //	defer store.Close()
 //	if err := store.Migrate(ctx); err != nil { ... }
 //	engine := idempotency.NewEngine(store)

@@ -117,15 +117,6 @@ func TestMigrateWithoutPrivileges(t *testing.T) {
 	}
 }
 
-// newUnmigrated returns a Store on pool, closed when tb ends, without
-// running Migrate.
-func newUnmigrated(tb testing.TB, pool *pgxpool.Pool, opts ...Option) *Store {
-	tb.Helper()
-	st := New(pool, opts...)
-	tb.Cleanup(func() { _ = st.Close() })
-	return st
-}
-
 // storeOps are the store's methods that return an error, on a key that
 // does not matter.
 func storeOps(st *Store) []struct {

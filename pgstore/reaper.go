@@ -17,9 +17,6 @@ import (
 // their space. Call it until it returns less than batch to empty the
 // backlog, or let WithReaper do so.
 func (s *Store) DeleteExpired(ctx context.Context, batch int) (int64, error) {
-	if s.err != nil {
-		return 0, unavailable("delete expired", s.err)
-	}
 	if batch <= 0 {
 		batch = DefaultReapBatch
 	}

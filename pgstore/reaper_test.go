@@ -147,7 +147,10 @@ func TestReaper(t *testing.T) {
 }
 
 func TestCloseWithoutReaper(t *testing.T) {
-	st := New(nil)
+	st, err := New(nil)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
 	if err := st.Close(); err != nil {
 		t.Errorf("Close = %v, want nil", err)
 	}
@@ -160,9 +163,8 @@ func TestReaperBeforeMigrate(t *testing.T) {
 	schema := testSchema(t, pool)
 	const interval = 5 * time.Millisecond
 	var reapErrs atomic.Int64
-	st := New(pool, WithSchema(schema), WithReaper(interval, 5),
+	st := newUnmigrated(t, pool, WithSchema(schema), WithReaper(interval, 5),
 		WithReaperErrorHandler(func(err error) { reapErrs.Add(1); t.Logf("reaper error: %v", err) }))
-	defer st.Close()
 	// Let the reaper run against the missing table for a few intervals.
 	deadline := time.Now().Add(10 * interval)
 	for time.Now().Before(deadline) {

@@ -26,8 +26,8 @@ const migrateLock = 0x69_64_65_6d_6b_69_74
 // SchemaSQL returns the SQL that Migrate runs for a Store configured with
 // opts, for users who apply schema changes themselves. Every statement is
 // idempotent. With no options it is the schema shown in the package
-// documentation. It returns an error wrapping idempotency.ErrInvalidArgument
-// for an invalid WithSchema or WithTable name.
+// documentation. It returns the error New returns for an invalid WithSchema
+// or WithTable name (wrapping idempotency.ErrInvalidArgument).
 func SchemaSQL(opts ...Option) (string, error) {
 	s := &Store{table: DefaultTable}
 	for _, o := range opts {
@@ -109,9 +109,6 @@ $claim$`
 // an existing table, so it brings a table created by an earlier version up
 // to date (that version had no claim function). The SQL is SchemaSQL's.
 func (s *Store) Migrate(ctx context.Context) error {
-	if s.err != nil {
-		return s.err
-	}
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(migrateLock)); err != nil {
 			return err

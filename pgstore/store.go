@@ -55,8 +55,7 @@ type Store struct {
 	reapBatch  int
 	onReapErr  func(error)
 
-	err error   // a configuration error, returned by every method
-	q   queries // the statements, built once for this table
+	q queries // the statements, built once for this table
 
 	closeOnce sync.Once
 	stopReap  context.CancelFunc // nil without a reaper
@@ -69,7 +68,7 @@ type Option func(*Store)
 // WithSchema puts the table and its sequence in schema, which Migrate
 // creates if it does not exist. The name must be a plain identifier
 // (letters, digits and underscores, not starting with a digit, at most 63
-// bytes); it is quoted, so it is case-sensitive. The default is no schema:
+// bytes; New rejects any other); it is quoted, so it is case-sensitive. The default is no schema:
 // names are resolved through the connection's search_path, which normally
 // means "public".
 func WithSchema(schema string) Option {
@@ -81,7 +80,8 @@ func WithSchema(schema string) Option {
 // index table+"_expires_at_idx" and its claim function table+"_claim".
 // The name must be a plain identifier (letters, digits and underscores,
 // not starting with a digit) of at most 48 bytes, so that those names fit
-// PostgreSQL's 63-byte limit; it is quoted, so it is case-sensitive.
+// PostgreSQL's 63-byte limit (New rejects any other); it is quoted, so it
+// is case-sensitive.
 func WithTable(table string) Option {
 	return func(s *Store) { s.table = table }
 }
@@ -165,12 +165,17 @@ func WithReaperErrorHandler(f func(error)) Option {
 }
 
 // New returns a Store on pool. The pool is the caller's: Close does not
-// close it. New does not touch the database; call Migrate to create the
-// table. An invalid WithSchema or WithTable name does not panic: Migrate
-// returns an error wrapping idempotency.ErrInvalidArgument, and every other
-// method fails with an error wrapping idempotency.ErrStoreUnavailable.
-// With WithReaper, New starts the reaper goroutine; call Close to stop it.
-func New(pool *pgxpool.Pool, opts ...Option) *Store {
+// close it. With WithReaper, New starts the reaper goroutine; call Close to
+// stop it.
+//
+// New checks what it can without the database: an invalid WithSchema or
+// WithTable name is an error wrapping both idempotency.ErrStoreMisconfigured
+// and idempotency.ErrInvalidArgument, and no Store. New does not touch the
+// database; what only the database knows (the table does not exist yet, the
+// role lacks privileges) is reported by Migrate, which is meant to run at
+// start-up, and by every call after it, with errors wrapping
+// idempotency.ErrStoreMisconfigured (see the package documentation).
+func New(pool *pgxpool.Pool, opts ...Option) (*Store, error) {
 	s := &Store{
 		pool:       pool,
 		table:      DefaultTable,
@@ -180,20 +185,20 @@ func New(pool *pgxpool.Pool, opts ...Option) *Store {
 	for _, o := range opts {
 		o(s)
 	}
+	if err := s.checkNames(); err != nil {
+		return nil, err
+	}
 	s.hasher = idempotency.NewRecordHasher(s.secret)
 	if s.reapBatch <= 0 {
 		s.reapBatch = DefaultReapBatch
 	}
-	s.err = s.checkNames()
-	if s.err == nil {
-		s.q = buildQueries(s.names())
-	}
-	if s.reapEvery > 0 && s.err == nil {
+	s.q = buildQueries(s.names())
+	if s.reapEvery > 0 {
 		ctx, cancel := context.WithCancel(context.Background())
 		s.stopReap, s.reapDone = cancel, make(chan struct{})
 		go s.reap(ctx)
 	}
-	return s
+	return s, nil
 }
 
 // Close stops the background reaper, if there is one, and waits for it to
@@ -217,12 +222,12 @@ const maxTableLen = 63 - len("_expires_at_idx")
 
 func (s *Store) checkNames() error {
 	if !identifier.MatchString(s.table) || len(s.table) > maxTableLen {
-		return fmt.Errorf("pgstore: %w: table name %q: want letters, digits and underscores, at most %d bytes",
-			idempotency.ErrInvalidArgument, s.table, maxTableLen)
+		return fmt.Errorf("pgstore: %w: %w: table name %q: want letters, digits and underscores, at most %d bytes",
+			idempotency.ErrStoreMisconfigured, idempotency.ErrInvalidArgument, s.table, maxTableLen)
 	}
 	if s.schema != "" && (!identifier.MatchString(s.schema) || len(s.schema) > 63) {
-		return fmt.Errorf("pgstore: %w: schema name %q: want letters, digits and underscores, at most 63 bytes",
-			idempotency.ErrInvalidArgument, s.schema)
+		return fmt.Errorf("pgstore: %w: %w: schema name %q: want letters, digits and underscores, at most 63 bytes",
+			idempotency.ErrStoreMisconfigured, idempotency.ErrInvalidArgument, s.schema)
 	}
 	return nil
 }
@@ -272,9 +277,6 @@ func noCancel() {}
 // server's clock. A miss, a claim in flight and any failure return
 // (nil, false).
 func (s *Store) Lookup(ctx context.Context, key, identity string) (*idempotency.Cached, bool) {
-	if s.err != nil {
-		return nil, false
-	}
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	var r record
@@ -298,9 +300,6 @@ func (s *Store) Lookup(ctx context.Context, key, identity string) (*idempotency.
 func (s *Store) Store(ctx context.Context, key, identity string, c idempotency.Cached) error {
 	if err := idempotency.ValidateKey(key); err != nil {
 		return fmt.Errorf("pgstore: store: %w", err)
-	}
-	if s.err != nil {
-		return unavailable("store", s.err)
 	}
 	header, err := encodeHeader(c.Header)
 	if err != nil {
@@ -359,11 +358,6 @@ func (r *record) cached() (*idempotency.Cached, error) {
 		Fingerprint: r.fingerprint.String,
 		Tombstone:   r.tombstone.Bool,
 	}, nil
-}
-
-// unavailable wraps a configuration error found by New.
-func unavailable(op string, err error) error {
-	return fmt.Errorf("pgstore: %s: %w: %w", op, idempotency.ErrStoreUnavailable, err)
 }
 
 var _ idempotency.ClaimStore = (*Store)(nil)
