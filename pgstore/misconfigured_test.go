@@ -167,12 +167,16 @@ func newRole(tb testing.TB, pool *pgxpool.Pool) string {
 }
 
 // poolAs returns a pool like pool's, connected as role, closed when tb ends
-// (before role is dropped). It skips tb when role cannot log in without a
-// password (the server does not trust local connections).
-func poolAs(tb testing.TB, pool *pgxpool.Pool, role string) *pgxpool.Pool {
+// (before role is dropped). configure, if any, adjust its configuration.
+// It skips tb when role cannot log in without a password (the server does
+// not trust local connections).
+func poolAs(tb testing.TB, pool *pgxpool.Pool, role string, configure ...func(*pgxpool.Config)) *pgxpool.Pool {
 	tb.Helper()
 	cfg := pool.Config()
 	cfg.ConnConfig.User, cfg.ConnConfig.Password = role, ""
+	for _, f := range configure {
+		f(cfg)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	p, err := pgxpool.NewWithConfig(ctx, cfg)

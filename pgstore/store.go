@@ -156,10 +156,13 @@ func WithReaper(interval time.Duration, batch int) Option {
 }
 
 // WithReaperErrorHandler sets a function the background reaper calls with
-// each error of DeleteExpired (it tries again at the next interval), except
-// that the table or schema does not exist yet (a reaper runs from New, and
-// Migrate may come after). It is called from the reaper's goroutine. nil,
-// the default, discards the errors.
+// the errors of DeleteExpired (it tries again at the next interval): each
+// error of a store that is unavailable, and each misconfiguration
+// (idempotency.ErrStoreMisconfigured, such as missing privileges) once, not
+// again at every interval until a pass succeeds or the error changes. It
+// is not called for a table or schema that does not exist yet (a reaper
+// runs from New, and Migrate may come after). It is called from the
+// reaper's goroutine. nil, the default, discards the errors.
 func WithReaperErrorHandler(f func(error)) Option {
 	return func(s *Store) { s.onReapErr = f }
 }
