@@ -117,6 +117,23 @@ func TestMigrateWithoutPrivileges(t *testing.T) {
 	}
 }
 
+// A role given USAGE and CREATE on a schema another role made may migrate
+// in it, without the CREATE privilege on the database that CREATE SCHEMA
+// IF NOT EXISTS asks for, and then use the store.
+func TestMigrateInGrantedSchema(t *testing.T) {
+	pool := testPool(t)
+	schema := testSchema(t, pool)
+	role := newRole(t, pool)
+	if _, err := pool.Exec(context.Background(), "GRANT USAGE, CREATE ON SCHEMA "+schema+" TO "+role); err != nil {
+		t.Fatal(err)
+	}
+	st := newMigrated(t, poolAs(t, pool, role), WithSchema(schema))
+	cl, err := st.Begin(context.Background(), "k", "alice", idempotency.ClaimRequest{Owner: "o", Lease: time.Minute})
+	if err != nil || cl.Status != idempotency.ClaimAcquired {
+		t.Errorf("Begin = %+v, %v; want acquired", cl, err)
+	}
+}
+
 // storeOps are the store's methods that return an error, on a key that
 // does not matter.
 func storeOps(st *Store) []struct {

@@ -107,13 +107,32 @@ $claim$`
 // replaces the claim function Begin calls, in one transaction under an
 // advisory lock, so replicas may all call it at start-up. It never alters
 // an existing table, so it brings a table created by an earlier version up
-// to date (that version had no claim function). The SQL is SchemaSQL's.
+// to date (that version had no claim function). The SQL is SchemaSQL's,
+// except that a schema which exists is not created again: CREATE SCHEMA IF
+// NOT EXISTS needs the CREATE privilege on the database even then, and a
+// role given only CREATE on a schema someone else made may still migrate.
+//
+// It returns an error wrapping idempotency.ErrStoreMisconfigured when the
+// server refuses the statements (the role may not create the objects, an
+// object of the same name does not fit), and one wrapping
+// idempotency.ErrStoreUnavailable when the server cannot be reached.
 func (s *Store) Migrate(ctx context.Context) error {
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(migrateLock)); err != nil {
 			return err
 		}
-		for _, stmt := range schemaStatements(s.names()) {
+		stmts := schemaStatements(s.names())
+		if s.schema != "" {
+			var exists bool
+			err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = $1)", s.schema).Scan(&exists)
+			if err != nil {
+				return err
+			}
+			if exists {
+				stmts = stmts[1:] // CREATE SCHEMA
+			}
+		}
+		for _, stmt := range stmts {
 			if _, err := tx.Exec(ctx, stmt); err != nil {
 				return fmt.Errorf("%s: %w", strings.SplitN(stmt, " (", 2)[0], err)
 			}
