@@ -68,9 +68,9 @@ type Option func(*Store)
 // WithSchema puts the table and its sequence in schema, which Migrate
 // creates if it does not exist. The name must be a plain identifier
 // (letters, digits and underscores, not starting with a digit, at most 63
-// bytes; New rejects any other); it is quoted, so it is case-sensitive. The default is no schema:
-// names are resolved through the connection's search_path, which normally
-// means "public".
+// bytes; New rejects any other); it is quoted, so it is case-sensitive.
+// The default is no schema: names are resolved through the connection's
+// search_path, which normally means "public".
 func WithSchema(schema string) Option {
 	return func(s *Store) { s.schema = schema }
 }
