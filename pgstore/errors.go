@@ -12,10 +12,10 @@ import (
 
 // What a failure of the database means to the store, by its SQLSTATE:
 //
-//   - a lost race (retryable): run the statement again;
-//   - a misconfiguration (misconfiguration): the server answered, and will
-//     answer the same until someone changes the database or the store's
-//     settings, so the error wraps idempotency.ErrStoreMisconfigured;
+//   - a lost race (see retryable): run the statement again;
+//   - a misconfiguration (see misconfiguration): the server answered, and
+//     will answer the same until someone changes the database or the
+//     store's settings, so the error wraps idempotency.ErrStoreMisconfigured;
 //   - anything else, and every failure without a SQLSTATE (refused
 //     connections, timeouts, a server shutting down, too many connections,
 //     a read-only standby during a failover): the store is unavailable for

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -88,6 +89,51 @@ func TestMisconfigured(t *testing.T) {
 				t.Errorf("Engine.Do ran the command")
 			}
 		})
+	}
+}
+
+// Which SQLSTATEs mean misconfigured, and which stay unavailable.
+func TestFailClassifies(t *testing.T) {
+	st := newUnmigrated(t, nil, WithSchema("app"))
+	cases := []struct {
+		err           error
+		misconfigured bool
+	}{
+		{&pgconn.PgError{Code: "42P01"}, true}, // undefined_table
+		{&pgconn.PgError{Code: "42883"}, true}, // undefined_function
+		{&pgconn.PgError{Code: "42703"}, true}, // undefined_column
+		{&pgconn.PgError{Code: "42804"}, true}, // datatype_mismatch
+		{&pgconn.PgError{Code: "42P10"}, true}, // invalid_column_reference: no unique index for ON CONFLICT
+		{&pgconn.PgError{Code: "42501"}, true}, // insufficient_privilege
+		{&pgconn.PgError{Code: "3F000"}, true}, // invalid_schema_name
+		{&pgconn.PgError{Code: "3D000"}, true}, // invalid_catalog_name
+		{&pgconn.PgError{Code: "28000"}, true}, // invalid_authorization_specification
+		{&pgconn.PgError{Code: "28P01"}, true}, // invalid_password
+		{fmt.Errorf("wrapped: %w", &pgconn.PgError{Code: "42P01"}), true},
+		{&pgconn.PgError{Code: "57P01"}, false}, // admin_shutdown
+		{&pgconn.PgError{Code: "57P03"}, false}, // cannot_connect_now: starting up
+		{&pgconn.PgError{Code: "53300"}, false}, // too_many_connections
+		{&pgconn.PgError{Code: "57014"}, false}, // query_canceled
+		{&pgconn.PgError{Code: "0A000"}, false}, // feature_not_supported: cached plan must not change result type
+		{&pgconn.PgError{Code: "25006"}, false}, // read_only_sql_transaction: a demoted primary
+		{&pgconn.PgError{Code: "40001"}, false}, // serialization_failure, after the retries
+		{&pgconn.PgError{Code: "08006"}, false}, // connection_failure
+		{context.DeadlineExceeded, false},
+		{errors.New("dial tcp 127.0.0.1:1: connect: connection refused"), false},
+	}
+	for _, tc := range cases {
+		for _, op := range []string{"begin", "migrate"} {
+			err := st.fail(op, tc.err)
+			if got := errors.Is(err, idempotency.ErrStoreMisconfigured); got != tc.misconfigured {
+				t.Errorf("fail(%q, %v) = %v; misconfigured: %v, want %v", op, tc.err, err, got, tc.misconfigured)
+			}
+			if got := errors.Is(err, idempotency.ErrStoreUnavailable); got == tc.misconfigured {
+				t.Errorf("fail(%q, %v) = %v; unavailable: %v, want %v", op, tc.err, err, got, !tc.misconfigured)
+			}
+			if !errors.Is(err, tc.err) {
+				t.Errorf("fail(%q, %v) = %v, which does not wrap the error", op, tc.err, err)
+			}
+		}
 	}
 }
 
