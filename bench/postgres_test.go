@@ -37,7 +37,10 @@ func newPGFixture(b *testing.B) *pgFixture {
 	ctx := context.Background()
 	f := &pgFixture{pool: newPool(b, pgParallel), body: benchBody()}
 	schema := newSchema(b, f.pool)
-	f.store = pgstore.New(f.pool, pgstore.WithSchema(schema))
+	var err error
+	if f.store, err = pgstore.New(f.pool, pgstore.WithSchema(schema)); err != nil {
+		b.Fatal(err)
+	}
 	b.Cleanup(func() { f.store.Close() })
 	if err := f.store.Migrate(ctx); err != nil {
 		b.Fatal(err)
@@ -49,7 +52,9 @@ func newPGFixture(b *testing.B) *pgFixture {
 		b.Fatal(err)
 	}
 	b.Cleanup(asyncPool.Close)
-	f.async = pgstore.New(asyncPool, pgstore.WithSchema(schema))
+	if f.async, err = pgstore.New(asyncPool, pgstore.WithSchema(schema)); err != nil {
+		b.Fatal(err)
+	}
 	b.Cleanup(func() { f.async.Close() })
 	rawSchema := newSchema(b, f.pool)
 	ddl, err := pgstore.SchemaSQL(pgstore.WithSchema(rawSchema))
@@ -166,7 +171,10 @@ func TestPostgresStatements(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	s := pgstore.New(pool, pgstore.WithSchema(schema))
+	s, err := pgstore.New(pool, pgstore.WithSchema(schema))
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer s.Close()
 	if err := s.Migrate(ctx); err != nil {
 		t.Fatal(err)

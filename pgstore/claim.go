@@ -28,9 +28,6 @@ func (s *Store) Begin(ctx context.Context, key, identity string, req idempotency
 	if err := driver.ValidateBegin(key, req); err != nil {
 		return idempotency.Claim{}, fmt.Errorf("pgstore: %w", err)
 	}
-	if s.err != nil {
-		return idempotency.Claim{}, unavailable("begin", s.err)
-	}
 	id := s.recordID(key, identity)
 	lease := micros(req.Lease)
 	ctx, cancel := s.bound(ctx)
@@ -42,11 +39,11 @@ func (s *Store) Begin(ctx context.Context, key, identity string, req idempotency
 			continue
 		}
 		if err != nil {
-			return idempotency.Claim{}, unavailable("begin", err)
+			return idempotency.Claim{}, s.fail("begin", err)
 		}
 		cl, ok, err := r.claim(key, identity, req)
 		if err != nil {
-			return idempotency.Claim{}, unavailable("begin", err)
+			return idempotency.Claim{}, s.fail("begin", err)
 		}
 		if ok {
 			return cl, nil
@@ -242,9 +239,6 @@ func mismatch(stored, req string) bool {
 // Repeated with the token that completed the record, it returns nil and
 // changes nothing. There is no byte cap: it never returns ErrTooLarge.
 func (s *Store) Complete(ctx context.Context, tok idempotency.Token, c idempotency.Cached) error {
-	if s.err != nil {
-		return unavailable("complete", s.err)
-	}
 	header, err := encodeHeader(c.Header)
 	if err != nil {
 		return fmt.Errorf("pgstore: complete: %w", err)
@@ -262,9 +256,6 @@ func (s *Store) Complete(ctx context.Context, tok idempotency.Token, c idempoten
 // claim released (the reaper deletes the row later). Only the holder of a
 // live lease can release.
 func (s *Store) Release(ctx context.Context, tok idempotency.Token) error {
-	if s.err != nil {
-		return unavailable("release", s.err)
-	}
 	if tok.Fence > math.MaxInt64 {
 		return fmt.Errorf("pgstore: release: %w", idempotency.ErrLeaseLost)
 	}
@@ -276,9 +267,6 @@ func (s *Store) Release(ctx context.Context, tok idempotency.Token) error {
 func (s *Store) Renew(ctx context.Context, tok idempotency.Token, lease time.Duration) error {
 	if lease <= 0 {
 		return fmt.Errorf("pgstore: renew: %w: lease %v is not positive", idempotency.ErrInvalidArgument, lease)
-	}
-	if s.err != nil {
-		return unavailable("renew", s.err)
 	}
 	if tok.Fence > math.MaxInt64 {
 		return fmt.Errorf("pgstore: renew: %w", idempotency.ErrLeaseLost)
@@ -309,7 +297,7 @@ func (s *Store) casUpdate(ctx context.Context, op, sql string, args ...any) erro
 		}
 		return nil
 	}
-	return unavailable(op, err)
+	return s.fail(op, err)
 }
 
 // micros converts d to whole microseconds, PostgreSQL's resolution,

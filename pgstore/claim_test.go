@@ -22,7 +22,7 @@ import (
 
 // A store whose server cannot be reached fails closed, with errors that
 // match ErrStoreUnavailable (and never ErrLeaseLost, which would read as a
-// protocol outcome).
+// protocol outcome, nor ErrStoreMisconfigured: the server may come back).
 func TestUnreachable(t *testing.T) {
 	cfg, err := pgxpool.ParseConfig("postgres://postgres@127.0.0.1:1/test?sslmode=disable&connect_timeout=1")
 	if err != nil {
@@ -33,7 +33,7 @@ func TestUnreachable(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	st := New(pool)
+	st := newUnmigrated(t, pool)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	tok := idempotency.Token{Key: "k", Identity: "alice", Owner: "o", Fence: 1}
@@ -58,6 +58,9 @@ func TestUnreachable(t *testing.T) {
 			if !errors.Is(err, idempotency.ErrStoreUnavailable) {
 				t.Errorf("%s = %v, want ErrStoreUnavailable", op.name, err)
 			}
+			if errors.Is(err, idempotency.ErrStoreMisconfigured) {
+				t.Errorf("%s = %v, which also matches ErrStoreMisconfigured", op.name, err)
+			}
 			if errors.Is(err, idempotency.ErrLeaseLost) {
 				t.Errorf("%s = %v, which also matches ErrLeaseLost", op.name, err)
 			}
@@ -72,8 +75,8 @@ func TestUnreachable(t *testing.T) {
 		ran = true
 		return idempotency.Response{Status: 200}, nil
 	})
-	if !errors.Is(err, idempotency.ErrStoreUnavailable) || ran {
-		t.Errorf("Engine.Do = %v, handler ran: %v; want ErrStoreUnavailable and no run", err, ran)
+	if !errors.Is(err, idempotency.ErrStoreUnavailable) || errors.Is(err, idempotency.ErrStoreMisconfigured) || ran {
+		t.Errorf("Engine.Do = %v, handler ran: %v; want ErrStoreUnavailable (not misconfigured) and no run", err, ran)
 	}
 }
 
@@ -215,8 +218,8 @@ func TestSecretNamesRecords(t *testing.T) {
 	schema := testSchema(t, pool)
 	ctx := context.Background()
 	a := newMigrated(t, pool, WithSchema(schema), WithSecret([]byte("secret a")))
-	b := New(pool, WithSchema(schema), WithSecret([]byte("secret b")))
-	plain := New(pool, WithSchema(schema))
+	b := newUnmigrated(t, pool, WithSchema(schema), WithSecret([]byte("secret b")))
+	plain := newUnmigrated(t, pool, WithSchema(schema))
 	if err := a.Store(ctx, "the-key", "the-identity", idempotency.Cached{Status: 200, WireBody: []byte("a")}); err != nil {
 		t.Fatal(err)
 	}
@@ -330,7 +333,7 @@ func TestTimeoutBoundsHungServer(t *testing.T) {
 	}
 	defer pool.Close()
 	const bound = 200 * time.Millisecond
-	st := New(pool, WithTimeout(bound))
+	st := newUnmigrated(t, pool, WithTimeout(bound))
 	tok := idempotency.Token{Key: "k", Identity: "alice", Owner: "o", Fence: 1}
 	ops := []struct {
 		name string
@@ -381,7 +384,7 @@ func TestTimeoutOption(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			ctx, cancel := New(nil, tc.opts...).bound(context.Background())
+			ctx, cancel := newUnmigrated(t, nil, tc.opts...).bound(context.Background())
 			defer cancel()
 			deadline, ok := ctx.Deadline()
 			switch {

@@ -4,7 +4,8 @@
 //
 //	pool, err := pgxpool.New(ctx, "postgres://app@db/app")
 //	...
-//	store := pgstore.New(pool, pgstore.WithSecret(secret), pgstore.WithReaper(time.Minute, 1000))
+//	store, err := pgstore.New(pool, pgstore.WithSecret(secret), pgstore.WithReaper(time.Minute, 1000))
+//	if err != nil { ... } // an invalid WithSchema or WithTable name
 //	defer store.Close()
 //	if err := store.Migrate(ctx); err != nil { ... }
 //	engine := idempotency.NewEngine(store)
@@ -41,10 +42,13 @@
 //     reports ErrStoreUnavailable and changes nothing; the Engine does not
 //     fail the request for those (a failed Complete is Result.RecordErr, a
 //     failed Renew is retried at the next heartbeat).
-//   - Failures of the database (connection refused, timeouts, a missing
-//     table) return errors wrapping idempotency.ErrStoreUnavailable, which
-//     adapters answer with 503; the command does not run. Lookup reports
-//     every failure as a miss.
+//   - Failures of the database (connection refused, timeouts, a server
+//     shutting down or out of connections) return errors wrapping
+//     idempotency.ErrStoreUnavailable, which adapters answer with 503; the
+//     command does not run. A store that cannot work as configured (a
+//     missing table, missing privileges) fails with
+//     idempotency.ErrStoreMisconfigured instead: see Configuration errors.
+//     Lookup reports every failure as a miss.
 //   - Every request-path call is bounded in time (WithTimeout, 5s by
 //     default), so a hung connection fails closed with a 503 instead of
 //     holding the request: pgx has no read timeout of its own.
@@ -114,8 +118,45 @@
 // this version of the schema: a table created by an earlier version needs
 // only Migrate to run again (or the function's CREATE OR REPLACE FUNCTION
 // statement from SchemaSQL to be applied); the table, its rows and its
-// index stay as they are. Until then every Begin fails with
-// ErrStoreUnavailable (the function does not exist).
+// index stay as they are. Until then every Begin fails with an error
+// wrapping idempotency.ErrStoreMisconfigured (the function does not exist,
+// SQLSTATE 42883).
+//
+// # Configuration errors
+//
+// A store that is reachable but cannot work as configured fails with
+// errors wrapping idempotency.ErrStoreMisconfigured, which do not match
+// ErrStoreUnavailable, and neither does the *idempotency.StoreError that
+// Engine.Do returns for them: retrying cannot help, someone must change the
+// database or the store's options, and HTTP adapters answer 500, not 503.
+// Each is reported where it can first be known:
+//
+//   - New: an invalid WithSchema or WithTable name (also
+//     idempotency.ErrInvalidArgument). New returns no Store then.
+//   - Migrate, meant to run at start-up: the role may not create the schema,
+//     the table or the function (42501), or there is no schema to create them
+//     in (3F000). A schema that exists is not created again, so a role given
+//     CREATE on a schema someone else made may migrate in it.
+//   - Every call, the reaper's included: the server's SQLSTATE says so.
+//     That is class 42 (syntax error or access rule violation), which
+//     covers 42P01 undefined_table (Migrate has not run, or the search_path
+//     is another), 42883 undefined_function (the claim function of a table
+//     created by an earlier version), 42703 undefined_column and 42804
+//     datatype_mismatch (a table of another shape, which Migrate does not
+//     alter) and 42501 insufficient_privilege; 3F000 invalid_schema_name;
+//     and, when connecting, 3D000 invalid_catalog_name (no such database)
+//     and class 28 (no such role, a wrong password).
+//
+// The message says what to do (run Migrate, grant which privileges), and
+// the *pgconn.PgError stays available to errors.As. Every other failure is
+// ErrStoreUnavailable, 0A000 and 25006 included: pgx meets "cached plan
+// must not change result type" (0A000) after a schema change and prepares
+// again, and a pool still connected to a demoted primary meets
+// read_only_sql_transaction (25006) until a failover completes. Lookup,
+// which has no error to return, answers a miss. The reaper reports a
+// misconfiguration to its error handler once, not at every interval, and
+// keeps trying (one statement per interval), so it starts reaping once the
+// table is fixed.
 //
 // # Statements per operation
 //

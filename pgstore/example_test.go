@@ -24,11 +24,16 @@ func Example() {
 	}
 	defer pool.Close()
 
-	store := pgstore.New(pool,
+	store, err := pgstore.New(pool,
 		pgstore.WithSecret([]byte(os.Getenv("IDEMPOTENCY_SECRET"))),
 		pgstore.WithReaper(time.Minute, 1000),
 	)
+	if err != nil {
+		log.Fatal(err) // an invalid WithSchema or WithTable name
+	}
 	defer store.Close()
+	// A missing table or privilege is reported here (ErrStoreMisconfigured),
+	// an unreachable server as ErrStoreUnavailable.
 	if err := store.Migrate(ctx); err != nil {
 		log.Fatal(err)
 	}

@@ -73,12 +73,23 @@ func testSchema(tb testing.TB, pool *pgxpool.Pool) string {
 	return schema
 }
 
-// newMigrated returns a Store on pool in schema, with its table created,
-// closed when tb ends.
+// newUnmigrated returns a Store on pool, closed when tb ends, without
+// running Migrate.
+func newUnmigrated(tb testing.TB, pool *pgxpool.Pool, opts ...Option) *Store {
+	tb.Helper()
+	st, err := New(pool, opts...)
+	if err != nil {
+		tb.Fatalf("New: %v", err)
+	}
+	tb.Cleanup(func() { _ = st.Close() })
+	return st
+}
+
+// newMigrated returns a Store on pool, with its table created, closed when
+// tb ends.
 func newMigrated(tb testing.TB, pool *pgxpool.Pool, opts ...Option) *Store {
 	tb.Helper()
-	st := New(pool, opts...)
-	tb.Cleanup(func() { _ = st.Close() })
+	st := newUnmigrated(tb, pool, opts...)
 	if err := st.Migrate(context.Background()); err != nil {
 		tb.Fatalf("Migrate: %v", err)
 	}

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/idemkit/idempotency"
 )
 
 // DeleteExpired deletes at most batch rows whose expires_at has passed by
@@ -17,24 +19,25 @@ import (
 // their space. Call it until it returns less than batch to empty the
 // backlog, or let WithReaper do so.
 func (s *Store) DeleteExpired(ctx context.Context, batch int) (int64, error) {
-	if s.err != nil {
-		return 0, unavailable("delete expired", s.err)
-	}
 	if batch <= 0 {
 		batch = DefaultReapBatch
 	}
 	tag, err := s.pool.Exec(ctx, s.q.deleteExpired, int64(batch))
 	if err != nil {
-		return 0, unavailable("delete expired", err)
+		return 0, s.fail("delete expired", err)
 	}
 	return tag.RowsAffected(), nil
 }
 
-// reap is the background reaper started by WithReaper.
+// reap is the background reaper started by WithReaper. It runs one
+// DELETE per interval, and more while they fill their batch; a failure ends
+// the interval's pass, so a store that fails costs one statement per
+// interval, never a loop.
 func (s *Store) reap(ctx context.Context) {
 	defer close(s.reapDone)
 	t := time.NewTicker(s.reapEvery)
 	defer t.Stop()
+	var quiet string // the SQLSTATE of the misconfiguration last reported
 	for {
 		select {
 		case <-ctx.Done():
@@ -44,11 +47,12 @@ func (s *Store) reap(ctx context.Context) {
 		for ctx.Err() == nil {
 			n, err := s.DeleteExpired(ctx, s.reapBatch)
 			if err != nil {
-				if ctx.Err() == nil && s.onReapErr != nil && !notMigrated(err) {
+				if ctx.Err() == nil && reportReapError(err, &quiet) && s.onReapErr != nil {
 					s.onReapErr(err)
 				}
 				break
 			}
+			quiet = ""
 			if n < int64(s.reapBatch) {
 				break
 			}
@@ -56,10 +60,22 @@ func (s *Store) reap(ctx context.Context) {
 	}
 }
 
-// notMigrated reports an error saying the table (or its schema) does not
-// exist yet: a reaper started by New before Migrate has nothing to reap, and
-// that is not worth reporting.
-func notMigrated(err error) bool {
+// reportReapError reports whether the reaper passes err on to its error
+// handler. It does not for a table or schema that does not exist (a reaper
+// runs from New, and Migrate may come after), nor for the misconfiguration
+// it reported last, whose SQLSTATE is *quiet: that one is reported once,
+// not at every interval, until a pass succeeds or another error comes. A
+// store that is unavailable is reported at every interval, as an outage
+// goes on.
+func reportReapError(err error, quiet *string) bool {
 	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000")
+	if !errors.Is(err, idempotency.ErrStoreMisconfigured) || !errors.As(err, &pgErr) {
+		*quiet = ""
+		return true
+	}
+	if pgErr.Code == "42P01" || pgErr.Code == "3F000" || pgErr.Code == *quiet {
+		return false
+	}
+	*quiet = pgErr.Code
+	return true
 }

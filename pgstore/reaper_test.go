@@ -2,11 +2,15 @@ package pgstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/idemkit/idempotency"
 )
@@ -147,7 +151,10 @@ func TestReaper(t *testing.T) {
 }
 
 func TestCloseWithoutReaper(t *testing.T) {
-	st := New(nil)
+	st, err := New(nil)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
 	if err := st.Close(); err != nil {
 		t.Errorf("Close = %v, want nil", err)
 	}
@@ -160,9 +167,8 @@ func TestReaperBeforeMigrate(t *testing.T) {
 	schema := testSchema(t, pool)
 	const interval = 5 * time.Millisecond
 	var reapErrs atomic.Int64
-	st := New(pool, WithSchema(schema), WithReaper(interval, 5),
+	st := newUnmigrated(t, pool, WithSchema(schema), WithReaper(interval, 5),
 		WithReaperErrorHandler(func(err error) { reapErrs.Add(1); t.Logf("reaper error: %v", err) }))
-	defer st.Close()
 	// Let the reaper run against the missing table for a few intervals.
 	deadline := time.Now().Add(10 * interval)
 	for time.Now().Before(deadline) {
@@ -173,5 +179,89 @@ func TestReaperBeforeMigrate(t *testing.T) {
 	}
 	if got := reapErrs.Load(); got != 0 {
 		t.Errorf("reaper reported %d errors before Migrate, want 0", got)
+	}
+}
+
+// A reaper whose role may not touch the table reports that once, not at
+// every interval, and keeps trying; once a pass succeeds (the privileges
+// granted) a new failure (revoked) is reported again.
+func TestReaperReportsMisconfigurationOnce(t *testing.T) {
+	pool := testPool(t)
+	schema := testSchema(t, pool)
+	table := newMigrated(t, pool, WithSchema(schema)).names().table
+	role := newRole(t, pool)
+	ctx := context.Background()
+	passes := &passTracer{sql: newUnmigrated(t, nil, WithSchema(schema)).q.deleteExpired, ends: make(chan error, 1024)}
+	rolePool := poolAs(t, pool, role, func(cfg *pgxpool.Config) { cfg.ConnConfig.Tracer = passes })
+	var reported atomic.Int64
+	st := newUnmigrated(t, rolePool, WithSchema(schema), WithReaper(time.Millisecond, 5),
+		WithReaperErrorHandler(func(err error) {
+			if !errors.Is(err, idempotency.ErrStoreMisconfigured) {
+				t.Errorf("reaper error %v, want ErrStoreMisconfigured", err)
+			}
+			reported.Add(1)
+		}))
+	// await waits for n more passes that fail (ok false) or succeed. The
+	// handler has run for every pass but the last one awaited.
+	await := func(n int, ok bool) {
+		t.Helper()
+		timeout := time.After(10 * time.Second)
+		for n > 0 {
+			select {
+			case err := <-passes.ends:
+				if (err == nil) == ok {
+					n--
+				}
+			case <-timeout:
+				t.Fatalf("after 10s, still waiting for %d passes (succeeding: %v)", n, ok)
+			}
+		}
+	}
+	exec := func(sql string) {
+		t.Helper()
+		if _, err := pool.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+
+	await(5, false) // permission denied for schema
+	if got := reported.Load(); got != 1 {
+		t.Errorf("after 5 failed passes, %d errors reported, want 1", got)
+	}
+	exec("GRANT USAGE ON SCHEMA " + schema + " TO " + role)
+	exec("GRANT SELECT, UPDATE, DELETE ON " + table + " TO " + role)
+	await(1, true)
+	exec("REVOKE ALL ON " + table + " FROM " + role)
+	await(5, false) // permission denied for table: the same SQLSTATE
+	if got := reported.Load(); got != 2 {
+		t.Errorf("after a pass succeeded and 5 more failed, %d errors reported, want 2", got)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := reported.Load(); got != 2 {
+		t.Errorf("after Close, %d errors reported, want 2", got)
+	}
+}
+
+// passTracer sends the error of each statement sql run to ends (nil for
+// success), dropping what ends has no room for.
+type passTracer struct {
+	sql  string
+	ends chan error
+}
+
+type passKey struct{}
+
+func (p *passTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
+	return context.WithValue(ctx, passKey{}, data.SQL == p.sql)
+}
+
+func (p *passTracer) TraceQueryEnd(ctx context.Context, _ *pgx.Conn, data pgx.TraceQueryEndData) {
+	if pass, _ := ctx.Value(passKey{}).(bool); pass {
+		select {
+		case p.ends <- data.Err:
+		default:
+		}
 	}
 }

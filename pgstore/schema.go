@@ -26,8 +26,8 @@ const migrateLock = 0x69_64_65_6d_6b_69_74
 // SchemaSQL returns the SQL that Migrate runs for a Store configured with
 // opts, for users who apply schema changes themselves. Every statement is
 // idempotent. With no options it is the schema shown in the package
-// documentation. It returns an error wrapping idempotency.ErrInvalidArgument
-// for an invalid WithSchema or WithTable name.
+// documentation. It returns the error New returns for an invalid WithSchema
+// or WithTable name (wrapping idempotency.ErrInvalidArgument).
 func SchemaSQL(opts ...Option) (string, error) {
 	s := &Store{table: DefaultTable}
 	for _, o := range opts {
@@ -107,16 +107,32 @@ $claim$`
 // replaces the claim function Begin calls, in one transaction under an
 // advisory lock, so replicas may all call it at start-up. It never alters
 // an existing table, so it brings a table created by an earlier version up
-// to date (that version had no claim function). The SQL is SchemaSQL's.
+// to date (that version had no claim function). The SQL is SchemaSQL's,
+// except that a schema which exists is not created again: CREATE SCHEMA IF
+// NOT EXISTS needs the CREATE privilege on the database even then, and a
+// role given only CREATE on a schema someone else made may still migrate.
+//
+// It returns an error wrapping idempotency.ErrStoreMisconfigured when the
+// server refuses the statements (the role may not create the objects, an
+// object of the same name does not fit), and one wrapping
+// idempotency.ErrStoreUnavailable when the server cannot be reached.
 func (s *Store) Migrate(ctx context.Context) error {
-	if s.err != nil {
-		return s.err
-	}
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(migrateLock)); err != nil {
 			return err
 		}
-		for _, stmt := range schemaStatements(s.names()) {
+		stmts := schemaStatements(s.names())
+		if s.schema != "" {
+			var exists bool
+			err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = $1)", s.schema).Scan(&exists)
+			if err != nil {
+				return err
+			}
+			if exists {
+				stmts = stmts[1:] // CREATE SCHEMA
+			}
+		}
+		for _, stmt := range stmts {
 			if _, err := tx.Exec(ctx, stmt); err != nil {
 				return fmt.Errorf("%s: %w", strings.SplitN(stmt, " (", 2)[0], err)
 			}
@@ -124,7 +140,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 		return nil
 	})
 	if err != nil {
-		return unavailable("migrate", err)
+		return s.fail("migrate", err)
 	}
 	return nil
 }

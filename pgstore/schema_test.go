@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
+
 	"github.com/idemkit/idempotency"
 )
 
@@ -34,31 +36,21 @@ func TestNames(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			st := New(nil, tc.opts...)
+			st, newErr := New(nil, tc.opts...)
 			sql, err := SchemaSQL(tc.opts...)
 			if tc.table == "" {
-				if !errors.Is(st.err, idempotency.ErrInvalidArgument) {
-					t.Errorf("New: config error %v, want ErrInvalidArgument", st.err)
+				// A configuration error, reported before anything runs.
+				if st != nil || !errors.Is(newErr, idempotency.ErrStoreMisconfigured) ||
+					!errors.Is(newErr, idempotency.ErrInvalidArgument) || errors.Is(newErr, idempotency.ErrStoreUnavailable) {
+					t.Errorf("New = (%v, %v); want no store and ErrStoreMisconfigured, ErrInvalidArgument, not ErrStoreUnavailable", st, newErr)
 				}
 				if !errors.Is(err, idempotency.ErrInvalidArgument) {
 					t.Errorf("SchemaSQL error = %v, want ErrInvalidArgument", err)
 				}
-				// Every method refuses to run, with the store-unavailable error.
-				ctx := context.Background()
-				if err := st.Migrate(ctx); !errors.Is(err, idempotency.ErrInvalidArgument) {
-					t.Errorf("Migrate = %v, want ErrInvalidArgument", err)
-				}
-				_, err := st.Begin(ctx, "k", "alice", idempotency.ClaimRequest{Owner: "o", Lease: 1})
-				if !errors.Is(err, idempotency.ErrStoreUnavailable) {
-					t.Errorf("Begin = %v, want ErrStoreUnavailable", err)
-				}
-				if _, ok := st.Lookup(ctx, "k", "alice"); ok {
-					t.Errorf("Lookup hit")
-				}
 				return
 			}
-			if st.err != nil || err != nil {
-				t.Fatalf("New: %v; SchemaSQL: %v; want no error", st.err, err)
+			if newErr != nil || err != nil {
+				t.Fatalf("New: %v; SchemaSQL: %v; want no error", newErr, err)
 			}
 			if got := st.names().table; got != tc.table {
 				t.Errorf("table = %s, want %s", got, tc.table)
@@ -101,7 +93,13 @@ func TestMigrate(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make([]error, 4)
 	for i := range errs {
-		wg.Go(func() { errs[i] = New(pool, WithSchema(schema+"_new")).Migrate(ctx) })
+		wg.Go(func() {
+			st, err := New(pool, WithSchema(schema+"_new"))
+			if err == nil {
+				err = st.Migrate(ctx)
+			}
+			errs[i] = err
+		})
 	}
 	wg.Wait()
 	t.Cleanup(func() { _, _ = pool.Exec(context.Background(), "DROP SCHEMA "+schema+"_new CASCADE") })
@@ -125,13 +123,13 @@ func TestMigrate(t *testing.T) {
 
 // A table created by the previous version of the schema (no claim
 // function) is brought up to date by Migrate, its rows kept; until then
-// Begin fails closed.
+// Begin fails closed, saying the store is misconfigured (a retry would not
+// help, Migrate does).
 func TestMigrateFromPreviousVersion(t *testing.T) {
 	pool := testPool(t)
 	schema := testSchema(t, pool)
 	ctx := context.Background()
-	st := New(pool, WithSchema(schema))
-	defer st.Close()
+	st := newUnmigrated(t, pool, WithSchema(schema))
 	previous := schemaStatements(st.names())
 	if last := previous[len(previous)-1]; !strings.HasPrefix(last, "CREATE OR REPLACE FUNCTION "+st.names().claim) {
 		t.Fatalf("the last schema statement is not the claim function: %s", last)
@@ -145,8 +143,12 @@ func TestMigrateFromPreviousVersion(t *testing.T) {
 		t.Fatal(err)
 	}
 	req := idempotency.ClaimRequest{Owner: "o", Lease: time.Minute}
-	if _, err := st.Begin(ctx, "fresh", "alice", req); !errors.Is(err, idempotency.ErrStoreUnavailable) {
-		t.Errorf("Begin before Migrate = %v, want ErrStoreUnavailable", err)
+	_, err := st.Begin(ctx, "fresh", "alice", req)
+	if !errors.Is(err, idempotency.ErrStoreMisconfigured) || errors.Is(err, idempotency.ErrStoreUnavailable) {
+		t.Errorf("Begin before Migrate = %v; want ErrStoreMisconfigured, not ErrStoreUnavailable", err)
+	}
+	if pgErr := (*pgconn.PgError)(nil); !errors.As(err, &pgErr) || pgErr.Code != "42883" {
+		t.Errorf("Begin before Migrate = %v; want SQLSTATE 42883 (undefined_function)", err)
 	}
 	if err := st.Migrate(ctx); err != nil {
 		t.Fatal(err)

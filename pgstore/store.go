@@ -2,14 +2,12 @@ package pgstore
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"regexp"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -58,8 +56,7 @@ type Store struct {
 	reapBatch  int
 	onReapErr  func(error)
 
-	err error   // a configuration error, returned by every method
-	q   queries // the statements, built once for this table
+	q queries // the statements, built once for this table
 
 	closeOnce sync.Once
 	stopReap  context.CancelFunc // nil without a reaper
@@ -72,9 +69,9 @@ type Option func(*Store)
 // WithSchema puts the table and its sequence in schema, which Migrate
 // creates if it does not exist. The name must be a plain identifier
 // (letters, digits and underscores, not starting with a digit, at most 63
-// bytes); it is quoted, so it is case-sensitive. The default is no schema:
-// names are resolved through the connection's search_path, which normally
-// means "public".
+// bytes; New rejects any other); it is quoted, so it is case-sensitive.
+// The default is no schema: names are resolved through the connection's
+// search_path, which normally means "public".
 func WithSchema(schema string) Option {
 	return func(s *Store) { s.schema = schema }
 }
@@ -84,7 +81,8 @@ func WithSchema(schema string) Option {
 // index table+"_expires_at_idx" and its claim function table+"_claim".
 // The name must be a plain identifier (letters, digits and underscores,
 // not starting with a digit) of at most 48 bytes, so that those names fit
-// PostgreSQL's 63-byte limit; it is quoted, so it is case-sensitive.
+// PostgreSQL's 63-byte limit (New rejects any other); it is quoted, so it
+// is case-sensitive.
 func WithTable(table string) Option {
 	return func(s *Store) { s.table = table }
 }
@@ -159,21 +157,29 @@ func WithReaper(interval time.Duration, batch int) Option {
 }
 
 // WithReaperErrorHandler sets a function the background reaper calls with
-// each error of DeleteExpired (it tries again at the next interval), except
-// that the table or schema does not exist yet (a reaper runs from New, and
-// Migrate may come after). It is called from the reaper's goroutine. nil,
-// the default, discards the errors.
+// the errors of DeleteExpired (it tries again at the next interval): each
+// error of a store that is unavailable, and each misconfiguration
+// (idempotency.ErrStoreMisconfigured, such as missing privileges) once, not
+// again at every interval until a pass succeeds or the error changes. It
+// is not called for a table or schema that does not exist yet (a reaper
+// runs from New, and Migrate may come after). It is called from the
+// reaper's goroutine. nil, the default, discards the errors.
 func WithReaperErrorHandler(f func(error)) Option {
 	return func(s *Store) { s.onReapErr = f }
 }
 
 // New returns a Store on pool. The pool is the caller's: Close does not
-// close it. New does not touch the database; call Migrate to create the
-// table. An invalid WithSchema or WithTable name does not panic: Migrate
-// returns an error wrapping idempotency.ErrInvalidArgument, and every other
-// method fails with an error wrapping idempotency.ErrStoreUnavailable.
-// With WithReaper, New starts the reaper goroutine; call Close to stop it.
-func New(pool *pgxpool.Pool, opts ...Option) *Store {
+// close it. With WithReaper, New starts the reaper goroutine; call Close to
+// stop it.
+//
+// New checks what it can without the database: an invalid WithSchema or
+// WithTable name is an error wrapping both idempotency.ErrStoreMisconfigured
+// and idempotency.ErrInvalidArgument, and no Store. New does not touch the
+// database; what only the database knows (the table does not exist yet, the
+// role lacks privileges) is reported by Migrate, which is meant to run at
+// start-up, and by every call after it, with errors wrapping
+// idempotency.ErrStoreMisconfigured (see the package documentation).
+func New(pool *pgxpool.Pool, opts ...Option) (*Store, error) {
 	s := &Store{
 		pool:       pool,
 		table:      DefaultTable,
@@ -183,20 +189,20 @@ func New(pool *pgxpool.Pool, opts ...Option) *Store {
 	for _, o := range opts {
 		o(s)
 	}
+	if err := s.checkNames(); err != nil {
+		return nil, err
+	}
 	s.hasher = driver.NewRecordHasher(s.secret)
 	if s.reapBatch <= 0 {
 		s.reapBatch = DefaultReapBatch
 	}
-	s.err = s.checkNames()
-	if s.err == nil {
-		s.q = buildQueries(s.names())
-	}
-	if s.reapEvery > 0 && s.err == nil {
+	s.q = buildQueries(s.names())
+	if s.reapEvery > 0 {
 		ctx, cancel := context.WithCancel(context.Background())
 		s.stopReap, s.reapDone = cancel, make(chan struct{})
 		go s.reap(ctx)
 	}
-	return s
+	return s, nil
 }
 
 // Close stops the background reaper, if there is one, and waits for it to
@@ -220,12 +226,12 @@ const maxTableLen = 63 - len("_expires_at_idx")
 
 func (s *Store) checkNames() error {
 	if !identifier.MatchString(s.table) || len(s.table) > maxTableLen {
-		return fmt.Errorf("pgstore: %w: table name %q: want letters, digits and underscores, at most %d bytes",
-			idempotency.ErrInvalidArgument, s.table, maxTableLen)
+		return fmt.Errorf("pgstore: %w: %w: table name %q: want letters, digits and underscores, at most %d bytes",
+			idempotency.ErrStoreMisconfigured, idempotency.ErrInvalidArgument, s.table, maxTableLen)
 	}
 	if s.schema != "" && (!identifier.MatchString(s.schema) || len(s.schema) > 63) {
-		return fmt.Errorf("pgstore: %w: schema name %q: want letters, digits and underscores, at most 63 bytes",
-			idempotency.ErrInvalidArgument, s.schema)
+		return fmt.Errorf("pgstore: %w: %w: schema name %q: want letters, digits and underscores, at most 63 bytes",
+			idempotency.ErrStoreMisconfigured, idempotency.ErrInvalidArgument, s.schema)
 	}
 	return nil
 }
@@ -275,9 +281,6 @@ func noCancel() {}
 // server's clock. A miss, a claim in flight and any failure return
 // (nil, false).
 func (s *Store) Lookup(ctx context.Context, key, identity string) (*idempotency.Cached, bool) {
-	if s.err != nil {
-		return nil, false
-	}
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	var r record
@@ -302,9 +305,6 @@ func (s *Store) Store(ctx context.Context, key, identity string, c idempotency.C
 	if err := idempotency.ValidateKey(key); err != nil {
 		return fmt.Errorf("pgstore: store: %w", err)
 	}
-	if s.err != nil {
-		return unavailable("store", s.err)
-	}
 	header, err := encodeHeader(c.Header)
 	if err != nil {
 		return fmt.Errorf("pgstore: store: %w", err)
@@ -320,7 +320,7 @@ func (s *Store) Store(ctx context.Context, key, identity string, c idempotency.C
 		}
 	}
 	if err != nil {
-		return unavailable("store", err)
+		return s.fail("store", err)
 	}
 	return nil
 }
@@ -362,33 +362,6 @@ func (r *record) cached() (*idempotency.Cached, error) {
 		Fingerprint: r.fingerprint.String,
 		Tombstone:   r.tombstone.Bool,
 	}, nil
-}
-
-// retryable reports whether err is a failure that running the same
-// statement again resolves: the statement changed nothing, and the race it
-// lost is over.
-func retryable(err error) bool {
-	if err == nil {
-		return false
-	}
-	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) {
-		return false
-	}
-	switch pgErr.Code {
-	case "40001", // serialization_failure: REPEATABLE READ or SERIALIZABLE lost a race
-		"40P01", // deadlock_detected
-		"23505": // unique_violation: an insert raced another outside ON CONFLICT's reach
-		return true
-	}
-	return false
-}
-
-// unavailable wraps a failure of the database (connection refused, timeout,
-// missing table, ...) so that it matches idempotency.ErrStoreUnavailable,
-// and also err itself (a context's error stays visible to errors.Is).
-func unavailable(op string, err error) error {
-	return fmt.Errorf("pgstore: %s: %w: %w", op, idempotency.ErrStoreUnavailable, err)
 }
 
 var _ idempotency.ClaimStore = (*Store)(nil)

@@ -258,7 +258,10 @@ func postgresFixture(tb testing.TB, cfg fixtureConfig) *fixture {
 	if cfg.secret != nil {
 		storeOpts = append(storeOpts, pgstore.WithSecret(cfg.secret))
 	}
-	st := pgstore.New(pool, storeOpts...)
+	st, err := pgstore.New(pool, storeOpts...)
+	if err != nil {
+		tb.Fatalf("pgstore.New: %v", err)
+	}
 	tb.Cleanup(func() {
 		_ = st.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -295,14 +298,20 @@ func postgresFixture(tb testing.TB, cfg fixtureConfig) *fixture {
 		// pgstore bounds every call (WithTimeout, 5s by default); shorter
 		// than the test's stalls here, as go-redis's read timeout is for Redis.
 		opts := append(slices.Clone(storeOpts), pgstore.WithTimeout(500*time.Millisecond))
-		s := pgstore.New(newPool(tb, c), opts...)
+		s, err := pgstore.New(newPool(tb, c), opts...)
+		if err != nil {
+			tb.Fatalf("pgstore.New: %v", err)
+		}
 		tb.Cleanup(func() { _ = s.Close() })
 		return s
 	}
 	f.replica = func(tb testing.TB) idempotency.ClaimStore {
 		c := pcfg.Copy()
 		c.MaxConns = 8
-		s := pgstore.New(newPool(tb, c), storeOpts...)
+		s, err := pgstore.New(newPool(tb, c), storeOpts...)
+		if err != nil {
+			tb.Fatalf("pgstore.New: %v", err)
+		}
 		tb.Cleanup(func() { _ = s.Close() })
 		return s
 	}

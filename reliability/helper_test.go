@@ -59,7 +59,11 @@ func helperStore() (idempotency.ClaimStore, func(), error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		s := pgstore.New(pool, pgstore.WithSchema(os.Getenv("RELIABILITY_SCHEMA")))
+		s, err := pgstore.New(pool, pgstore.WithSchema(os.Getenv("RELIABILITY_SCHEMA")))
+		if err != nil {
+			pool.Close()
+			return nil, nil, err
+		}
 		return s, pool.Close, nil
 	}
 	return nil, nil, fmt.Errorf("RELIABILITY_BACKEND %q", os.Getenv("RELIABILITY_BACKEND"))

@@ -89,7 +89,7 @@ func openPostgres(ctx context.Context, cfg config, name string, log *slog.Logger
 	if err != nil {
 		return openedStore{}, fmt.Errorf("-store %s: %w", name, err)
 	}
-	s := pgstore.New(pool,
+	s, err := pgstore.New(pool,
 		pgstore.WithDefaultTTL(cfg.ttl),
 		pgstore.WithSecret([]byte(cfg.secret)),
 		pgstore.WithReaper(time.Minute, 0),
@@ -97,6 +97,10 @@ func openPostgres(ctx context.Context, cfg config, name string, log *slog.Logger
 			log.Warn("deleting expired records failed", "err", err)
 		}),
 	)
+	if err != nil {
+		pool.Close()
+		return openedStore{}, fmt.Errorf("-store %s: %w", name, err)
+	}
 	if err := s.Migrate(ctx); err != nil {
 		s.Close()
 		pool.Close()
