@@ -44,21 +44,53 @@
 // Engine.Do runs a command at most once per (key, identity):
 //
 //	e := idempotency.NewEngine(store, idempotency.WithLease(30*time.Second))
-//	res, err := e.Do(ctx, Request{Key: key, Identity: identity, Fingerprint: fingerprint}, func(ctx context.Context) (idempotency.Cached, error) {
-//		return idempotency.Cached{Status: 201, WireBody: body}, nil
+//	req := idempotency.Request{Key: key, Identity: caller, Fingerprint: fp}
+//	res, err := e.Do(ctx, req, func(ctx context.Context) (idempotency.Response, error) {
+//		return idempotency.Response{Status: 201, Body: body}, nil
 //	})
 //
 // Its errors say what an adapter answers: ErrInvalidKey (400), ErrMismatch
 // (422), ErrInFlight (409; or, with WithWait, the duplicate waits for the
 // first execution's response), ErrStoreUnavailable (503, and the command did
-// not run). A command's own error or panic releases the key and comes back
-// unchanged. Responses with status 500 and above are not recorded by default
-// (WithRecordPolicy), so a retry runs again; responses larger than
-// WithMaxResponseBytes are answered but recorded as a tombstone, so a retry
-// gets ErrResponseNotRecorded and the command never runs twice.
+// not run), ErrStoreMisconfigured (500: a store that cannot work as
+// configured, which retrying does not mend). A command's own error or panic
+// releases the key and comes back unchanged. By default (DefaultRecordPolicy)
+// server errors and the "try again later" answers 408, 425 and 429 are not
+// recorded, so a retry runs again; responses larger than WithMaxResponseBytes
+// are answered but recorded as a tombstone, so a retry gets
+// ErrResponseNotRecorded and the command never runs twice.
+//
+// An Observer (WithObserver) sees every execution's outcome, duration and
+// fence, every store call, and every lease lost while a command runs;
+// metrics, logs and traces are built on it. An Engine without one logs
+// record errors and lost leases with slog.Default, so neither goes unseen.
 //
 // The HTTP middleware (idemhttp) and the command dispatcher (dispatcher) are
-// thin adapters over the engine.
+// thin adapters over the engine; they take an Engine, which holds every
+// setting that is not about their transport.
+//
+// # What is guaranteed
+//
+// With a ClaimStore, at most one execution holds a live claim for a (key,
+// identity) at any time, across every process sharing the store; a
+// completed command's response is replayed, byte for byte, until its TTL
+// runs out.
+//
+// That is not the same as "the command's effect happens once". A holder
+// that loses its lease after its effect and before its response is
+// recorded — a process killed at that instant, a store outage longer than
+// the lease, a pause past the lease — leaves the retry to run the command
+// again. The Engine narrows that window (it renews the lease while the
+// command runs, retries a failed Complete, and cancels the command's
+// context when its lease is lost or cannot be confirmed), but cannot close
+// it. The fence does: every new claim of a key gets a larger fencing number
+// (Token.Fence, from TokenFromContext), and a downstream that remembers the
+// largest fence it accepted for a key and refuses smaller ones refuses the
+// stale holder.
+//
+// Over a plain Store without the claim protocol, duplicates within one
+// process run once; processes sharing the store can each run a command.
+// A plain Store cannot say that a lookup failed (see CheckedStore).
 //
 // # Keys and identities
 //
@@ -67,8 +99,9 @@
 // Idempotency-Key header's structured-field string allows. The identity is
 // the caller, derived by the adapter from its credentials; records of
 // different identities are independent, and (key, identity) pairs are encoded
-// without ambiguity. Shared stores file records under RecordKey, a keyed hash
-// of the pair, so raw keys and credentials never reach them.
+// without ambiguity. Shared stores file records under driver.RecordKey, a
+// keyed hash of the pair, so raw keys and credentials never reach them.
+// Package driver holds what only store authors need.
 //
 // This package imports only the standard library.
 package idempotency

@@ -1,5 +1,5 @@
 // Package dispatcher routes named JSON commands to handlers and makes them
-// safe to retry: the dashboard contract of DESIGN §6.
+// safe to retry: the dashboard contract that idemd serves.
 //
 // A Dispatcher maps command names to Handlers. Dispatch (or ServeHTTP, for
 // "POST /v1/commands/{name}") answers every command with an HTTP status and a
@@ -11,9 +11,9 @@
 // # Idempotency
 //
 // A command needs an idempotency key unless it is registered with NoKey. The
-// dispatcher runs a keyed command through an idempotency.Engine (WithEngine;
-// an in-memory store by default), which claims (key, identity) atomically in
-// the store before the handler runs. The first dispatch of a key runs the
+// dispatcher runs a keyed command through the idempotency.Engine given to
+// New (its store, lease, waiting and record policy apply), which claims
+// (key, identity) atomically in the store before the handler runs. The first dispatch of a key runs the
 // handler and records its status and envelope bytes; a retry with the same
 // key, identity, command name and payload gets those bytes back verbatim
 // (ServeHTTP adds "Idempotent-Replayed: true") without running the handler
@@ -25,7 +25,9 @@
 // What is recorded:
 //
 //   - a success (2xx) and a handler's own *Error with a 4xx status (its
-//     validation verdict, as Stripe does): recorded and replayed;
+//     validation verdict, as Stripe does): recorded and replayed, except
+//     408, 425 and 429 ("try again later", under the engine's default
+//     record policy);
 //   - a 5xx *Error, any other handler error, a panic: not recorded; the key is
 //     released and a retry runs the command again. The text of such errors
 //     never reaches the client (Observer gets it);
@@ -60,8 +62,20 @@
 // commands. ServeHTTP derives the identity with BearerIdentity by default, a
 // digest of the bearer token, so raw tokens are never stored.
 //
+// A request without a bearer token has the anonymous identity "", and ALL
+// anonymous callers share one key space: two of them sending the same key
+// get one execution and each other's answer. That is the dashboard
+// contract (a demo API without accounts). An application whose callers
+// authenticate otherwise — a session cookie, a client certificate — must
+// give WithIdentity a function that tells them apart (for a cookie, a
+// digest of the session id, as idemhttp.CookieIdentity computes), or its
+// users will see each other's replays.
+//
 // # Metrics and logs
 //
+// The engine's idempotency.Observer sees every keyed execution (its
+// outcome, fence, store calls, record errors and lost leases); the
+// dispatcher's own Observer sees every dispatch, keyed or not:
 // WithObserver receives an Event per dispatch with its Outcome (executed,
 // replayed, in_flight, key_reused, …), status, duration and, for failures, the
 // internal error.

@@ -6,7 +6,8 @@ import (
 	"github.com/idemkit/idempotency"
 )
 
-// The wire envelopes of DESIGN §6. Field order is fixed by the structs, so
+// The wire envelopes of the dashboard contract: {"ok":true,"data":…} and
+// {"ok":false,"error":{"code":…,"message":…}}. Field order is fixed by the structs, so
 // an answer's bytes depend only on its content.
 type okEnvelope struct {
 	OK   bool `json:"ok"`

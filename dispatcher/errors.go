@@ -5,8 +5,8 @@ import (
 	"net/http"
 )
 
-// Error codes of the envelope's error.code. Those of DESIGN §6 first, then the
-// ones this package adds. Handlers choose their own codes for their own
+// Error codes of the envelope's error.code. Those of the dashboard contract
+// first, then the ones this package adds. Handlers choose their own codes for their own
 // errors (see Errorf).
 const (
 	// CodeKeyMissing (400): the command needs an idempotency key and none was sent.

@@ -11,9 +11,16 @@
 // in the store before the handler runs.
 //
 //	store := idempotency.NewInMemoryStore() // or a Redis or PostgreSQL store
+//	engine := idempotency.NewEngine(store, idempotency.WithDetachedRun(true))
 //	mux := http.NewServeMux()
-//	mux.Handle("POST /payments", idemhttp.New(store)(payments))
+//	mux.Handle("POST /payments", idemhttp.New(engine)(payments))
 //	http.ListenAndServe(addr, authenticate(mux))
+//
+// The engine holds every setting that is not about HTTP: the store, the
+// lease, waiting for a duplicate (idempotency.WithWait), what is recorded
+// (idempotency.WithRecordPolicy), the largest response recorded
+// (idempotency.WithMaxResponseBytes) and the observer that sees every
+// execution; the middleware's own options are about requests.
 //
 // New returns a func(http.Handler) http.Handler, so it plugs into chi
 // (r.Use), gorilla/mux (r.Use) and the standard mux (by wrapping handlers)
@@ -26,20 +33,24 @@
 //	first request with key K                         the handler runs; its response is recorded
 //	retry: same K, caller and request, completed     recorded status, headers and body verbatim,
 //	                                                 plus "Idempotent-Replayed: true"
-//	same K while the first is still running          409 with Retry-After (seconds, at least 1);
-//	                                                 with WithWait, the first's response instead
+//	same K while the first is still running          409 with Retry-After: 1 (a polling hint);
+//	                                                 with the engine's WithWait, the first's
+//	                                                 response instead
 //	same K and caller, different request             422 (method, path, query or body differ)
 //	key required (WithRequired) but missing          400
 //	key malformed: empty, over 255 bytes, control    400
 //	  characters, two header lines, a list
 //	same K, different caller (identity)              independent: never another caller's response
+//	key but no identity (no Authorization header,    400; unless WithAnonymous, when all such
+//	  or WithIdentity returned "")                     callers share one key space
 //	body over WithMaxBodyBytes                       413, before anything is claimed or run
 //	store failure                                    503 with Retry-After; the handler does not run
-//	handler answers 5xx or panics                    not recorded; the key is released, a retry runs
+//	store misconfigured (no table, no privileges)    500; the handler does not run
+//	handler answers 5xx, 408, 425 or 429, or panics  not recorded; the key is released, a retry runs
 //	handler answers 4xx (its own validation)         recorded and replayed, like any response
 //	client disconnects mid-request                   the handler still completes; its response is
 //	                                                 recorded for the retry
-//	response over WithMaxResponseBytes               sent to the client; a tombstone is recorded,
+//	response over the engine's WithMaxResponseBytes  sent to the client; a tombstone is recorded,
 //	                                                 so a retry gets 410 and the handler never
 //	                                                 runs again for K
 //	method not in WithMethods, or no key             passed straight through
@@ -55,7 +66,8 @@
 //	{"type":"https://github.com/idemkit/idempotency/problems/idempotency-key-in-flight",
 //	 "title":"A request with this Idempotency-Key is being processed","status":409,"detail":"…"}
 //
-// Their types end in idempotency-key-missing, idempotency-key-invalid (400),
+// Their types end in idempotency-key-missing, idempotency-key-invalid,
+// idempotency-identity-missing (400),
 // idempotency-key-in-flight (409), response-not-recorded (410),
 // request-body-too-large (413), idempotency-key-reused (422), internal
 // (500), store-unavailable and request-cancelled (503). The text of an
@@ -67,8 +79,14 @@
 // The key is read with ParseKey: a structured-field string ("abc") or,
 // leniently, bare (abc); both are the same key. Records are kept per caller:
 // the identity defaults to a digest of the Authorization header (a raw
-// credential never reaches the store; no header is the anonymous caller),
-// and WithIdentity can take it from what authentication put in the context.
+// credential never reaches the store), and WithIdentity can take it from
+// what authentication put in the context, or from a session cookie
+// (CookieIdentity). A keyed request whose caller cannot be told apart (no
+// Authorization header, or WithIdentity returned "") is refused with 400:
+// otherwise every such caller would share one key space, and in an
+// application that authenticates with a session cookie two users sending
+// "order-1" would get each other's response. WithAnonymous(true) allows
+// those requests where one shared key space is what is meant.
 // The request fingerprint (DefaultFingerprint) covers the method, path,
 // query and body; JSON bodies are compared in their RFC 8785 canonical form
 // (idempotency.CanonicalJSON), so re-encoding a payload with other white
@@ -88,22 +106,25 @@
 // routes and not others, or to use other limits, build one middleware per
 // setting and wrap each route with the one it needs:
 //
-//	required := idemhttp.New(store, idemhttp.WithRequired(true))
-//	optional := idemhttp.New(store)
+//	required := idemhttp.New(engine, idemhttp.WithRequired(true))
+//	optional := idemhttp.New(engine)
 //	mux.Handle("POST /payments", required(payments))
 //	mux.Handle("POST /notes", optional(notes))
 //
-// With a ClaimStore (every built-in store), instances sharing a store are
+// With a ClaimStore (every built-in store), engines sharing a store are
 // safe together; with a plain idempotency.Store, share one engine between
-// them with WithEngine.
+// the middlewares, since such a store deduplicates within one engine only.
+// Settings that belong to the engine (lease, waiting, record policy) differ
+// per route by giving those routes an engine of their own.
 //
 // # What the handler sees
 //
 // The handler gets the request body in full (the middleware read it to
 // fingerprint it) and a context that keeps the request's values but is not
 // cancelled when the client leaves: the command completes and is recorded.
-// That context is cancelled only if the claim's lease is lost (the engine
-// could not renew it), and carries the claim's token
+// That context is cancelled only if the claim's lease is lost (cause
+// idempotency.ErrLeaseLost) or could not be confirmed in time (cause
+// idempotency.ErrLeaseExpired), and carries the claim's token
 // (idempotency.TokenFromContext), whose Fence can be passed to downstream
 // systems that reject writes from a stale holder.
 //
@@ -115,7 +136,8 @@
 //
 // A handler may stream: Flush (or http.ResponseController.Flush) sends what
 // it wrote so far and passes the rest through as it is written. A streamed
-// response is still recorded whole if it fits WithMaxResponseBytes (a
+// response is still recorded whole if it fits the engine's
+// WithMaxResponseBytes (a
 // replay sends it in one piece); otherwise a tombstone is recorded, as for
 // any oversized response. A handler that hijacks the connection leaves a
 // tombstone too. Writing to the writer returned by Unwrap bypasses the

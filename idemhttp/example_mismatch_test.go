@@ -13,7 +13,8 @@ import (
 // The same key with the same JSON payload, re-encoded, replays; with another
 // payload it is refused with 422.
 func ExampleDefaultFingerprint() {
-	mw := idemhttp.New(idempotency.NewEngine(idempotency.NewInMemoryStore(), idempotency.WithDetachedRun(true)), idemhttp.WithAnonymous(true))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	engine := idempotency.NewEngine(idempotency.NewInMemoryStore(), idempotency.WithDetachedRun(true))
+	mw := idemhttp.New(engine)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusCreated)
 	}))
 	for _, body := range []string{
@@ -24,6 +25,7 @@ func ExampleDefaultFingerprint() {
 		req := httptest.NewRequest("POST", "/charges", strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Idempotency-Key", "order-42")
+		req.Header.Set("Authorization", "Bearer customer-7")
 		rr := httptest.NewRecorder()
 		mw.ServeHTTP(rr, req)
 		fmt.Println(rr.Code, "replayed:", rr.Header().Get("Idempotent-Replayed") == "true")

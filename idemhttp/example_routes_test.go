@@ -13,9 +13,9 @@ import (
 // Per-route settings: one middleware per setting, each route wrapped with
 // the one it needs. Errors are RFC 9457 problems.
 func ExampleWithRequired() {
-	store := idempotency.NewInMemoryStore()
-	required := idemhttp.New(idempotency.NewEngine(store, idempotency.WithDetachedRun(true)), idemhttp.WithRequired(true), idemhttp.WithAnonymous(true))
-	optional := idemhttp.New(idempotency.NewEngine(store, idempotency.WithDetachedRun(true)), idemhttp.WithAnonymous(true))
+	engine := idempotency.NewEngine(idempotency.NewInMemoryStore(), idempotency.WithDetachedRun(true))
+	required := idemhttp.New(engine, idemhttp.WithRequired(true))
+	optional := idemhttp.New(engine)
 	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "done") })
 
 	mux := http.NewServeMux()

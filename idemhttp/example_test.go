@@ -14,7 +14,7 @@ import (
 // A retried POST runs once; the retry gets the recorded response, marked
 // with Idempotent-Replayed.
 func ExampleNew() {
-	store := idempotency.NewInMemoryStore()
+	engine := idempotency.NewEngine(idempotency.NewInMemoryStore(), idempotency.WithDetachedRun(true))
 	charges := 0
 	charge := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		charges++
@@ -24,7 +24,8 @@ func ExampleNew() {
 		fmt.Fprint(w, `{"id":"ch_1","amount":1000}`)
 	})
 	mux := http.NewServeMux()
-	mux.Handle("POST /charges", idemhttp.New(idempotency.NewEngine(store, idempotency.WithDetachedRun(true)), idemhttp.WithAnonymous(true))(charge))
+	mux.Handle("POST /charges", idemhttp.New(engine)(charge)) // after authentication
+
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 
@@ -32,6 +33,7 @@ func ExampleNew() {
 		req, _ := http.NewRequest("POST", srv.URL+"/charges", strings.NewReader(`{"amount":1000}`))
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Idempotency-Key", `"order-42"`)
+		req.Header.Set("Authorization", "Bearer customer-7") // the caller
 		resp, err := srv.Client().Do(req)
 		if err != nil {
 			panic(err)

@@ -43,7 +43,7 @@ func (l *Ledger) Record(pair string) int {
 // number, unless an effect with a higher fence was already counted for the
 // pair; it reports whether the effect was accepted. It models a downstream
 // system that refuses writes from a stale holder (one whose lease ran out and
-// whose key was taken over), as DESIGN §3 suggests. A refused effect is
+// whose key was taken over), as the fence handed to a command allows. A refused effect is
 // counted by Rejected, not by Count.
 func (l *Ledger) RecordFenced(pair string, fence uint64) bool {
 	l.mu.Lock()

@@ -125,7 +125,7 @@ func TestClaimModel(t *testing.T) {
 }
 
 // unfencedStore is a deliberately broken ClaimStore: Begin checks, then
-// claims, in two steps (Lookup-then-Store, as DESIGN §3 warns against).
+// claims, in two steps (Lookup-then-Store, the race the claim protocol exists to close).
 type unfencedStore struct {
 	*idempotency.InMemoryStore
 	checked sync.WaitGroup // done by each Begin between its check and its claim

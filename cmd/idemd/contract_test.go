@@ -10,7 +10,8 @@ import (
 	"github.com/idemkit/idempotency/dispatcher"
 )
 
-// testContract checks DESIGN §6 against a running idemd, in-process or the
+// testContract checks the dashboard contract (README's "Run the server")
+// against a running idemd, in-process or the
 // built binary. Each case uses its own keys; widget counts are compared
 // before and after, since the dashboard is shared.
 func testContract(t *testing.T, c client) {

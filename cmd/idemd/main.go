@@ -1,4 +1,4 @@
-// Command idemd serves the dashboard command API of DESIGN §6: JSON commands
+// Command idemd serves the dashboard command API: JSON commands
 // posted to /v1/commands/{name} with an Idempotency-Key header, each run at
 // most once per key and caller, with every retry answered by the recorded
 // response.
