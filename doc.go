@@ -1,8 +1,10 @@
 // Package idempotency makes retried commands safe: a command sent with an
 // idempotency key runs once, its response is recorded, and every retry with
 // the same key from the same caller gets that response back, byte for byte,
-// without running the command again — also when retries race each other,
-// when replicas share a store, and when a process dies mid-command.
+// without running the command again — also when retries race each other and
+// when replicas share a store. A process that dies mid-command blocks its key
+// only until its lease runs out; what that means for the command's effects
+// is said exactly under "What is guaranteed" below.
 //
 // # The seed API
 //
