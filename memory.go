@@ -71,8 +71,8 @@ func WithMaxEntries(n int) Option {
 
 // WithMaxBytes caps the body and header bytes held by completed records;
 // least recently used records are evicted to stay under it, and a single
-// response larger than n is refused with ErrTooLarge. n <= 0 means no byte
-// cap, the default.
+// response larger than n is refused with ErrTooLarge. n <= 0 keeps the
+// default: no byte cap.
 func WithMaxBytes(n int64) Option {
 	return func(s *InMemoryStore) {
 		if n > 0 {

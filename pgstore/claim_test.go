@@ -380,7 +380,7 @@ func TestTimeoutOption(t *testing.T) {
 		{"default", nil, DefaultTimeout},
 		{"zero keeps the default", []Option{WithTimeout(0)}, DefaultTimeout},
 		{"set", []Option{WithTimeout(time.Second)}, time.Second},
-		{"negative: none", []Option{WithTimeout(-1)}, 0},
+		{"negative keeps the default", []Option{WithTimeout(-1)}, DefaultTimeout},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

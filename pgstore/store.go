@@ -116,12 +116,13 @@ func WithDefaultTTL(d time.Duration) Option {
 // bound cuts a Begin or Complete short, its effect may or may not have been
 // committed, as with a reply lost on the network: the claim protocol
 // recovers from both (the lease runs out; Complete is idempotent).
-// Migrate and DeleteExpired are bounded by their context only. The default
-// is DefaultTimeout (5s); d < 0 means no bound but the caller's context,
-// and d == 0 keeps the default.
+// Migrate and DeleteExpired are bounded by their context only. d <= 0 keeps
+// DefaultTimeout (5s): the engine records responses and releases claims with
+// contexts that the caller's cancellation does not reach, so every call
+// needs a bound of its own.
 func WithTimeout(d time.Duration) Option {
 	return func(s *Store) {
-		if d != 0 {
+		if d > 0 {
 			s.timeout = d
 		}
 	}
@@ -265,9 +266,6 @@ func (s *Store) recordID(key, identity string) []byte {
 
 // bound applies the store's timeout to ctx, unless ctx ends sooner anyway.
 func (s *Store) bound(ctx context.Context) (context.Context, context.CancelFunc) {
-	if s.timeout < 0 {
-		return ctx, noCancel
-	}
 	if d, ok := ctx.Deadline(); ok && time.Until(d) <= s.timeout {
 		return ctx, noCancel
 	}
