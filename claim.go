@@ -44,7 +44,7 @@ type ClaimStore interface {
 	// A mismatch never alters the stored record. Begin returns ErrInvalidKey
 	// for a key that fails ValidateKey, ErrInvalidArgument for an empty owner
 	// or a lease that is not positive, ErrStoreFull when the record cannot be
-	// created without evicting a claim in flight, and an error wrapping
+	// created without evicting a claim whose lease is live, and an error wrapping
 	// ErrStoreUnavailable when the backend cannot be reached; in every error
 	// case nothing was claimed.
 	Begin(ctx context.Context, key, identity string, req ClaimRequest) (Claim, error)

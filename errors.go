@@ -36,7 +36,8 @@ var (
 	// command is not run (fail closed). HTTP adapters answer 503.
 	ErrStoreUnavailable = errors.New("idempotency: store unavailable")
 	// ErrStoreFull: the store cannot take a new record without evicting a
-	// claim in flight, which it never does. Errors wrapping it also match
+	// claim whose lease is live, which it never does (claims whose lease ran
+	// out are reclaimed first). Errors wrapping it also match
 	// ErrStoreUnavailable when they come out of Engine.Do.
 	ErrStoreFull = errors.New("idempotency: store full")
 	// ErrTooLarge: a response is larger than the store's byte cap.
