@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -16,90 +17,117 @@ type heartbeat struct {
 	tokenContext
 	cancel context.CancelCauseFunc
 
-	// In e.beats's queue while a renewal is due; guarded by e.beats.mu.
+	// In the engine's queue while a renewal is due; guarded by the queue's mu.
 	prev, next *heartbeat
-	due        int64 // Engine.mono
+	due        int64 // beatQueue.mono
 
 	mu      sync.Mutex // held while renewing; guards stopped
 	stopped bool
 }
 
-// beats is the queue of an engine's heartbeats in the order their renewals
-// fall due, and the one timer armed for the first of them. Every heartbeat of
-// an engine has the same interval (a third of the lease), so a heartbeat
-// queued now falls due after all those queued before it: the queue is FIFO.
+// beats holds an engine's queue of heartbeats. The queue is allocated apart
+// from the Engine, once, when the first heartbeat starts: its timer's
+// function refers to the queue only, so a timer the runtime still holds (a
+// stopped timer stays in its heap for a while) never keeps an Engine, or
+// its store, reachable. Queued heartbeats do refer to their engine, but
+// only while their executions run.
 type beats struct {
+	q atomic.Pointer[beatQueue]
+}
+
+// queue returns the engine's queue, making it on first use.
+func (b *beats) queue(epoch time.Time) *beatQueue {
+	if q := b.q.Load(); q != nil {
+		return q
+	}
+	q := &beatQueue{epoch: epoch}
+	q.head.prev, q.head.next = &q.head, &q.head
+	if b.q.CompareAndSwap(nil, q) {
+		return q
+	}
+	return b.q.Load()
+}
+
+// beatQueue is the queue of an engine's heartbeats in the order their
+// renewals fall due, and the one timer armed for the first of them while the
+// queue is not empty. Every heartbeat of an engine has the same interval (a
+// third of the lease), so a heartbeat queued now falls due after all those
+// queued before it: the queue is FIFO.
+type beatQueue struct {
 	mu    sync.Mutex
 	head  heartbeat // sentinel of the circular queue, earliest first
 	timer *time.Timer
-	armed bool // timer set and not fired yet
+	armed bool      // timer set and neither fired nor stopped
+	epoch time.Time // the engine's, for mono
 }
 
 // start queues the heartbeat of a claim made no earlier than claimed.
 func (h *heartbeat) start(cancel context.CancelCauseFunc, claimed time.Time) {
 	h.cancel = cancel
-	h.e.beats.push(h, h.e.mono(claimed)+int64(h.e.lease/3))
+	q := h.e.beats.queue(h.e.epoch)
+	q.push(h, q.mono(claimed)+int64(h.e.lease/3))
 }
 
-// push queues h to be renewed at due (Engine.mono). Heartbeats are pushed
-// in about the order they fall due, so the place is found from the back.
-func (b *beats) push(h *heartbeat, due int64) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.head.next == nil {
-		b.head.prev, b.head.next = &b.head, &b.head
-	}
+// push queues h to be renewed at due (mono). Heartbeats are pushed in about
+// the order they fall due, so the place is found from the back.
+func (q *beatQueue) push(h *heartbeat, due int64) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
 	h.due = due
-	after := b.head.prev
-	for after != &b.head && after.due > due {
+	after := q.head.prev
+	for after != &q.head && after.due > due {
 		after = after.prev
 	}
 	h.prev, h.next = after, after.next
 	h.prev.next, h.next.prev = h, h
-	if !b.armed || b.head.next == h {
-		b.arm(h.e, b.head.next.due)
+	if !q.armed || q.head.next == h {
+		q.arm(q.head.next.due)
 	}
 }
 
 // arm sets the timer to fire at due. The caller holds mu.
-func (b *beats) arm(e *Engine, due int64) {
-	d := time.Duration(due - e.mono(time.Now()))
-	if b.timer == nil {
-		b.timer = time.AfterFunc(d, e.tick)
+func (q *beatQueue) arm(due int64) {
+	d := time.Duration(due - q.mono(time.Now()))
+	if q.timer == nil {
+		q.timer = time.AfterFunc(d, q.tick)
 	} else {
-		b.timer.Reset(d)
+		q.timer.Reset(d)
 	}
-	b.armed = true
+	q.armed = true
 }
 
-// unlink takes h out of the queue if it is in it. The caller holds mu.
-func (b *beats) unlink(h *heartbeat) {
+// unlink takes h out of the queue if it is in it, and stops the timer when
+// the queue is left empty. The caller holds mu.
+func (q *beatQueue) unlink(h *heartbeat) {
 	if h.next == nil {
 		return
 	}
 	h.prev.next, h.next.prev = h.next, h.prev
 	h.prev, h.next = nil, nil
+	if q.armed && q.head.next == &q.head {
+		q.timer.Stop()
+		q.armed = false
+	}
 }
 
 // tick starts the renewals that are due and sets the timer for the next.
-func (e *Engine) tick() {
-	b := &e.beats
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.armed = false
-	now := e.mono(time.Now())
-	for h := b.head.next; h != &b.head && h.due <= now; h = b.head.next {
-		b.unlink(h)
-		go h.renew() // a store call: not under mu, and not in the timer's goroutine
+func (q *beatQueue) tick() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.armed = false
+	now := q.mono(time.Now())
+	for h := q.head.next; h != &q.head && h.due <= now; h = q.head.next {
+		q.unlink(h)
+		go h.renew(q) // a store call: not under mu, and not in the timer's goroutine
 	}
-	if h := b.head.next; h != &b.head {
-		b.arm(e, h.due)
+	if h := q.head.next; h != &q.head {
+		q.arm(h.due)
 	}
 }
 
 // renew renews the lease once and queues the next renewal, unless the
 // heartbeat was stopped or the claim is lost.
-func (h *heartbeat) renew() {
+func (h *heartbeat) renew(q *beatQueue) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.stopped {
@@ -116,20 +144,20 @@ func (h *heartbeat) renew() {
 	}
 	// Any other failure is retried on the next tick; the lease still has
 	// two thirds to run.
-	h.e.beats.push(h, h.e.mono(time.Now())+int64(h.e.lease/3))
+	q.push(h, q.mono(time.Now())+int64(h.e.lease/3))
 }
 
-// mono is t as nanoseconds on the engine's monotonic clock (since the
-// engine was made), for the renewal queue: wall clock steps do not move it.
-func (e *Engine) mono(t time.Time) int64 { return int64(t.Sub(e.epoch)) }
+// mono is t as nanoseconds on the queue's monotonic clock (since the engine
+// was made): wall clock steps do not move it.
+func (q *beatQueue) mono(t time.Time) int64 { return int64(t.Sub(q.epoch)) }
 
 // stop ends the heartbeat; when it returns, no renewal runs or will start.
 func (h *heartbeat) stop() {
 	h.mu.Lock() // waits for a renewal in progress
 	h.stopped = true
 	h.mu.Unlock()
-	b := &h.e.beats
-	b.mu.Lock()
-	b.unlink(h)
-	b.mu.Unlock()
+	q := h.e.beats.q.Load()
+	q.mu.Lock()
+	q.unlink(h)
+	q.mu.Unlock()
 }
