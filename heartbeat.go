@@ -17,12 +17,11 @@ type heartbeat struct {
 	tokenContext
 	cancel context.CancelCauseFunc
 
-	// In the engine's queue while a renewal is due; guarded by the queue's mu.
-	prev, next *heartbeat
-	due        int64 // beatQueue.mono
-
-	mu      sync.Mutex // held while renewing; guards stopped
-	stopped bool
+	// Guarded by the queue's mu.
+	prev, next *heartbeat         // in the queue while a renewal is due
+	due        int64              // when it is due (beatQueue.mono)
+	abort      context.CancelFunc // ends the renewal in flight; nil when none
+	ended      bool               // stopped, or the claim lost: renew no more
 }
 
 // beats holds an engine's queue of heartbeats. The queue is allocated apart
@@ -65,14 +64,16 @@ type beatQueue struct {
 func (h *heartbeat) start(cancel context.CancelCauseFunc, claimed time.Time) {
 	h.cancel = cancel
 	q := h.e.beats.queue(h.e.epoch)
-	q.push(h, q.mono(claimed)+int64(h.e.lease/3))
+	due := q.mono(claimed) + int64(h.e.lease/3)
+	q.mu.Lock()
+	q.push(h, due)
+	q.mu.Unlock()
 }
 
 // push queues h to be renewed at due (mono). Heartbeats are pushed in about
-// the order they fall due, so the place is found from the back.
+// the order they fall due, so the place is found from the back. The caller
+// holds mu.
 func (q *beatQueue) push(h *heartbeat, due int64) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
 	h.due = due
 	after := q.head.prev
 	for after != &q.head && after.due > due {
@@ -126,19 +127,33 @@ func (q *beatQueue) tick() {
 }
 
 // renew renews the lease once and queues the next renewal, unless the
-// heartbeat was stopped or the claim is lost.
+// heartbeat has ended (it was stopped, or the claim is lost).
 func (h *heartbeat) renew(q *beatQueue) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.stopped {
+	// Renew even when the caller has gone: the command still runs and
+	// must keep its claim. stop cancels ctx: nobody waits for its answer.
+	ctx, abort := context.WithCancel(context.WithoutCancel(h.Context))
+	defer abort()
+	q.mu.Lock()
+	if h.ended {
+		q.mu.Unlock()
 		return
 	}
-	// Renew even when the caller has gone: the command still runs and
-	// must keep its claim. Each attempt is bounded by the next tick.
-	ctx, done := context.WithTimeout(context.WithoutCancel(h.Context), h.e.lease/3)
-	err := h.e.claims.Renew(ctx, h.tok, h.e.lease)
+	h.abort = abort
+	q.mu.Unlock()
+
+	// Each attempt is bounded by the next tick.
+	attempt, done := context.WithTimeout(ctx, h.e.lease/3)
+	err := h.e.claims.Renew(attempt, h.tok, h.e.lease)
 	done()
+
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if h.ended { // stopped while renewing: the answer is nobody's business
+		return
+	}
+	h.abort = nil
 	if errors.Is(err, ErrLeaseLost) {
+		h.ended = true
 		h.cancel(ErrLeaseLost)
 		return
 	}
@@ -151,13 +166,17 @@ func (h *heartbeat) renew(q *beatQueue) {
 // was made): wall clock steps do not move it.
 func (q *beatQueue) mono(t time.Time) int64 { return int64(t.Sub(q.epoch)) }
 
-// stop ends the heartbeat; when it returns, no renewal runs or will start.
+// stop ends the heartbeat at once: a renewal in flight is cancelled, not
+// waited for, and when it returns it neither queues another nor cancels the
+// command's context.
 func (h *heartbeat) stop() {
-	h.mu.Lock() // waits for a renewal in progress
-	h.stopped = true
-	h.mu.Unlock()
 	q := h.e.beats.q.Load()
 	q.mu.Lock()
+	defer q.mu.Unlock()
+	h.ended = true
 	q.unlink(h)
-	q.mu.Unlock()
+	if h.abort != nil {
+		h.abort()
+		h.abort = nil
+	}
 }
