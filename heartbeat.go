@@ -8,10 +8,39 @@ import (
 	"time"
 )
 
-// heartbeat renews a claim's lease every third of the lease while its
-// command runs, and cancels the run with ErrLeaseLost if the claim is lost.
-// An engine's heartbeats share one timer (see beats), so a command that ends
-// within a third of its lease costs no renewal, no timer and no goroutine.
+// heartbeat keeps a claim's lease while its command runs.
+//
+// The engine keeps its own estimate of the lease: it is confirmed until the
+// time the last successful Renew (or the Begin that made the claim) was
+// sent, plus the lease. The store started that lease when the call reached
+// it, no earlier, so (drift between the two clocks' rates aside) the store's
+// lease ends no earlier than the estimate.
+//
+//   - Cadence: a renewal falls due a third of the lease after the lease was
+//     last confirmed, so a command that ends within a third of its lease
+//     costs no renewal, no goroutine, and no timer beyond the one an engine's
+//     heartbeats share (see beatQueue).
+//   - Retry: a renewal that fails with anything but ErrLeaseLost (the store
+//     is unavailable, or the attempt ran out of time) is tried again after a
+//     short backoff (renewBackoff doubling to maxRenewBackoff) for as long as
+//     the estimate lasts. Each attempt is bounded by a third of the lease and
+//     by the time left before the estimate's end, so one hung attempt leaves
+//     time for another.
+//   - Causes: the command's context is cancelled with ErrLeaseLost when the
+//     store answers that the claim is gone, and with ErrLeaseExpired when the
+//     estimate runs out before a renewal succeeds: another execution may
+//     have taken the key over by then, so the command should stop. Either
+//     way the heartbeat ends; nothing renews that claim again.
+//   - Afterwards: a command that returns a response despite the
+//     cancellation still has it recorded if the store agrees. Complete is a
+//     compare-and-set on the token with a live lease, so the store accepts
+//     it only if this claim still holds there (its lease outlasted the
+//     estimate: a renewal got through but its answer did not), and refuses
+//     it with ErrLeaseLost otherwise, which ends Engine.persist's retries.
+//   - Stop: stop returns at once. A renewal in flight has its context
+//     cancelled and, whatever it answers, queues no other renewal and
+//     cancels nothing. A racing late Renew is harmless: the stores' calls
+//     are atomic, and a Renew after Complete or Release answers ErrLeaseLost.
 type heartbeat struct {
 	e *Engine
 	tokenContext
@@ -20,16 +49,23 @@ type heartbeat struct {
 	// Guarded by the queue's mu.
 	prev, next *heartbeat         // in the queue while a renewal is due
 	due        int64              // when it is due (beatQueue.mono)
+	until      int64              // the estimate's end (beatQueue.mono)
 	abort      context.CancelFunc // ends the renewal in flight; nil when none
-	ended      bool               // stopped, or the claim lost: renew no more
+	ended      bool               // stopped, or the claim lost or expired: renew no more
 }
+
+// Backoff between attempts of a renewal that failed.
+const (
+	renewBackoff    = 10 * time.Millisecond
+	maxRenewBackoff = time.Second
+)
 
 // beats holds an engine's queue of heartbeats. The queue is allocated apart
 // from the Engine, once, when the first heartbeat starts: its timer's
 // function refers to the queue only, so a timer the runtime still holds (a
 // stopped timer stays in its heap for a while) never keeps an Engine, or
-// its store, reachable. Queued heartbeats do refer to their engine, but
-// only while their executions run.
+// its store, reachable. Queued heartbeats, and renewals in flight, do refer
+// to their engine, but only while their executions run.
 type beats struct {
 	q atomic.Pointer[beatQueue]
 }
@@ -50,8 +86,8 @@ func (b *beats) queue(epoch time.Time) *beatQueue {
 // beatQueue is the queue of an engine's heartbeats in the order their
 // renewals fall due, and the one timer armed for the first of them while the
 // queue is not empty. Every heartbeat of an engine has the same interval (a
-// third of the lease), so a heartbeat queued now falls due after all those
-// queued before it: the queue is FIFO.
+// third of the lease) from about when it is queued, so the queue is nearly
+// FIFO.
 type beatQueue struct {
 	mu    sync.Mutex
 	head  heartbeat // sentinel of the circular queue, earliest first
@@ -60,13 +96,14 @@ type beatQueue struct {
 	epoch time.Time // the engine's, for mono
 }
 
-// start queues the heartbeat of a claim made no earlier than claimed.
+// start queues the heartbeat of a claim whose Begin was sent at claimed.
 func (h *heartbeat) start(cancel context.CancelCauseFunc, claimed time.Time) {
 	h.cancel = cancel
 	q := h.e.beats.queue(h.e.epoch)
-	due := q.mono(claimed) + int64(h.e.lease/3)
+	c := q.mono(claimed)
 	q.mu.Lock()
-	q.push(h, due)
+	h.until = c + int64(h.e.lease)
+	q.push(h, c+int64(h.e.lease/3))
 	q.mu.Unlock()
 }
 
@@ -119,15 +156,16 @@ func (q *beatQueue) tick() {
 	now := q.mono(time.Now())
 	for h := q.head.next; h != &q.head && h.due <= now; h = q.head.next {
 		q.unlink(h)
-		go h.renew(q) // a store call: not under mu, and not in the timer's goroutine
+		go h.renew(q) // store calls: not under mu, and not in the timer's goroutine
 	}
 	if h := q.head.next; h != &q.head {
 		q.arm(h.due)
 	}
 }
 
-// renew renews the lease once and queues the next renewal, unless the
-// heartbeat has ended (it was stopped, or the claim is lost).
+// renew renews the lease, retrying failures until the estimate runs out,
+// and queues the next renewal; it gives up when the heartbeat ends (it was
+// stopped) and ends it when the claim is lost or the estimate runs out.
 func (h *heartbeat) renew(q *beatQueue) {
 	// Renew even when the caller has gone: the command still runs and
 	// must keep its claim. stop cancels ctx: nobody waits for its answer.
@@ -139,27 +177,59 @@ func (h *heartbeat) renew(q *beatQueue) {
 		return
 	}
 	h.abort = abort
+	until := h.until
 	q.mu.Unlock()
 
-	// Each attempt is bounded by the next tick.
-	attempt, done := context.WithTimeout(ctx, h.e.lease/3)
-	err := h.e.claims.Renew(attempt, h.tok, h.e.lease)
-	done()
+	lease := h.e.lease
+	for backoff := renewBackoff; ; backoff = min(2*backoff, maxRenewBackoff) {
+		sent := time.Now()
+		left := time.Duration(until - q.mono(sent))
+		if left <= 0 {
+			h.end(q, ErrLeaseExpired)
+			return
+		}
+		attempt, done := context.WithTimeout(ctx, min(lease/3, left))
+		err := h.e.claims.Renew(attempt, h.tok, lease)
+		done()
+		switch {
+		case err == nil:
+			q.mu.Lock()
+			if !h.ended {
+				h.abort = nil
+				h.until = q.mono(sent) + int64(lease)
+				q.push(h, q.mono(sent)+int64(lease/3))
+			}
+			q.mu.Unlock()
+			return
+		case errors.Is(err, ErrLeaseLost):
+			h.end(q, ErrLeaseLost)
+			return
+		}
+		// Any other failure is tried again soon, within the estimate.
+		if wait := min(backoff, time.Duration(until-q.mono(time.Now()))); wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+			}
+		}
+		if ctx.Err() != nil { // stopped
+			return
+		}
+	}
+}
 
+// end ends the heartbeat with cause, unless it was stopped already: a
+// renewal that answers after stop cancels nothing.
+func (h *heartbeat) end(q *beatQueue, cause error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if h.ended { // stopped while renewing: the answer is nobody's business
+	if h.ended {
 		return
 	}
-	h.abort = nil
-	if errors.Is(err, ErrLeaseLost) {
-		h.ended = true
-		h.cancel(ErrLeaseLost)
-		return
-	}
-	// Any other failure is retried on the next tick; the lease still has
-	// two thirds to run.
-	q.push(h, q.mono(time.Now())+int64(h.e.lease/3))
+	h.ended, h.abort = true, nil
+	h.cancel(cause)
 }
 
 // mono is t as nanoseconds on the queue's monotonic clock (since the engine

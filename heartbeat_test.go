@@ -14,20 +14,25 @@ import (
 	"github.com/idemkit/idempotency"
 )
 
-// renewStore is an InMemoryStore whose Renew calls go through hook first.
-// hook gets the call's number (from 1) and answers it (handled) or lets it
-// through to the store.
+// renewStore is an InMemoryStore whose Renew calls are answered by hook,
+// with the call's number (from 1) and the store's own Renew to call or not.
 type renewStore struct {
 	*idempotency.InMemoryStore
 	calls atomic.Int64
-	hook  func(ctx context.Context, call int64) (err error, handled bool)
+	hook  func(ctx context.Context, call int64, renew func() error) error
 }
 
 func (s *renewStore) Renew(ctx context.Context, tok idempotency.Token, lease time.Duration) error {
-	if err, handled := s.hook(ctx, s.calls.Add(1)); handled {
-		return err
-	}
-	return s.InMemoryStore.Renew(ctx, tok, lease)
+	return s.hook(ctx, s.calls.Add(1), func() error { return s.InMemoryStore.Renew(ctx, tok, lease) })
+}
+
+var errPartition = fmt.Errorf("renew: i/o timeout: %w", idempotency.ErrStoreUnavailable)
+
+// hang is a Renew that never reaches the store: it returns only when its
+// context ends.
+func hang(ctx context.Context) error {
+	<-ctx.Done()
+	return fmt.Errorf("renew: %w: %w", idempotency.ErrStoreUnavailable, ctx.Err())
 }
 
 // waitFor is a command that runs for d unless its context ends first; it
@@ -43,6 +48,132 @@ func waitFor(d time.Duration, cause *error) idempotency.Func {
 	}
 }
 
+// A renewal that fails is retried soon, within what is left of the lease,
+// so one bad attempt does not cost the claim.
+func TestHeartbeatRetriesAFailedRenewal(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		hook func(ctx context.Context, call int64, renew func() error) error
+	}{
+		{"one renewal hangs", func(ctx context.Context, call int64, renew func() error) error {
+			if call == 1 {
+				return hang(ctx)
+			}
+			return renew()
+		}},
+		{"two renewals fail", func(_ context.Context, call int64, renew func() error) error {
+			if call <= 2 {
+				return errPartition
+			}
+			return renew()
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				s := &renewStore{InMemoryStore: idempotency.NewInMemoryStore(), hook: tc.hook}
+				e := idempotency.NewEngine(s, idempotency.WithLease(3*time.Second))
+				var cause error
+				res, err := e.Do(context.Background(), "k", "", "", waitFor(10*time.Second, &cause))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if cause != nil {
+					t.Errorf("command context ended with %v, want it to run its 10s", cause)
+				}
+				if !res.Recorded {
+					t.Errorf("result = %+v, want recorded", res)
+				}
+				if n := s.calls.Load(); n < 3 {
+					t.Errorf("Renew called %d times, want the failure retried", n)
+				}
+			})
+		})
+	}
+}
+
+// In a partition (every Renew fails or hangs) the holder stops by itself when
+// its estimate of the lease runs out, rather than run on beside a replica
+// that took the key over. The store then refuses its Complete.
+func TestHeartbeatLeaseExpiresUnconfirmed(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		hook func(ctx context.Context, call int64, renew func() error) error
+	}{
+		{"renewals fail", func(context.Context, int64, func() error) error { return errPartition }},
+		{"renewals hang", func(ctx context.Context, _ int64, _ func() error) error { return hang(ctx) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				const lease = 3 * time.Second
+				s := &renewStore{InMemoryStore: idempotency.NewInMemoryStore(), hook: tc.hook}
+				e := idempotency.NewEngine(s, idempotency.WithLease(lease))
+				start := time.Now()
+				var took time.Duration
+				var takeover idempotency.ClaimStatus
+				res, err := e.Do(context.Background(), "k", "", "", func(ctx context.Context) (idempotency.Cached, error) {
+					select {
+					case <-ctx.Done():
+						took = time.Since(start)
+						if cause := context.Cause(ctx); !errors.Is(cause, idempotency.ErrLeaseExpired) {
+							t.Errorf("cause = %v, want ErrLeaseExpired", cause)
+						}
+					case <-time.After(10 * time.Second):
+						t.Error("command ran 10s of a 3s lease that was never renewed")
+					}
+					cl, err := s.Begin(context.Background(), "k", "", idempotency.ClaimRequest{Owner: "replica", Lease: lease})
+					if err != nil {
+						t.Error(err)
+					}
+					takeover = cl.Status
+					return idempotency.Cached{Status: 200}, nil
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if took != 0 && took != lease {
+					t.Errorf("command cancelled after %v, want when the unconfirmed %v lease ran out", took, lease)
+				}
+				if takeover != idempotency.ClaimAcquired {
+					t.Errorf("another replica's Begin after the cancellation = %v, want acquired", takeover)
+				}
+				if res.Recorded || !errors.Is(res.RecordErr, idempotency.ErrLeaseLost) {
+					t.Errorf("result = %+v, want not recorded with ErrLeaseLost", res)
+				}
+				if n := s.calls.Load(); n < 2 {
+					t.Errorf("Renew called %d times, want retries", n)
+				}
+			})
+		})
+	}
+}
+
+// When only the renewals' answers are lost, the store still holds the claim
+// after the engine's estimate ran out: the command is cancelled with
+// ErrLeaseExpired all the same, and a response it returns is recorded.
+func TestHeartbeatExpiredClaimStillHeldIsRecorded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := &renewStore{InMemoryStore: idempotency.NewInMemoryStore()}
+		s.hook = func(_ context.Context, _ int64, renew func() error) error {
+			if err := renew(); err != nil {
+				return err
+			}
+			return errPartition // renewed, but the answer never came back
+		}
+		e := idempotency.NewEngine(s, idempotency.WithLease(3*time.Second))
+		var cause error
+		res, err := e.Do(context.Background(), "k", "", "", waitFor(10*time.Second, &cause))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !errors.Is(cause, idempotency.ErrLeaseExpired) {
+			t.Errorf("command context cause = %v, want ErrLeaseExpired", cause)
+		}
+		if !res.Recorded {
+			t.Errorf("result = %+v, want recorded (the store still held the claim)", res)
+		}
+	})
+}
+
 // A command that ends while a renewal is in flight returns at once: the
 // renewal is abandoned (its context cancelled), is not queued again and
 // cancels nothing, even when its late answer is ErrLeaseLost. (A stop that
@@ -53,14 +184,14 @@ func TestHeartbeatStopDoesNotWaitForARenewal(t *testing.T) {
 		started := make(chan struct{})
 		var renewErr error
 		s := &renewStore{InMemoryStore: idempotency.NewInMemoryStore()}
-		s.hook = func(ctx context.Context, call int64) (error, bool) {
+		s.hook = func(ctx context.Context, call int64, renew func() error) error {
 			if call == 1 {
 				close(started)
 				<-ctx.Done()
 				renewErr = ctx.Err()
-				return idempotency.ErrLeaseLost, true
+				return idempotency.ErrLeaseLost
 			}
-			return nil, false
+			return renew()
 		}
 		e := idempotency.NewEngine(s, idempotency.WithLease(3*time.Second))
 		var runCtx context.Context
