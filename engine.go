@@ -33,11 +33,17 @@ func detach(ctx context.Context) context.Context {
 	return context.WithoutCancel(ctx)
 }
 
-// Func runs a command once. ctx carries the claim's Token (TokenFromContext)
-// and is cancelled with cause ErrLeaseLost if the claim is lost while the
-// command runs. A Func may return a Cached with Tombstone set to record that
-// the command ran but its response is not kept (an adapter that streamed a
-// response past its cap does this); retries then get ErrResponseNotRecorded.
+// Func runs a command once. ctx carries the claim's Token (TokenFromContext).
+// While the command runs, ctx is cancelled with cause ErrLeaseLost if the
+// store says the claim is gone, and with cause ErrLeaseExpired if the Engine
+// could not confirm the lease with the store (its renewals failed) before
+// its own estimate of the lease ran out: another execution may then have
+// taken the key over, so the command should stop. A response returned after
+// either is recorded only if the store still holds the claim.
+//
+// A Func may return a Cached with Tombstone set to record that the command
+// ran but its response is not kept (an adapter that streamed a response past
+// its cap does this); retries then get ErrResponseNotRecorded.
 type Func func(ctx context.Context) (Cached, error)
 
 // Engine runs commands at most once per (key, identity) over a Store. It is
@@ -81,7 +87,12 @@ type flight struct {
 type EngineOption func(*Engine)
 
 // WithLease sets how long a claim lives without a heartbeat; the Engine renews
-// it every third of that while the command runs. d <= 0 keeps DefaultLease (30s).
+// it every third of that while the command runs, retrying a failed renewal
+// after a short backoff (10ms doubling to 1s). If no renewal succeeds before
+// the lease, counted from when the last successful renewal (or the claim)
+// was sent, runs out, the command's context is cancelled with ErrLeaseExpired
+// (see Func). A command that ends within a third of its lease costs no
+// renewal. d <= 0 keeps DefaultLease (30s).
 func WithLease(d time.Duration) EngineOption {
 	return func(e *Engine) {
 		if d > 0 {
@@ -331,7 +342,7 @@ func (e *Engine) execute(ctx context.Context, tok Token, claimed time.Time, fing
 	}
 	// One allocation holds the heartbeat and the parent of fn's context (ctx's
 	// values and the token): a cancelable context of its own ends fn with
-	// ErrLeaseLost.
+	// ErrLeaseLost or ErrLeaseExpired.
 	hb := &heartbeat{e: e, tokenContext: tokenContext{Context: ctx, tok: tok, detached: e.detached}}
 	runCtx, cancel := context.WithCancelCause(&hb.tokenContext)
 	defer cancel(nil)

@@ -37,10 +37,14 @@ import (
 //     it only if this claim still holds there (its lease outlasted the
 //     estimate: a renewal got through but its answer did not), and refuses
 //     it with ErrLeaseLost otherwise, which ends Engine.persist's retries.
+//     While the store is unreachable, persist retries as it always does (for
+//     one lease from the first failure); no heartbeat renews the claim then.
 //   - Stop: stop returns at once. A renewal in flight has its context
 //     cancelled and, whatever it answers, queues no other renewal and
 //     cancels nothing. A racing late Renew is harmless: the stores' calls
 //     are atomic, and a Renew after Complete or Release answers ErrLeaseLost.
+//     (A store whose Renew ignores its context keeps that goroutine, and so
+//     the engine, until the call returns.)
 type heartbeat struct {
 	e *Engine
 	tokenContext
