@@ -68,10 +68,12 @@ type Response struct {
 }
 
 // Func runs a command once. ctx carries the claim's Token (TokenFromContext).
-// ctx is cancelled with cause ErrLeaseLost if the store says the claim is
-// lost while the command runs, and with cause ErrLeaseExpired if the Engine
-// could not confirm the lease with the store before its own estimate of the
-// lease ran out (another execution may then have taken the key over).
+// While the command runs, ctx is cancelled with cause ErrLeaseLost if the
+// store says the claim is gone, and with cause ErrLeaseExpired if the Engine
+// could not confirm the lease with the store (its renewals failed) before
+// its own estimate of the lease ran out: another execution may then have
+// taken the key over, so the command should stop. A response returned after
+// either is recorded only if the store still holds the claim.
 type Func func(ctx context.Context) (Response, error)
 
 // Engine runs commands at most once per (key, identity) over a Store. It is
@@ -116,7 +118,12 @@ type flight struct {
 type EngineOption func(*Engine)
 
 // WithLease sets how long a claim lives without a heartbeat; the Engine renews
-// it every third of that while the command runs. d <= 0 keeps DefaultLease (30s).
+// it every third of that while the command runs, retrying a failed renewal
+// after a short backoff (10ms doubling to 1s). If no renewal succeeds before
+// the lease, counted from when the last successful renewal (or the claim)
+// was sent, runs out, the command's context is cancelled with ErrLeaseExpired
+// (see Func). A command that ends within a third of its lease costs no
+// renewal. d <= 0 keeps DefaultLease (30s).
 func WithLease(d time.Duration) EngineOption {
 	return func(e *Engine) {
 		if d > 0 {
@@ -161,8 +168,8 @@ func WithMaxResponseBytes(n int) EngineOption {
 // fn's context keeps the values of Do's ctx but not its cancellation or
 // deadline, so a caller that leaves (a client that hangs up) does not stop a
 // command half-way; it runs to its end and its response is recorded for the
-// retry. fn's context still ends, with cause ErrLeaseLost, if the claim is
-// lost. Until the claim is acquired, Do's ctx bounds everything as usual: if
+// retry. fn's context still ends if the claim is lost (cause ErrLeaseLost)
+// or cannot be confirmed in time (cause ErrLeaseExpired). Until the claim is acquired, Do's ctx bounds everything as usual: if
 // it has ended by then, fn does not run, the claim is released and Do returns
 // the context's error. Off by default (fn's context is derived from ctx).
 func WithDetachedRun(detached bool) EngineOption {
@@ -413,7 +420,7 @@ func (e *Engine) execute(ctx context.Context, tok Token, claimed time.Time, fing
 	}
 	// One allocation holds the heartbeat and the parent of fn's context (ctx's
 	// values and the token): a cancelable context of its own ends fn with
-	// ErrLeaseLost.
+	// ErrLeaseLost or ErrLeaseExpired.
 	hb := &heartbeat{e: e, tokenContext: tokenContext{Context: ctx, tok: tok, detached: e.detached}}
 	runCtx, cancel := context.WithCancelCause(&hb.tokenContext)
 	defer cancel(nil)
@@ -471,10 +478,10 @@ func (e *Engine) execute(ctx context.Context, tok Token, claimed time.Time, fing
 // failure (ErrStoreUnavailable) is retried with backoff for one lease length
 // from the first failure: Complete is idempotent for its token, and a
 // response not recorded would let a retry run the command again. The
-// retries go on past this process's estimate of the lease's end (the
-// heartbeat may renew the lease once the store is back, and a renewal's
-// reply may have been lost): a Complete whose lease is over is refused by
-// the store itself (ErrLeaseLost), which ends the retries. A response too
+// retries go on past this process's estimate of the lease's end (a
+// renewal may have reached the store although its reply was lost, so the
+// store may still hold the claim): a Complete whose lease is over is
+// refused by the store itself (ErrLeaseLost), which ends the retries. A response too
 // large for the store becomes a tombstone.
 func (e *Engine) persist(rec Cached, write func(Cached) error) error {
 	backoff := completeBackoff

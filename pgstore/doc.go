@@ -41,7 +41,8 @@
 //     turn into a 503. A Complete, Release or Renew that keeps losing them
 //     reports ErrStoreUnavailable and changes nothing; the Engine does not
 //     fail the request for those (a failed Complete is Result.RecordErr, a
-//     failed Renew is retried at the next heartbeat).
+//     failed Renew is retried within what remains of the lease, and the
+//     command is cancelled with ErrLeaseExpired when none succeeds in time).
 //   - Failures of the database (connection refused, timeouts, a server
 //     shutting down or out of connections) return errors wrapping
 //     idempotency.ErrStoreUnavailable, which adapters answer with 503; the
