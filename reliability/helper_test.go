@@ -125,7 +125,7 @@ func holder(mode string) error {
 			return idempotency.Response{Status: 201, Body: []byte(`"stale"`)}, nil
 		})
 		switch {
-		case err != nil && errors.Is(err, idempotency.ErrLeaseLost):
+		case err != nil && (errors.Is(err, idempotency.ErrLeaseLost) || errors.Is(err, idempotency.ErrLeaseExpired)):
 			fmt.Println("done cancelled", err)
 		case err != nil:
 			fmt.Println("done error", err)
