@@ -6,8 +6,9 @@ import (
 	"github.com/idemkit/idempotency/canonicaljson"
 )
 
-// Typical payloads: a small command, a ~1 KiB order (compact, members in
-// no order; pretty-printed; members already sorted).
+// Typical payloads: small commands ("gear" is the root package's old
+// BenchmarkCanonicalJSONSmall input) and a ~1 KiB order: compact with its
+// members in no order, pretty-printed, and with its members sorted.
 var benchInputs = []struct{ name, in string }{
 	{"small", `{"name":"w","amount":1000,"currency":"eur"}`},
 	{"gear", `{"name":"gear","amount":1000,"currency":"EUR","tags":["a","b"]}`},
@@ -116,6 +117,24 @@ func BenchmarkCanonical(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				if _, err := canonicaljson.Canonical(in); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkAppendRFC8785 is BenchmarkAppend for the RFC 8785 form.
+func BenchmarkAppendRFC8785(b *testing.B) {
+	for _, bi := range benchInputs {
+		in := []byte(bi.in)
+		b.Run(bi.name, func(b *testing.B) {
+			buf := make([]byte, 0, 2*len(in))
+			b.SetBytes(int64(len(in)))
+			b.ReportAllocs()
+			for b.Loop() {
+				var err error
+				if buf, err = canonicaljson.AppendRFC8785(buf[:0], in); err != nil {
 					b.Fatal(err)
 				}
 			}
