@@ -36,9 +36,10 @@
 // error for them: text that is not JSON (RFC 8259); an object with two
 // members of the same name (compared after unescaping), whose meaning
 // depends on the reader; invalid UTF-8 or an unpaired surrogate escape; a
-// number whose text has an exponent beyond ±1e9 (no payload needs one, and a
-// reader that expands such a number can be made to allocate without
-// limit); and nesting deeper than 10000 levels. A caller that must still
+// number whose exponent is beyond ±1e9, as written or once its digits are
+// normalized (10e1000000000 is 1e1000000001): no payload needs one, and a
+// reader that expands such a number can be made to allocate without limit;
+// and nesting deeper than 10000 levels. A caller that must still
 // compare such a text compares its raw bytes, tagged so that they can never
 // equal a canonical form: that can only tell spellings of one request
 // apart, never make two requests equal.
