@@ -18,9 +18,10 @@
 // key, identity, command name and payload gets those bytes back verbatim
 // (ServeHTTP adds "Idempotent-Replayed: true") without running the handler
 // again. The request fingerprint is idempotency.Fingerprint of the name and the
-// payload's RFC 8785 canonical form (idempotency.CanonicalJSON), so a retry
-// whose payload differs only in white space, member order or number spelling
-// is the same request.
+// payload's exact-value canonical form (canonicaljson.Canonical), so a retry
+// whose payload differs only in white space, member order, string escapes or
+// number spelling (1.0, 1e0) is the same request, while numbers that differ in
+// any digit (1234567890123456789 and 1234567890123456788) are never the same.
 //
 // What is recorded:
 //

@@ -23,8 +23,9 @@ const (
 	CodeKeyInFlight = "idempotency_key_in_flight"
 	// CodeUnknownCommand (404): no handler is registered under the name.
 	CodeUnknownCommand = "unknown_command"
-	// CodeInvalidJSON (400): the payload is not valid JSON, or has no RFC 8785
-	// canonical form (duplicate member names, invalid UTF-8).
+	// CodeInvalidJSON (400): the payload is not valid JSON, or has no
+	// canonical form to fingerprint (duplicate member names, invalid UTF-8,
+	// an exponent beyond ±1e9; see the canonicaljson package).
 	CodeInvalidJSON = "invalid_json"
 	// CodeInternal (500): the handler failed or panicked. Nothing was
 	// recorded; a retry with the same key runs the command again.

@@ -88,9 +88,10 @@
 // "order-1" would get each other's response. WithAnonymous(true) allows
 // those requests where one shared key space is what is meant.
 // The request fingerprint (DefaultFingerprint) covers the method, path,
-// query and body; JSON bodies are compared in their RFC 8785 canonical form
-// (idempotency.CanonicalJSON), so re-encoding a payload with other white
-// space or member order is not a different request.
+// query and body; JSON bodies are compared in their exact-value canonical
+// form (canonicaljson.Canonical), so re-encoding a payload with other white
+// space, member order, string escapes or number spelling is not a different
+// request, while numbers that differ in any digit always are.
 //
 // # Placement
 //

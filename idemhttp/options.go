@@ -83,8 +83,8 @@ func WithAnonymous(allow bool) Option {
 // for a different request (answered 422). It gets the request and its whole
 // body (which the handler still reads from r.Body). Returning "" disables
 // the check for that request. nil keeps the default, DefaultFingerprint:
-// method, path, query and a digest of the body (of its RFC 8785 form for
-// JSON).
+// method, path, query and a digest of the body (of its exact-value canonical
+// form for JSON; see canonicaljson).
 func WithFingerprint(fingerprint func(r *http.Request, body []byte) string) Option {
 	return func(c *config) {
 		if fingerprint != nil {

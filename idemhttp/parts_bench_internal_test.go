@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/idemkit/idempotency"
+	"github.com/idemkit/idempotency/canonicaljson"
 )
 
 // The parts of the replay path, each on its own, to see where a replay's
@@ -42,7 +43,7 @@ func BenchmarkParts(b *testing.B) {
 		b.ReportAllocs()
 		var buf []byte
 		for b.Loop() {
-			buf, _ = idempotency.AppendCanonicalJSON(buf[:0], []byte(body))
+			buf, _ = canonicaljson.Append(buf[:0], []byte(body))
 		}
 	})
 	b.Run("EngineReplay", func(b *testing.B) {

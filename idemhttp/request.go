@@ -9,7 +9,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/idemkit/idempotency"
+	"github.com/idemkit/idempotency/canonicaljson"
 )
 
 // DefaultIdentity is the identity the middleware uses unless WithIdentity
@@ -69,10 +69,13 @@ func identityDigest(vs []string) string {
 // DefaultFingerprint is the request fingerprint the middleware uses unless
 // WithFingerprint replaces it: idempotency.Fingerprint of the method, the
 // path, the query string and the body. A JSON body (Content-Type
-// application/json or any type ending in +json) is digested in its RFC 8785
-// canonical form (idempotency.CanonicalJSON), so white space, member order
-// and number spelling do not make two requests differ; a body that is not
-// valid JSON is digested as it is.
+// application/json or any type ending in +json) is digested in its
+// exact-value canonical form (canonicaljson.Append), so white space, member
+// order, string escapes and the spelling of a number (1.0, 1e0) do not make
+// two requests differ, while two numbers that differ in any digit always
+// do. A body with no canonical form (not JSON, a duplicate member name, an
+// absurd exponent) is digested as it is, under another tag, so that it can
+// never share a fingerprint with a canonical one.
 //
 // The query string is included although the key usually travels with a
 // POST body: a command that takes its arguments from the query must not
@@ -82,11 +85,16 @@ func DefaultFingerprint(r *http.Request, body []byte) string {
 	// body), from a pooled hash and buffers: one allocation, the result.
 	d := getDigester()
 	defer d.put()
+	// The tag says which form the body part is in: raw bytes and a
+	// canonical form never share a fingerprint, even when their bytes are
+	// equal. (The RFC 8785 form of earlier versions, which read numbers as
+	// doubles, was tagged "jcs"; a new tag keeps its records from matching
+	// a body they did not hold.)
 	form := "raw"
 	if isJSON(firstValue(r.Header["Content-Type"])) {
-		if c, err := idempotency.AppendCanonicalJSON(d.canon[:0], body); err == nil {
+		if c, err := canonicaljson.Append(d.canon[:0], body); err == nil {
 			d.canon = c
-			body, form = c, "jcs"
+			body, form = c, "json-exact"
 		}
 	}
 	d.partString(r.Method)

@@ -69,7 +69,8 @@ step "fuzzing, $fuzztime per target"
 for target in \
 	reliability:FuzzKeyHeader reliability:FuzzRecordKeyKeyed reliability:FuzzRecordRoundTrip \
 	reliability:FuzzCorruptRedisRecord reliability:FuzzCorruptPostgresHeader \
-	.:FuzzValidateKey .:FuzzRecordKey idemhttp:FuzzParseKey redisstore:FuzzDecodeRecord pgstore:FuzzDecodeHeader; do
+	.:FuzzValidateKey .:FuzzRecordKey idemhttp:FuzzParseKey redisstore:FuzzDecodeRecord pgstore:FuzzDecodeHeader \
+	canonicaljson:FuzzCanonicalExactValue; do
 	pkg=${target%%:*}
 	fn=${target#*:}
 	if ! grep -q "^func $fn(" "$pkg"/*_test.go 2>/dev/null; then

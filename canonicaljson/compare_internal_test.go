@@ -1,9 +1,10 @@
-package idempotency
+package canonicaljson
 
 import (
 	"slices"
 	"testing"
 	"unicode/utf16"
+	"unicode/utf8"
 )
 
 // compareUTF16 has a byte-wise fast path; it must order every pair of
@@ -16,7 +17,7 @@ func FuzzCompareUTF16(f *testing.F) {
 		f.Add(p[0], p[1])
 	}
 	f.Fuzz(func(t *testing.T, a, b string) {
-		if !validUTF8(a) || !validUTF8(b) {
+		if !utf8.ValidString(a) || !utf8.ValidString(b) {
 			return
 		}
 		want := slices.Compare(utf16.Encode([]rune(a)), utf16.Encode([]rune(b)))
@@ -35,13 +36,4 @@ func sign(n int) int {
 		return 1
 	}
 	return 0
-}
-
-func validUTF8(s string) bool {
-	for _, r := range s {
-		if r == '\uFFFD' {
-			return false
-		}
-	}
-	return true
 }
