@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"testing"
 
+	"github.com/idemkit/idempotency"
 	"github.com/idemkit/idempotency/dispatcher"
 )
 
@@ -27,7 +28,7 @@ func TestDispatchExactNumbers(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var c counter
-			d := dispatcher.New()
+			d := dispatcher.New(idempotency.NewEngine(idempotency.NewInMemoryStore()))
 			d.Register("transfer", c.handle)
 			ctx := context.Background()
 			status, first := d.Dispatch(ctx, cmd("transfer", "k", "alice", tt.first))
@@ -50,7 +51,7 @@ func TestDispatchExactNumbers(t *testing.T) {
 // Over HTTP, as idemd serves it.
 func TestServeHTTPExactNumbers(t *testing.T) {
 	var c counter
-	d := dispatcher.New()
+	d := dispatcher.New(idempotency.NewEngine(idempotency.NewInMemoryStore()))
 	d.Register("transfer", c.handle)
 	srv := serve(t, d)
 	if first := post(t, srv, "transfer", `{"account_id":1234567890123456789}`, "Idempotency-Key", "k"); first.status != 201 {

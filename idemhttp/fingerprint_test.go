@@ -33,7 +33,7 @@ func TestFingerprintExactNumbers(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cmd := &command{}
-			srv := httptest.NewServer(idemhttp.New(idempotency.NewInMemoryStore())(cmd))
+			srv := httptest.NewServer(idemhttp.New(idempotency.NewEngine(idempotency.NewInMemoryStore(), idempotency.WithDetachedRun(true)), idemhttp.WithAnonymous(true))(cmd))
 			defer srv.Close()
 			post := func(body string) (int, string) {
 				t.Helper()
