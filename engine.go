@@ -306,7 +306,7 @@ func (e *Engine) do(ctx context.Context, req Request, fn Func) (Result, run, err
 		cl, err := e.claims.Begin(ctx, req.Key, req.Identity, creq)
 		e.storeCall(ctx, "begin", sent, err)
 		if err != nil {
-			return Result{}, e.failed(ctx, r, err), e.failure(ctx, "begin", err)
+			return e.storeFailed(ctx, r, "begin", err)
 		}
 		switch cl.Status {
 		case ClaimAcquired:
@@ -352,27 +352,16 @@ func (e *Engine) newOwner() string {
 	return string(strconv.AppendUint(b[:n+1], e.execs.Add(1), 36))
 }
 
-// failure turns a store error into what Do returns: the context's error when
-// the caller gave up, a *StoreError otherwise.
-func (e *Engine) failure(ctx context.Context, op string, err error) error {
-	if callerLeft(ctx, err) {
-		return fmt.Errorf("idempotency: %s: %w", op, context.Cause(ctx))
-	}
-	return &StoreError{Op: op, Err: err}
-}
-
-// failed is r with the outcome of a store error that failure turns into
-// Do's error.
-func (e *Engine) failed(ctx context.Context, r run, err error) run {
-	r.outcome = OutcomeStoreError
-	if callerLeft(ctx, err) {
+// storeFailed is what Do returns when a store call failed before the
+// command could run: the context's error when the caller gave up (the
+// failure is its cancellation), a *StoreError otherwise.
+func (e *Engine) storeFailed(ctx context.Context, r run, op string, err error) (Result, run, error) {
+	if ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
 		r.outcome = OutcomeCancelled
+		return Result{}, r, fmt.Errorf("idempotency: %s: %w", op, context.Cause(ctx))
 	}
-	return r
-}
-
-func callerLeft(ctx context.Context, err error) bool {
-	return ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded))
+	r.outcome = OutcomeStoreError
+	return Result{}, r, &StoreError{Op: op, Err: err}
 }
 
 func replay(c *Cached) (Result, run, error) {
@@ -599,16 +588,7 @@ func (e *Engine) doLocal(ctx context.Context, req Request, fn Func) (Result, run
 	name := recordName{req.Key, req.Identity}
 	var r run
 	for {
-		c, ok, err := e.lookup(ctx, req)
-		switch {
-		case err != nil:
-			return Result{}, e.failed(ctx, r, err), e.failure(ctx, "lookup", err)
-		case ok && mismatch(c.Fingerprint, req.Fingerprint):
-			r.outcome = OutcomeMismatch
-			return Result{}, r, ErrMismatch
-		case ok:
-			res, rr, err := replay(c)
-			rr.waited = r.waited
+		if res, rr, found, err := e.lookup(ctx, req, r); found {
 			return res, rr, err
 		}
 		e.mu.Lock()
@@ -640,33 +620,41 @@ func (e *Engine) doLocal(ctx context.Context, req Request, fn Func) (Result, run
 	}
 }
 
-// lookup reads a plain store's record. A CheckedStore's failure is an
-// error; a plain Store cannot tell one from a miss.
-func (e *Engine) lookup(ctx context.Context, req Request) (*Cached, bool, error) {
+// lookup reads a plain store's record for req and says what it means for
+// Do: found is false when there is none (the command may run); otherwise
+// the answer is a replay, a mismatch or a failure. A CheckedStore's failure
+// is an error; a plain Store cannot tell one from a miss.
+func (e *Engine) lookup(ctx context.Context, req Request, r run) (res Result, rr run, found bool, err error) {
 	start := time.Now()
+	var c *Cached
+	var ok bool
 	if e.checked != nil {
-		c, ok, err := e.checked.CheckedLookup(ctx, req.Key, req.Identity)
-		e.storeCall(ctx, "lookup", start, err)
-		return c, ok, err
+		c, ok, err = e.checked.CheckedLookup(ctx, req.Key, req.Identity)
+	} else {
+		c, ok = e.store.Lookup(ctx, req.Key, req.Identity)
 	}
-	c, ok := e.store.Lookup(ctx, req.Key, req.Identity)
-	e.storeCall(ctx, "lookup", start, nil)
-	return c, ok, nil
+	e.storeCall(ctx, "lookup", start, err)
+	switch {
+	case err != nil:
+		res, rr, err = e.storeFailed(ctx, r, "lookup", err)
+		return res, rr, true, err
+	case !ok:
+		return Result{}, r, false, nil
+	case mismatch(c.Fingerprint, req.Fingerprint):
+		r.outcome = OutcomeMismatch
+		return Result{}, r, true, ErrMismatch
+	}
+	res, rr, err = replay(c)
+	rr.waited = r.waited
+	return res, rr, true, err
 }
 
 func (e *Engine) executeLocal(ctx context.Context, name recordName, f *flight, fn Func, r run) (Result, run, error) {
 	defer e.leave(name, f)
 	// A duplicate may have stored its response between our Lookup and our
 	// claim; look again now that no one else can.
-	c, ok, err := e.lookup(ctx, Request{Key: name.key, Identity: name.identity})
-	switch {
-	case err != nil:
-		return Result{}, e.failed(ctx, r, err), e.failure(ctx, "lookup", err)
-	case ok && mismatch(c.Fingerprint, f.fingerprint):
-		r.outcome = OutcomeMismatch
-		return Result{}, r, ErrMismatch
-	case ok:
-		return replay(c)
+	if res, rr, found, err := e.lookup(ctx, Request{Key: name.key, Identity: name.identity, Fingerprint: f.fingerprint}, r); found {
+		return res, rr, err
 	}
 	resp, err := fn(ctx) // a panic goes on; the deferred leave frees the key
 	switch {
