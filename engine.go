@@ -310,8 +310,7 @@ func (e *Engine) do(ctx context.Context, req Request, fn Func) (Result, run, err
 		}
 		switch cl.Status {
 		case ClaimAcquired:
-			res, r, err := e.execute(ctx, cl.Token, sent, req.Fingerprint, fn, r)
-			return res, r, err
+			return e.execute(ctx, cl.Token, sent, req.Fingerprint, fn, r)
 		case ClaimReplay:
 			res, rr, err := replay(cl.Record)
 			rr.waited = r.waited

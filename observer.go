@@ -27,7 +27,8 @@ type Observer struct {
 	// Done is called once per Do, after the outcome is known and before Do
 	// returns (also when the command panics: then before the panic goes on).
 	Done func(ctx context.Context, x Execution)
-	// StoreCall is called after each call the Engine makes to its store.
+	// StoreCall is called after each call the Engine makes to its store,
+	// but for Peek (a Peeker's read of process memory).
 	StoreCall func(ctx context.Context, c StoreCall)
 	// LeaseLost is called when a running command's claim is lost (cause
 	// ErrLeaseLost: the store said so) or could not be confirmed in time
