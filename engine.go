@@ -448,7 +448,7 @@ func (e *Engine) execute(ctx context.Context, tok Token, claimed time.Time, fing
 	res := Result{Response: c, Fence: tok.Fence, Recorded: true}
 	bg := detach(ctx)
 	err = e.persist(e.prepare(c, fingerprint), func(rec Cached) error {
-		start := time.Now()
+		start := e.callStart()
 		err := e.claims.Complete(bg, tok, rec)
 		e.storeCall(bg, "complete", start, err)
 		return err
@@ -509,7 +509,7 @@ func sleep(d time.Duration) {
 // store lets the lease run out.
 func (e *Engine) release(ctx context.Context, tok Token) {
 	bg := detach(ctx)
-	start := time.Now()
+	start := e.callStart()
 	err := e.claims.Release(bg, tok)
 	e.storeCall(bg, "release", start, err)
 }
@@ -624,7 +624,7 @@ func (e *Engine) doLocal(ctx context.Context, req Request, fn Func) (Result, run
 // the answer is a replay, a mismatch or a failure. A CheckedStore's failure
 // is an error; a plain Store cannot tell one from a miss.
 func (e *Engine) lookup(ctx context.Context, req Request, r run) (res Result, rr run, found bool, err error) {
-	start := time.Now()
+	start := e.callStart()
 	var c *Cached
 	var ok bool
 	if e.checked != nil {
@@ -669,7 +669,7 @@ func (e *Engine) executeLocal(ctx context.Context, name recordName, f *flight, f
 	// Duplicates in this process wait or get ErrInFlight until we return, so
 	// a failing store is retried for as long as a claim's lease would last.
 	err = e.persist(e.prepare(resp, f.fingerprint), func(rec Cached) error {
-		start := time.Now()
+		start := e.callStart()
 		err := e.store.Store(bg, name.key, name.identity, rec)
 		e.storeCall(bg, "store", start, err)
 		return err

@@ -215,6 +215,15 @@ func (e *Engine) observed(ctx context.Context, req Request, fn Func) (res Result
 // goes on to the caller with its own stack.
 var errPanicked = errors.New("idempotency: the command panicked")
 
+// callStart is when a store call starts, for StoreCall: read only when an
+// observer wants it (a clock reading is not free on the hot path).
+func (e *Engine) callStart() time.Time {
+	if e.obs == nil || e.obs.StoreCall == nil {
+		return time.Time{}
+	}
+	return time.Now()
+}
+
 // storeCall tells the observer about a store call that began at start.
 func (e *Engine) storeCall(ctx context.Context, op string, start time.Time, err error) {
 	if e.obs == nil || e.obs.StoreCall == nil {
