@@ -132,7 +132,7 @@ const smallBody = 128
 // run is the command the engine runs: the handler, with the request detached
 // from the client (runCtx) and its body rewound.
 func (ex *exchange) run(runCtx context.Context) (idempotency.Response, error) {
-	if ex.ctx.inUse() { // a user's engine: the run context detaches the command
+	if ex.ctx.inUse() { // an engine not made WithDetachedRun: the run context detaches the command
 		if err := ex.ctx.start(); err != nil {
 			return idempotency.Response{}, err // the client left before anything ran
 		}
