@@ -91,7 +91,7 @@ type Dispatcher struct {
 	engine     *idempotency.Engine
 	observe    Observer
 	identity   func(*http.Request) string
-	maxPayload int64
+	maxBody    int64
 	commandCtx context.Context
 
 	mu       sync.RWMutex
@@ -103,8 +103,9 @@ type entry struct {
 	noKey bool
 }
 
-// DefaultMaxPayloadBytes is the default limit of a request body in ServeHTTP.
-const DefaultMaxPayloadBytes = 1 << 20
+// DefaultMaxBodyBytes is the default limit of a request body in ServeHTTP
+// (the same as idemhttp's).
+const DefaultMaxBodyBytes = 1 << 20
 
 // Option configures a Dispatcher.
 type Option func(*Dispatcher)
@@ -125,12 +126,12 @@ func WithIdentity(f func(*http.Request) string) Option {
 	}
 }
 
-// WithMaxPayloadBytes limits the request body ServeHTTP reads; a larger one is
-// answered 413 CodePayloadTooLarge. n <= 0 keeps DefaultMaxPayloadBytes (1 MiB).
-func WithMaxPayloadBytes(n int64) Option {
+// WithMaxBodyBytes limits the request body ServeHTTP reads; a larger one is
+// answered 413 CodePayloadTooLarge. n <= 0 keeps DefaultMaxBodyBytes (1 MiB).
+func WithMaxBodyBytes(n int64) Option {
 	return func(d *Dispatcher) {
 		if n > 0 {
-			d.maxPayload = n
+			d.maxBody = n
 		}
 	}
 }
@@ -154,10 +155,10 @@ func New(e *idempotency.Engine, opts ...Option) *Dispatcher {
 		panic("dispatcher: New with a nil engine")
 	}
 	d := &Dispatcher{
-		engine:     e,
-		identity:   BearerIdentity,
-		maxPayload: DefaultMaxPayloadBytes,
-		handlers:   make(map[string]*entry),
+		engine:   e,
+		identity: BearerIdentity,
+		maxBody:  DefaultMaxBodyBytes,
+		handlers: make(map[string]*entry),
 	}
 	for _, o := range opts {
 		o(d)

@@ -47,7 +47,7 @@ func BearerIdentity(r *http.Request) string {
 //
 //	mux.Handle("/v1/commands/{name}", d)
 //
-// The payload is the request body (at most WithMaxPayloadBytes, else 413), the
+// The payload is the request body (at most WithMaxBodyBytes, else 413), the
 // key the Idempotency-Key header (a quoted structured-field string, or bare),
 // the identity WithIdentity's (default BearerIdentity). The answer is the
 // envelope of Dispatch as application/json. A replay carries
@@ -70,13 +70,13 @@ func (d *Dispatcher) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		d.refuse(w, r, name, errUnsupportedMediaType)
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, d.maxPayload))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, d.maxBody))
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		f := errInvalidJSON
 		if errors.As(err, &tooBig) {
 			f = errPayloadTooLarge
-			f.message = fmt.Sprintf("the payload is larger than %d bytes", d.maxPayload)
+			f.message = fmt.Sprintf("the payload is larger than %d bytes", d.maxBody)
 		} else {
 			f.message = "the request body could not be read"
 		}

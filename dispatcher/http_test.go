@@ -82,7 +82,7 @@ func TestServeHTTPReplay(t *testing.T) {
 
 func TestServeHTTPRefusals(t *testing.T) {
 	var c counter
-	d := dispatcher.New(idempotency.NewEngine(idempotency.NewInMemoryStore()), dispatcher.WithMaxPayloadBytes(64))
+	d := dispatcher.New(idempotency.NewEngine(idempotency.NewInMemoryStore()), dispatcher.WithMaxBodyBytes(64))
 	d.Register("create", c.handle)
 	srv := serve(t, d)
 	tests := []struct {

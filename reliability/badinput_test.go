@@ -84,7 +84,7 @@ func badInputs() []badInput {
 		{name: "a bare list of keys", request: command("Idempotency-Key: k1, k2\r\n", payload), key: "k1", status: 400, code: dispatcher.CodeKeyInvalid},
 		{name: "unterminated quoted key", request: command("Idempotency-Key: \"k1\r\n", payload), key: "k1", status: 400, code: dispatcher.CodeKeyInvalid},
 		{name: "key with parameters", request: command("Idempotency-Key: \"k1\";a=1\r\n", payload), key: "k1", status: 400, code: dispatcher.CodeKeyInvalid},
-		{name: "body over the limit", request: command("Idempotency-Key: \"big\"\r\n", `{"name":"`+strings.Repeat("x", dispatcher.DefaultMaxPayloadBytes)+`"}`),
+		{name: "body over the limit", request: command("Idempotency-Key: \"big\"\r\n", `{"name":"`+strings.Repeat("x", dispatcher.DefaultMaxBodyBytes)+`"}`),
 			key: "big", status: 413, code: dispatcher.CodePayloadTooLarge},
 		{name: "invalid JSON", request: command("Idempotency-Key: \"badjson\"\r\n", `{"name":`), key: "badjson", status: 400, code: dispatcher.CodeInvalidJSON},
 		{name: "not JSON at all", request: command("Idempotency-Key: \"notjson\"\r\n", "name=w"), key: "notjson", status: 400, code: dispatcher.CodeInvalidJSON},
