@@ -3,6 +3,7 @@ package idempotency
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -238,6 +239,20 @@ func (h *heartbeat) end(q *beatQueue, cause error) {
 	h.ended, h.abort = true, nil
 	q.mu.Unlock()
 	h.lost(cause) // tells the observer (not under mu), then cancels
+}
+
+// lost cancels the heartbeat's command with cause, once a lost lease has
+// been seen (by the observer, or in the log).
+func (h *heartbeat) lost(cause error) {
+	e := h.e
+	switch {
+	case e.obs == nil:
+		slog.WarnContext(h.Context, "idempotency: a running command lost its claim; its context is cancelled",
+			"fence", h.tok.Fence, "cause", cause)
+	case e.obs.LeaseLost != nil:
+		e.obs.LeaseLost(h.Context, h.tok, cause)
+	}
+	h.cancel(cause)
 }
 
 // mono is t as nanoseconds on the queue's monotonic clock (since the engine

@@ -409,25 +409,27 @@ func (s *InMemoryStore) reclaim() (spare *memEntry) {
 		return nil
 	}
 	floor := int64(math.MaxInt64)
-	for h, e := range s.records {
-		if now >= e.until {
-			delete(s.records, h)
-			s.unlink(e)
-			spare = e
-		} else if !e.done() {
-			floor = min(floor, e.until)
-		}
-	}
-	for n, e := range s.collided {
-		if now >= e.until {
-			delete(s.collided, n)
-			s.unlink(e)
-			spare = e
-		} else if !e.done() {
-			floor = min(floor, e.until)
-		}
+	spare = reclaimFrom(s, s.records, now, &floor)
+	if e := reclaimFrom(s, s.collided, now, &floor); e != nil {
+		spare = e
 	}
 	s.leaseFloor = floor
+	return spare
+}
+
+// reclaimFrom is reclaim's walk over one of the store's maps: it drops the
+// entries of m that ran out by now, returns one of them (nil if none), and
+// lowers floor to the expiry of each live claim it keeps.
+func reclaimFrom[K comparable](s *InMemoryStore, m map[K]*memEntry, now int64, floor *int64) (spare *memEntry) {
+	for k, e := range m {
+		if now >= e.until {
+			delete(m, k)
+			s.unlink(e)
+			spare = e
+		} else if !e.done() {
+			*floor = min(*floor, e.until)
+		}
+	}
 	return spare
 }
 

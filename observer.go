@@ -232,20 +232,6 @@ func (e *Engine) storeCall(ctx context.Context, op string, start time.Time, err 
 	e.obs.StoreCall(ctx, StoreCall{Op: op, Start: start, Duration: time.Since(start), Err: err})
 }
 
-// lost cancels the heartbeat's command with cause, once a lost lease has
-// been seen (by the observer, or in the log).
-func (h *heartbeat) lost(cause error) {
-	e := h.e
-	switch {
-	case e.obs == nil:
-		slog.WarnContext(h.Context, "idempotency: a running command lost its claim; its context is cancelled",
-			"fence", h.tok.Fence, "cause", cause)
-	case e.obs.LeaseLost != nil:
-		e.obs.LeaseLost(h.Context, h.tok, cause)
-	}
-	h.cancel(cause)
-}
-
 // logRecordErr is what an Engine without an observer does with a record error.
 func logRecordErr(ctx context.Context, res Result) {
 	slog.ErrorContext(ctx, "idempotency: a response was not recorded; a retry will run the command again",

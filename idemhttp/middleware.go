@@ -37,8 +37,7 @@ func New(e *idempotency.Engine, opts ...Option) func(http.Handler) http.Handler 
 	for _, o := range opts {
 		o(&c)
 	}
-	m := &middleware{config: c, engine: e, maxResponse: e.MaxResponseBytes(),
-		rec: newRecording(allowedHeaders(c.headers)), detached: e.RunsDetached()}
+	m := &middleware{config: c, engine: e, rec: newRecording(allowedHeaders(c.headers))}
 	return func(next http.Handler) http.Handler {
 		return &handler{m: m, next: next}
 	}
@@ -46,12 +45,8 @@ func New(e *idempotency.Engine, opts ...Option) func(http.Handler) http.Handler 
 
 type middleware struct {
 	config
-	engine      *idempotency.Engine
-	maxResponse int        // the engine's: larger responses stream through
-	rec         *recording // the recorded headers
-	// detached: the engine was made WithDetachedRun, so it detaches a
-	// started command from the request itself (otherwise a runContext does).
-	detached bool
+	engine *idempotency.Engine
+	rec    *recording // the recorded headers
 }
 
 type handler struct {
@@ -92,9 +87,9 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	fingerprint := m.fingerprint(r, body)
 
-	ex.rw.init(w, m.maxResponse, m.rec)
+	ex.rw.init(w, m.engine.MaxResponseBytes(), m.rec) // larger responses stream through
 	var ctx context.Context = r.Context()
-	if !m.detached {
+	if !m.engine.RunsDetached() { // else the engine detaches a started command itself
 		ex.ctx.init(r.Context())
 		defer ex.ctx.release()
 		ctx = &ex.ctx

@@ -91,16 +91,16 @@ func (m *metrics) observeStore(c idempotency.StoreCall) {
 }
 
 // observer is what the engine tells idemd: executions by outcome, store
-// calls, record errors and lost leases, as metrics, and the failures that
-// would otherwise go unseen in the log.
+// calls, record errors and lost leases, as metrics, and lost leases in the
+// log (which the dispatcher's per-command line does not show).
 func (m *metrics) observer(log *slog.Logger) *idempotency.Observer {
 	return &idempotency.Observer{
 		Done: func(ctx context.Context, x idempotency.Execution) {
 			m.executions.WithLabelValues(x.Outcome.String()).Inc()
 			if x.RecordErr != nil {
+				// Logged once, with its command, by the dispatcher's
+				// observer (its "command" line's record_err, at warn).
 				m.recordErrors.Inc()
-				log.LogAttrs(ctx, slog.LevelError, "response not recorded; a retry will run the command again",
-					slog.Uint64("fence", x.Fence), slog.String("err", x.RecordErr.Error()))
 			}
 		},
 		StoreCall: func(_ context.Context, c idempotency.StoreCall) { m.observeStore(c) },
