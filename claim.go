@@ -135,3 +135,38 @@ type Token struct {
 	Owner    string
 	Fence    uint64
 }
+
+// TxStore is a ClaimStore whose claims are database transactions: each
+// command it claims runs inside a transaction the store opened for it, and
+// Complete writes the record in that transaction and commits it, so that
+// what the command wrote through the transaction commits with its record,
+// atomically, or not at all (pgstore's transactional store is one; its
+// documentation says how a command reaches the transaction). The Engine
+// changes three things for such a store:
+//
+//   - A Complete that fails means nothing of the execution persisted (or,
+//     for an error wrapping ErrStoreUnavailable, that the store could not
+//     learn whether its commit happened): Do returns a *StoreError (Op
+//     "commit"), never the command's response, since its effects may not
+//     exist.
+//   - Release rolls the command's writes back, so a response the record
+//     policy refuses (a 5xx) leaves no effect behind, just as an error does.
+//   - After a failed run (fn's error, a refused response, a failed
+//     Complete) the Engine asks Again whether to run the command once more
+//     under the same claim, as it must after a serialization failure.
+//
+// A TxStore's fn may therefore run more than once in one Do, each time in
+// a fresh transaction, and only the last run's writes can commit.
+type TxStore interface {
+	ClaimStore
+	// Again is called after a run of the command holding tok failed: with
+	// fn's error, with nil when the record policy refused its response, or
+	// with Complete's error. It returns true when the failure was a conflict
+	// that another run can resolve (a serialization failure or a deadlock)
+	// and the store has rolled the run back and opened a fresh transaction
+	// under the same claim; the Engine then runs fn again. runs is how many
+	// times fn has run in this Do. When it returns false the Engine goes on
+	// as without it (it releases the claim after fn's failure, and ends the
+	// execution after Complete's).
+	Again(ctx context.Context, tok Token, err error, runs int) bool
+}

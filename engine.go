@@ -73,7 +73,9 @@ type Response struct {
 // could not confirm the lease with the store (its renewals failed) before
 // its own estimate of the lease ran out: another execution may then have
 // taken the key over, so the command should stop. A response returned after
-// either is recorded only if the store still holds the claim.
+// either is recorded only if the store still holds the claim. Over a TxStore,
+// fn may run more than once in one Do (see TxStore.Again), each run in a
+// fresh transaction: it must not depend on what an earlier run did outside it.
 type Func func(ctx context.Context) (Response, error)
 
 // Engine runs commands at most once per (key, identity) over a Store. It is
@@ -88,6 +90,7 @@ type Func func(ctx context.Context) (Response, error)
 type Engine struct {
 	store  Store
 	claims ClaimStore // nil when store does not implement the protocol
+	tx     TxStore    // non-nil when the store's claims are transactions
 
 	lease       time.Duration
 	wait        bool
@@ -205,6 +208,7 @@ func NewEngine(s Store, opts ...EngineOption) *Engine {
 		flights:     make(map[recordName]*flight),
 	}
 	e.claims, _ = s.(ClaimStore)
+	e.tx, _ = s.(TxStore)
 	e.peeker, _ = s.(Peeker)
 	e.checked, _ = s.(CheckedStore)
 	e.id = rand.Text() // 128 random bits; owner ids add a counter
@@ -429,37 +433,53 @@ func (e *Engine) execute(ctx context.Context, tok Token, claimed time.Time, fing
 			e.release(ctx, tok)
 		}
 	}()
-	c, err := fn(runCtx)
-	returned = true
+	for runs := 1; ; runs++ {
+		returned = false
+		c, err := fn(runCtx)
+		returned = true
 
-	if err != nil || !e.record(c) {
-		hb.stop()
-		e.release(ctx, tok)
-		if err != nil {
-			r.outcome = OutcomeFailed
-			return Result{Fence: tok.Fence}, r, err
+		if err != nil || !e.record(c) {
+			if e.tx != nil && e.tx.Again(detach(ctx), tok, err, runs) {
+				continue
+			}
+			hb.stop()
+			e.release(ctx, tok)
+			if err != nil {
+				r.outcome = OutcomeFailed
+				return Result{Fence: tok.Fence}, r, err
+			}
+			r.outcome = OutcomeUnrecorded
+			return Result{Response: c, Fence: tok.Fence}, r, nil
 		}
-		r.outcome = OutcomeUnrecorded
-		return Result{Response: c, Fence: tok.Fence}, r, nil
+		// The caller's context may be gone by now (a client that disconnected);
+		// the response must still reach the store. The heartbeat goes on while
+		// it does, so that a store that fails for a moment does not cost the claim.
+		res := Result{Response: c, Fence: tok.Fence, Recorded: true}
+		bg := detach(ctx)
+		err = e.persist(e.prepare(c, fingerprint), func(rec Cached) error {
+			start := e.callStart()
+			err := e.claims.Complete(bg, tok, rec)
+			e.storeCall(bg, "complete", start, err)
+			return err
+		})
+		if err != nil && e.tx != nil {
+			// The command's writes did not commit (or may not have): its
+			// response is not an answer.
+			if e.tx.Again(bg, tok, err, runs) {
+				continue
+			}
+			hb.stop()
+			r.outcome = OutcomeFailed
+			return Result{Fence: tok.Fence}, r, &StoreError{Op: "commit", Err: err}
+		}
+		hb.stop()
+		r.outcome = OutcomeExecuted
+		if err != nil {
+			res.Recorded, res.RecordErr = false, &StoreError{Op: "complete", Err: err}
+			r.outcome = OutcomeRecordFailed
+		}
+		return res, r, nil
 	}
-	// The caller's context may be gone by now (a client that disconnected);
-	// the response must still reach the store. The heartbeat goes on while
-	// it does, so that a store that fails for a moment does not cost the claim.
-	res := Result{Response: c, Fence: tok.Fence, Recorded: true}
-	bg := detach(ctx)
-	err = e.persist(e.prepare(c, fingerprint), func(rec Cached) error {
-		start := e.callStart()
-		err := e.claims.Complete(bg, tok, rec)
-		e.storeCall(bg, "complete", start, err)
-		return err
-	})
-	hb.stop()
-	r.outcome = OutcomeExecuted
-	if err != nil {
-		res.Recorded, res.RecordErr = false, &StoreError{Op: "complete", Err: err}
-		r.outcome = OutcomeRecordFailed
-	}
-	return res, r, nil
 }
 
 // persist records rec with write (Complete, or a seed Store). A store

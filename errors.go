@@ -51,7 +51,7 @@ var (
 // step that failed. It matches ErrStoreUnavailable with errors.Is (unless it
 // wraps ErrStoreMisconfigured), and also whatever error it wraps.
 type StoreError struct {
-	Op  string // "begin", "lookup", "complete", "release", "renew", "store"
+	Op  string // "begin", "lookup", "complete", "commit" (a TxStore's Complete), "release", "renew", "store"
 	Err error
 }
 
