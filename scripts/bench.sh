@@ -3,6 +3,9 @@
 #
 #   scripts/bench.sh            the comparison, the idemload sweep and the chart
 #   scripts/bench.sh profile    CPU and allocation profiles of the hot paths
+#   scripts/bench.sh tx         issue 11's transactional commands only (~2 min)
+#   scripts/bench.sh txprofile  where a transactional command's time goes:
+#                               sketches, costs by statement, steps (~4 min)
 #
 # Everything is measured in one run, on this machine, and every figure that
 # BENCHMARKS.md publishes is a ratio between benchmarks of that run. Results
@@ -79,6 +82,8 @@ profile() {
   prof middleware bench 'HTTPInProcess/path=(replay|fresh)/impl=idemhttp$' 2 -benchtime 200000x
   prof redisstore bench 'Redis/op=(Replay|Claim)/impl=redisstore/par=64' 2 -benchtime 50000x
   prof pgstore bench 'Postgres/op=(Replay|Claim)/impl=pgstore' 2 -benchtime 10000x
+  prof pgstore-tx-fresh bench 'Tx$/op=write/impl=pgstore' 2 -benchtime 5000x
+  prof pgstore-tx-replay bench 'Tx$/op=read/impl=pgstore' 2 -benchtime 50000x
   log "profiles and their pprof -top in $dir"
 }
 
@@ -86,6 +91,48 @@ if [ "${1:-}" = profile ]; then
   profile
   exit 0
 fi
+
+# tx is issue 11's comparison: a transactional command (pgstore.Run) against
+# the bare transaction doing the same INSERT, and its replay against a
+# primary-key SELECT, interleaved within each round (bench/pgtx_test.go);
+# then the durable commits per operation, counted in the WAL
+# (TestTxCommitsPerOp).
+tx() {
+  gotest tx -bench '^BenchmarkTxInterleaved$' -cpu 2 -benchtime 1x
+  "$benchstat" "$out/tx.txt" >"$out/tx.benchstat.txt" 2>&1 || true
+  log "commits per operation"
+  (cd bench && go test -count 1 -run '^TestTxCommitsPerOp$' -v .) >"$out/tx-commits.txt" 2>&1 || true
+  grep -E '^(--- |ok|FAIL)' "$out/tx-commits.txt" >&2 || true
+}
+
+# txprofile: what the transactional command's statements cost, and sketches
+# of cheaper sequences in raw pgx (bench/pgtx_sketch_test.go).
+txprofile() {
+  gotest tx-sketch -bench '^BenchmarkTx(Sketch|Costs|Steps)$' -cpu 2 -benchtime 1x
+  "$benchstat" "$out/tx-sketch.txt" >"$out/tx-sketch.benchstat.txt" 2>&1 || true
+}
+
+case "${1:-}" in
+tx | txprofile)
+  {
+    echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
+    echo "commit: $(git rev-parse --short HEAD 2>/dev/null)"
+    echo "nproc: $(nproc)"
+    echo "postgresql: $(psql "$pg_url" -tAc 'SHOW server_version' 2>/dev/null)"
+    echo "postgresql synchronous_commit: $(psql "$pg_url" -tAc 'SHOW synchronous_commit' 2>/dev/null)"
+    echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+  } >"$out/$1-machine.txt"
+  "$1"
+  echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$out/$1-machine.txt"
+  cat "$out/$1-machine.txt" >&2
+  if [ "$1" = tx ]; then
+    (cd bench && go run ./cmd/benchtargets "$out"/tx.txt) | grep -E '^\| (target|---|pgstore\.Run)' >"$out/tx-targets.md"
+    cat "$out/tx-targets.md" >&2
+  fi
+  log "results in $out"
+  exit 0
+  ;;
+esac
 
 # 0. The machine and the versions, for BENCHMARKS.md.
 {
@@ -112,6 +159,7 @@ gotest http -bench '^BenchmarkHTTPInProcess$' -cpu 2 -benchtime "$btime" -benchm
 # The bare handler and the middleware in alternating slices of time (see
 # bench/interleave_test.go): the HTTP time targets come from these.
 gotest http-interleaved -bench '^BenchmarkHTTPInterleaved$' -cpu 2 -benchtime 1x
+tx
 log "round-trip and statement checks"
 (cd bench && go test -count 1 -run 'TestRedisRoundTrips|TestPostgresStatements' -v .) >"$out/checks.txt" 2>&1 || true
 grep -E '^(--- |ok|FAIL)' "$out/checks.txt" >&2 || true
@@ -120,7 +168,7 @@ grep -E '^(--- |ok|FAIL)' "$out/checks.txt" >&2 || true
 for f in cache bytes redis postgres http http-interleaved; do
   "$benchstat" -col /impl "$out/$f.txt" >"$out/$f.benchstat.txt" 2>&1 || true
 done
-(cd bench && go run ./cmd/benchtargets "$out"/cache.txt "$out"/bytes.txt "$out"/redis.txt "$out"/postgres.txt "$out"/http.txt "$out"/http-interleaved.txt) >"$out/targets.md"
+(cd bench && go run ./cmd/benchtargets "$out"/cache.txt "$out"/bytes.txt "$out"/redis.txt "$out"/postgres.txt "$out"/http.txt "$out"/http-interleaved.txt "$out"/tx.txt) >"$out/targets.md"
 log "targets:"
 cat "$out/targets.md" >&2
 

@@ -126,6 +126,14 @@ func targets() []target {
 		target{name: "pgstore replay, allocs/op", a: pg("Replay", "pgstore"), unit: "allocs/op", info: true},
 		target{name: "pgstore claim, allocs/op", a: pg("Claim", "pgstore-begin"), unit: "allocs/op", info: true},
 	)
+	// Issue 11: transactional commands, interleaved (each round's "ratio" is
+	// within the round; the figure is the median of the rounds').
+	tx := func(pair, sync string) string { return "BenchmarkTxInterleaved/pair=" + pair + "/sync=" + sync + "-2" }
+	ts = append(ts,
+		target{name: "pgstore.Run fresh throughput ÷ bare transaction, same INSERT (8 parallel, interleaved)", a: tx("write", "default"), unit: "ratio", goal: 0.8, ratioFigure: true},
+		target{name: "pgstore.Run replay throughput ÷ primary-key SELECT (8 parallel, interleaved)", a: tx("read", "default"), unit: "ratio", goal: 0.9, ratioFigure: true},
+		target{name: "pgstore.Run fresh ÷ bare transaction, synchronous_commit off (8 parallel, interleaved)", a: tx("write", "off"), unit: "ratio", info: true, ratioFigure: true},
+	)
 	return ts
 }
 
