@@ -17,9 +17,10 @@ import (
 // that, raising it, and refuses a lower one. Its SQL form is a conditional
 // write on a row keyed by the idempotency key:
 //
-//	INSERT INTO payments (key, fence, amount) VALUES ($1, $2, $3) ON CONFLICT (key) DO NOTHING
+//	INSERT INTO payments (identity, key, fence, amount) VALUES ($1, $2, $3, $4)
+//	ON CONFLICT (identity, key) DO NOTHING
 //	-- 1 row: the first holder's charge (debit the account in the same transaction)
-//	UPDATE payments SET fence = $2 WHERE key = $1 AND fence <= $2
+//	UPDATE payments SET fence = $3 WHERE identity = $1 AND key = $2 AND fence <= $3
 //	-- 1 row: an earlier holder charged, this one adopts it; 0 rows: a stale holder, refused
 //
 // Fences compare only between holders of one key: the row is the key's,
@@ -68,7 +69,7 @@ func (p *payments) Charge(tok idempotency.Token, amount int) (charged bool, err 
 // Settle is a later step of the same command: a conditional update,
 // refused for a lower fence.
 //
-//	UPDATE payments SET status = 'settled', fence = $2 WHERE key = $1 AND fence <= $2
+//	UPDATE payments SET status = 'settled', fence = $3 WHERE identity = $1 AND key = $2 AND fence <= $3
 func (p *payments) Settle(tok idempotency.Token) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()

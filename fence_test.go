@@ -53,8 +53,8 @@ func TestFenceRule(t *testing.T) {
 // before (if not nil), reports its token on claimed, waits for wake, then
 // runs after; Do's result arrives on the returned channel.
 func stallingHolder(e *idempotency.Engine, req idempotency.Request, claimed chan<- idempotency.Token, wake <-chan struct{},
-	before func(context.Context) error, after idempotency.Func) <-chan doResult {
-	done := make(chan doResult, 1)
+	before func(context.Context) error, after idempotency.Func) <-chan fenceDo {
+	done := make(chan fenceDo, 1)
 	go func() {
 		res, err := e.Do(context.Background(), req, func(ctx context.Context) (idempotency.Response, error) {
 			if before != nil {
@@ -67,12 +67,12 @@ func stallingHolder(e *idempotency.Engine, req idempotency.Request, claimed chan
 			<-wake
 			return after(ctx)
 		})
-		done <- doResult{res, err}
+		done <- fenceDo{res, err}
 	}()
 	return done
 }
 
-type doResult struct {
+type fenceDo struct {
 	res idempotency.Result
 	err error
 }
@@ -183,7 +183,7 @@ func TestFenceStaleHolderAfterItsEffect(t *testing.T) {
 	})
 	<-claimed
 	clock.Advance(idempotency.DefaultLease + 1)
-	if res, err := b.Do(context.Background(), req, settleOK); err != nil || !res.Recorded {
+	if res, err := b.Do(context.Background(), req, answerNew); err != nil || !res.Recorded {
 		t.Fatalf("takeover of order-3 = (%+v, %v), want recorded", res, err)
 	}
 	close(wake)
@@ -193,6 +193,6 @@ func TestFenceStaleHolderAfterItsEffect(t *testing.T) {
 	}
 }
 
-func settleOK(context.Context) (idempotency.Response, error) {
+func answerNew(context.Context) (idempotency.Response, error) {
 	return idempotency.Response{Status: 201, Body: []byte("new")}, nil
 }

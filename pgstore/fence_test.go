@@ -20,18 +20,18 @@ import (
 // never in the record's, as a plain handler writes to any system other
 // than its idempotency store.
 
-// bank is the downstream: accounts, and one payment row per idempotency
+// fenceBank is the downstream: accounts, and one payment row per idempotency
 // key (and caller) holding the highest fence that has written it.
-type bank struct {
+type fenceBank struct {
 	pool   *pgxpool.Pool
 	schema string
 }
 
-var errStale = errors.New("bank: refused: a holder with a higher fence has written this key")
+var errFenceStale = errors.New("bank: refused: a holder with a higher fence has written this key")
 
-func newBank(t *testing.T, pool *pgxpool.Pool, schema string) *bank {
+func newFenceBank(t *testing.T, pool *pgxpool.Pool, schema string) *fenceBank {
 	t.Helper()
-	b := &bank{pool: pool, schema: schema}
+	b := &fenceBank{pool: pool, schema: schema}
 	_, err := pool.Exec(context.Background(), b.sql(`
 CREATE TABLE {s}.accounts (id text PRIMARY KEY, balance bigint NOT NULL);
 CREATE TABLE {s}.payments (
@@ -50,7 +50,7 @@ INSERT INTO {s}.accounts VALUES ('acct-1', 1000)`))
 	return b
 }
 
-func (b *bank) sql(q string) string {
+func (b *fenceBank) sql(q string) string {
 	return strings.ReplaceAll(q, "{s}", pgx.Identifier{b.schema}.Sanitize())
 }
 
@@ -58,7 +58,7 @@ func (b *bank) sql(q string) string {
 // transaction: the first holder's INSERT makes the payment and the debit;
 // a holder whose fence is at least the payment's adopts it (raising the
 // fence) without a second debit; a lower fence is refused.
-func (b *bank) charge(ctx context.Context, tok idempotency.Token, account string, amount int64) (charged bool, err error) {
+func (b *fenceBank) charge(ctx context.Context, tok idempotency.Token, account string, amount int64) (charged bool, err error) {
 	err = pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, b.sql(`INSERT INTO {s}.payments (identity, key, fence, account, amount, status)
 VALUES ($1, $2, $3, $4, $5, 'charged') ON CONFLICT (identity, key) DO NOTHING`),
@@ -74,7 +74,7 @@ VALUES ($1, $2, $3, $4, $5, 'charged') ON CONFLICT (identity, key) DO NOTHING`),
 		tag, err = tx.Exec(ctx, b.sql(`UPDATE {s}.payments SET fence = $3 WHERE identity = $1 AND key = $2 AND fence <= $3`),
 			tok.Identity, tok.Key, int64(tok.Fence))
 		if err == nil && tag.RowsAffected() == 0 {
-			err = errStale
+			err = errFenceStale
 		}
 		return err
 	})
@@ -82,17 +82,17 @@ VALUES ($1, $2, $3, $4, $5, 'charged') ON CONFLICT (identity, key) DO NOTHING`),
 }
 
 // settle is a later step: a conditional update, refused for a lower fence.
-func (b *bank) settle(ctx context.Context, tok idempotency.Token) error {
+func (b *fenceBank) settle(ctx context.Context, tok idempotency.Token) error {
 	tag, err := b.pool.Exec(ctx, b.sql(`UPDATE {s}.payments SET status = 'settled', fence = $3
 WHERE identity = $1 AND key = $2 AND fence <= $3`), tok.Identity, tok.Key, int64(tok.Fence))
 	if err == nil && tag.RowsAffected() == 0 {
-		err = errStale
+		err = errFenceStale
 	}
 	return err
 }
 
 // state reads the account's balance and the key's payment.
-func (b *bank) state(t *testing.T, key string) (balance int64, fence int64, status string) {
+func (b *fenceBank) state(t *testing.T, key string) (balance int64, fence int64, status string) {
 	t.Helper()
 	err := b.pool.QueryRow(context.Background(), b.sql(`SELECT a.balance, p.fence, p.status
 FROM {s}.accounts a JOIN {s}.payments p ON p.account = a.id WHERE a.id = 'acct-1' AND p.key = $1`), key).
@@ -103,11 +103,11 @@ FROM {s}.accounts a JOIN {s}.payments p ON p.account = a.id WHERE a.id = 'acct-1
 	return balance, fence, status
 }
 
-// expireClaims ends the lease of every claim in flight in the store's
+// fenceExpireClaims ends the lease of every claim in flight in the store's
 // table, by the server's clock: what a holder stalled past its lease (a
 // pause, a partition that its renewals did not cross) leaves behind,
 // without waiting for it.
-func expireClaims(t *testing.T, pool *pgxpool.Pool, schema string) {
+func fenceExpireClaims(t *testing.T, pool *pgxpool.Pool, schema string) {
 	t.Helper()
 	tag, err := pool.Exec(context.Background(),
 		"UPDATE "+pgx.Identifier{schema, DefaultTable}.Sanitize()+" SET expires_at = clock_timestamp() WHERE state = 1")
@@ -121,10 +121,10 @@ type fenceResult struct {
 	err error
 }
 
-// stall runs fn on e in a goroutine: before (if not nil), then its token
+// fenceStall runs fn on e in a goroutine: before (if not nil), then its token
 // on claimed, then, after wake, after. Do's result arrives on the channel
 // returned.
-func stall(e *idempotency.Engine, req idempotency.Request, claimed chan<- idempotency.Token, wake <-chan struct{},
+func fenceStall(e *idempotency.Engine, req idempotency.Request, claimed chan<- idempotency.Token, wake <-chan struct{},
 	before func(ctx context.Context) error, after idempotency.Func) <-chan fenceResult {
 	done := make(chan fenceResult, 1)
 	go func() {
@@ -148,7 +148,7 @@ func TestFencePlainHandler(t *testing.T) {
 	pool := testPool(t)
 	schema := testSchema(t, pool)
 	st := newMigrated(t, pool, WithSchema(schema))
-	bk := newBank(t, pool, schema)
+	bk := newFenceBank(t, pool, schema)
 	ctx := context.Background()
 	// A minute's lease, so that the stale holder's heartbeat does not
 	// notice the takeover during the test; the Observer keeps its record
@@ -173,16 +173,16 @@ func TestFencePlainHandler(t *testing.T) {
 		// is refused.
 		req := idempotency.Request{Key: "order-1", Identity: "alice", Fingerprint: "fp"}
 		claimed, wake := make(chan idempotency.Token), make(chan struct{})
-		doneA := stall(replicaA, req, claimed, wake, nil, chargeCmd)
+		doneA := fenceStall(replicaA, req, claimed, wake, nil, chargeCmd)
 		stale := <-claimed
-		expireClaims(t, pool, schema)
+		fenceExpireClaims(t, pool, schema)
 		resB, err := replicaB.Do(ctx, req, chargeCmd)
 		if err != nil || !resB.Recorded || resB.Fence <= stale.Fence {
 			t.Fatalf("takeover: Do = (%+v, %v), want recorded with a fence > %d", resB, err, stale.Fence)
 		}
 		close(wake)
-		if got := <-doneA; !errors.Is(got.err, errStale) {
-			t.Errorf("stale holder: Do error = %v, want its charge refused (errStale)", got.err)
+		if got := <-doneA; !errors.Is(got.err, errFenceStale) {
+			t.Errorf("stale holder: Do error = %v, want its charge refused (errFenceStale)", got.err)
 		}
 		balance, fence, status := bk.state(t, req.Key)
 		if balance != 900 || fence != int64(resB.Fence) || status != "settled" {
@@ -203,7 +203,7 @@ func TestFencePlainHandler(t *testing.T) {
 			}
 			return nil
 		}
-		doneA := stall(replicaA, req, claimed, wake, before, func(ctx context.Context) (idempotency.Response, error) {
+		doneA := fenceStall(replicaA, req, claimed, wake, before, func(ctx context.Context) (idempotency.Response, error) {
 			tok, _ := idempotency.TokenFromContext(ctx)
 			if err := bk.settle(ctx, tok); err != nil {
 				return idempotency.Response{}, err
@@ -211,14 +211,14 @@ func TestFencePlainHandler(t *testing.T) {
 			return idempotency.Response{Status: 201, Body: []byte("paid by the stale holder")}, nil
 		})
 		stale := <-claimed
-		expireClaims(t, pool, schema)
+		fenceExpireClaims(t, pool, schema)
 		resB, err := replicaB.Do(ctx, req, chargeCmd)
 		if err != nil || !resB.Recorded || resB.Fence <= stale.Fence {
 			t.Fatalf("takeover: Do = (%+v, %v), want recorded with a fence > %d", resB, err, stale.Fence)
 		}
 		close(wake)
-		if got := <-doneA; !errors.Is(got.err, errStale) {
-			t.Errorf("stale holder: Do error = %v, want its settle refused (errStale)", got.err)
+		if got := <-doneA; !errors.Is(got.err, errFenceStale) {
+			t.Errorf("stale holder: Do error = %v, want its settle refused (errFenceStale)", got.err)
 		}
 		balance, fence, status := bk.state(t, req.Key)
 		if balance != 800 || fence != int64(resB.Fence) || status != "settled" {

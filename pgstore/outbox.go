@@ -253,9 +253,10 @@ func (o *Outbox) Migrate(ctx context.Context) error {
 // Enqueue writes a message in tx, and returns its ID. The message is
 // relayed only once tx commits; if tx rolls back, it never existed. In a
 // transactional command, tx is the command's (TxFromContext, or Run's
-// argument), so the message commits with the command's record. Any other
-// transaction works too: the message then commits with whatever else tx
-// writes.
+// argument), so the message commits with the command's record; outside
+// such a command TxFromContext has no transaction, and Enqueue with a nil
+// tx fails with idempotency.ErrInvalidArgument. Any other transaction
+// works too: the message then commits with whatever else tx writes.
 //
 // Errors wrap idempotency.ErrStoreMisconfigured when the table does not
 // exist or the role may not write it, idempotency.ErrStoreUnavailable

@@ -73,7 +73,7 @@ func (e *outboxEnv) enqueueing(status int, payloads ...string) func(ctx context.
 	}
 }
 
-func key(name string) idempotency.Request {
+func outboxKey(name string) idempotency.Request {
 	return idempotency.Request{Key: name, Identity: "alice", Fingerprint: "fp"}
 }
 
@@ -87,7 +87,7 @@ func TestOutboxCommitsWithRecord(t *testing.T) {
 	ctx := context.Background()
 	run := func(name string, fn func(ctx context.Context, tx pgx.Tx) (idempotency.Response, error)) (idempotency.Result, error) {
 		t.Helper()
-		return Run(ctx, env.engine, key(name), fn)
+		return Run(ctx, env.engine, outboxKey(name), fn)
 	}
 
 	if res, err := run("created", env.enqueueing(201, "created-1", "created-2")); err != nil || !res.Recorded {
@@ -136,7 +136,7 @@ func TestOutboxCommitsWithRecord(t *testing.T) {
 	pids, wake := make(chan uint32), make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
-		_, err := Run(ctx, env.engine, key("lost"), func(ctx context.Context, tx pgx.Tx) (idempotency.Response, error) {
+		_, err := Run(ctx, env.engine, outboxKey("lost"), func(ctx context.Context, tx pgx.Tx) (idempotency.Response, error) {
 			if _, err := env.enqueueing(201, "lost")(ctx, tx); err != nil {
 				return idempotency.Response{}, err
 			}
@@ -150,7 +150,7 @@ func TestOutboxCommitsWithRecord(t *testing.T) {
 		})
 		done <- err
 	}()
-	terminate(t, env.pool, <-pids)
+	outboxEndSession(t, env.pool, <-pids)
 	close(wake)
 	if err := <-done; !errors.Is(err, ErrNotCommitted) {
 		t.Fatalf("lost session: Run error = %v, want ErrNotCommitted", err)
@@ -162,8 +162,8 @@ func TestOutboxCommitsWithRecord(t *testing.T) {
 	}
 }
 
-// terminate ends the backend pid and waits until it has ended.
-func terminate(t *testing.T, pool *pgxpool.Pool, pid uint32) {
+// outboxEndSession ends the backend pid and waits until it has ended.
+func outboxEndSession(t *testing.T, pool *pgxpool.Pool, pid uint32) {
 	t.Helper()
 	var ended bool
 	if err := pool.QueryRow(context.Background(), "SELECT pg_terminate_backend($1, 10000)", int64(pid)).Scan(&ended); err != nil || !ended {
@@ -192,7 +192,7 @@ func (e *outboxEnv) enqueue(t *testing.T, payloads ...string) []int64 {
 	return ids
 }
 
-func payloadsOf(msgs []Message) []string {
+func msgPayloads(msgs []Message) []string {
 	p := make([]string, len(msgs))
 	for i, m := range msgs {
 		p[i] = string(m.Payload)
@@ -200,7 +200,7 @@ func payloadsOf(msgs []Message) []string {
 	return p
 }
 
-func idsOf(msgs []Message) []int64 {
+func msgIDs(msgs []Message) []int64 {
 	ids := make([]int64, len(msgs))
 	for i, m := range msgs {
 		ids[i] = m.ID
@@ -226,7 +226,7 @@ func TestOutboxRelayBatches(t *testing.T) {
 	for {
 		n, err := env.ob.Relay(ctx, 10, func(_ context.Context, msgs []Message) error {
 			if !slices.IsSortedFunc(msgs, func(a, b Message) int { return int(a.ID - b.ID) }) {
-				t.Errorf("batch %v is not in ID order", idsOf(msgs))
+				t.Errorf("batch %v is not in ID order", msgIDs(msgs))
 			}
 			got = append(got, msgs...)
 			sizes = append(sizes, len(msgs))
@@ -242,8 +242,8 @@ func TestOutboxRelayBatches(t *testing.T) {
 	if !slices.Equal(sizes, []int{10, 10, 5}) {
 		t.Errorf("batch sizes = %v, want [10 10 5]", sizes)
 	}
-	if !slices.Equal(payloadsOf(got), want) || !slices.Equal(idsOf(got), ids) {
-		t.Errorf("relayed %q with IDs %v, want %q with IDs %v", payloadsOf(got), idsOf(got), want, ids)
+	if !slices.Equal(msgPayloads(got), want) || !slices.Equal(msgIDs(got), ids) {
+		t.Errorf("relayed %q with IDs %v, want %q with IDs %v", msgPayloads(got), msgIDs(got), want, ids)
 	}
 	for _, m := range got {
 		if m.Topic != "t" || m.EnqueuedAt.IsZero() {
@@ -284,7 +284,7 @@ func TestOutboxConcurrentRelays(t *testing.T) {
 			for c := range commands {
 				name := fmt.Sprintf("p%d-c%d", p, c)
 				var ids []int64
-				_, err := Run(ctx, env.engine, key(name), func(ctx context.Context, tx pgx.Tx) (idempotency.Response, error) {
+				_, err := Run(ctx, env.engine, outboxKey(name), func(ctx context.Context, tx pgx.Tx) (idempotency.Response, error) {
 					ids = ids[:0] // only the last run's
 					for i := range 2 {
 						id, err := env.ob.Enqueue(ctx, tx, "widgets", []byte(fmt.Sprintf("%s-%d", name, i)))
@@ -320,12 +320,12 @@ func TestOutboxConcurrentRelays(t *testing.T) {
 				// A pass begun after the last commit that claims nothing
 				// leaves nothing behind: what it skipped is held by relays
 				// that will send it.
-				finishing := closed(allProduced)
+				finishing := outboxClosed(allProduced)
 				n, err := env.ob.Relay(ctx, 7, func(_ context.Context, msgs []Message) error {
 					mu.Lock()
 					defer mu.Unlock()
 					if !slices.IsSortedFunc(msgs, func(a, b Message) int { return int(a.ID - b.ID) }) {
-						t.Errorf("relay %d: batch %v not in ID order", r, idsOf(msgs))
+						t.Errorf("relay %d: batch %v not in ID order", r, msgIDs(msgs))
 					}
 					for _, m := range msgs {
 						delivered[m.ID]++
@@ -386,12 +386,12 @@ func TestOutboxRedelivery(t *testing.T) {
 		fail    func(t *testing.T, env *outboxEnv, cancel context.CancelFunc) error
 		wantErr []error
 	}{
-		{"SendFails", func(*testing.T, *outboxEnv, context.CancelFunc) error { return errBroker },
-			[]error{errBroker}},
+		{"SendFails", func(*testing.T, *outboxEnv, context.CancelFunc) error { return errOutboxBroker },
+			[]error{errOutboxBroker}},
 		{"ContextEndsAfterSend", func(_ *testing.T, _ *outboxEnv, cancel context.CancelFunc) error { cancel(); return nil },
 			[]error{idempotency.ErrStoreUnavailable, context.Canceled}},
 		{"SessionEndsAfterSend", func(t *testing.T, env *outboxEnv, _ context.CancelFunc) error {
-			terminate(t, env.pool, relayBackend(t, env))
+			outboxEndSession(t, env.pool, relayBackend(t, env))
 			return nil
 		}, []error{idempotency.ErrStoreUnavailable}},
 	}
@@ -433,9 +433,9 @@ func TestOutboxRedelivery(t *testing.T) {
 			if n != 3 || err != nil {
 				t.Fatalf("next Relay = (%d, %v), want (3, nil)", n, err)
 			}
-			if !slices.Equal(idsOf(first), ids) || !slices.Equal(idsOf(again), ids) ||
-				!slices.Equal(payloadsOf(again), []string{"a", "b", "c"}) {
-				t.Errorf("delivered %v then %v (%q), want IDs %v twice, payloads a b c", idsOf(first), idsOf(again), payloadsOf(again), ids)
+			if !slices.Equal(msgIDs(first), ids) || !slices.Equal(msgIDs(again), ids) ||
+				!slices.Equal(msgPayloads(again), []string{"a", "b", "c"}) {
+				t.Errorf("delivered %v then %v (%q), want IDs %v twice, payloads a b c", msgIDs(first), msgIDs(again), msgPayloads(again), ids)
 			}
 			for _, id := range ids {
 				if seen[id] != 2 {
@@ -449,7 +449,7 @@ func TestOutboxRedelivery(t *testing.T) {
 	}
 }
 
-func closed(c <-chan struct{}) bool {
+func outboxClosed(c <-chan struct{}) bool {
 	select {
 	case <-c:
 		return true
@@ -458,7 +458,7 @@ func closed(c <-chan struct{}) bool {
 	}
 }
 
-var errBroker = errors.New("broker unavailable")
+var errOutboxBroker = errors.New("broker unavailable")
 
 // relayBackend finds the session of the relay whose transaction holds the
 // test's outbox rows: the one idle in a transaction whose last statement
@@ -520,8 +520,8 @@ func TestOutboxFrozenRelayGivesItsBatchUp(t *testing.T) {
 	if !errors.Is(err, idempotency.ErrStoreUnavailable) {
 		t.Errorf("frozen relay after waking: error %v, want ErrStoreUnavailable", err)
 	}
-	if !slices.Equal(idsOf(first), ids) || !slices.Equal(idsOf(second), ids) {
-		t.Errorf("frozen relay had %v, the other sent %v; want %v both", idsOf(first), idsOf(second), ids)
+	if !slices.Equal(msgIDs(first), ids) || !slices.Equal(msgIDs(second), ids) {
+		t.Errorf("frozen relay had %v, the other sent %v; want %v both", msgIDs(first), msgIDs(second), ids)
 	}
 }
 
