@@ -99,6 +99,17 @@ func TestOutboxCommitsWithRecord(t *testing.T) {
 	if res, err := run("rejected", env.enqueueing(422, "rejected")); err != nil || !res.Recorded {
 		t.Fatalf("422: Run = (%+v, %v), want recorded", res, err)
 	}
+	// A handler that gets its transaction from its context, as idemhttp's
+	// and the dispatcher's do.
+	if res, err := env.engine.Do(ctx, outboxKey("from-context"), func(ctx context.Context) (idempotency.Response, error) {
+		tx, ok := TxFromContext(ctx)
+		if !ok {
+			return idempotency.Response{}, errors.New("no transaction in the command's context")
+		}
+		return env.enqueueing(200, "from-context")(ctx, tx)
+	}); err != nil || !res.Recorded {
+		t.Fatalf("TxFromContext: Do = (%+v, %v), want recorded", res, err)
+	}
 
 	errBoom := errors.New("boom")
 	if _, err := run("failed", func(ctx context.Context, tx pgx.Tx) (idempotency.Response, error) {
@@ -156,7 +167,7 @@ func TestOutboxCommitsWithRecord(t *testing.T) {
 		t.Fatalf("lost session: Run error = %v, want ErrNotCommitted", err)
 	}
 
-	want := []string{"created-1", "created-2", "rejected", "rerun-2"}
+	want := []string{"created-1", "created-2", "rejected", "from-context", "rerun-2"}
 	if got := env.pending(t); !slices.Equal(got, want) {
 		t.Errorf("outbox = %q, want %q", got, want)
 	}
