@@ -223,6 +223,11 @@ func NewEngine(s Store, opts ...EngineOption) *Engine {
 // adapters that otherwise detach a started command themselves.
 func (e *Engine) RunsDetached() bool { return e.detached }
 
+// Reruns reports whether a command may run more than once in one Do: the
+// store is a TxStore, which runs it again after a serialization failure.
+// Adapters that keep state across a run (a response buffer) reset it then.
+func (e *Engine) Reruns() bool { return e.tx != nil }
+
 // MaxResponseBytes is the largest response body the Engine records (see
 // WithMaxResponseBytes), for adapters that stream a larger one through.
 func (e *Engine) MaxResponseBytes() int { return e.maxResponse }

@@ -110,7 +110,7 @@
 //	DECLARE
 //	    acquired bigint;
 //	BEGIN
-//	    IF NOT pg_try_advisory_xact_lock(('x' || encode(substring(p_id from 1 for 8), 'hex'))::bit(64)::bigint) THEN
+//	    IF NOT pg_try_advisory_xact_lock_shared(('x' || encode(substring(p_id from 1 for 8), 'hex'))::bit(64)::bigint) THEN
 //	        RETURN -1;
 //	    END IF;
 //	    INSERT INTO "idempotency_records" AS r (id, state, owner, fence, fingerprint, expires_at)
