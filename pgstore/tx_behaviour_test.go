@@ -321,7 +321,9 @@ func TestTxDeadlockRunsAgain(t *testing.T) {
 	results := make([]idempotency.Result, 2)
 	errs := make([]error, 2)
 	for i := range 2 {
-		wg.Go(func() { results[i], errs[i] = Run(ctx, e, idempotency.Request{Key: fmt.Sprintf("dl-%d", i)}, command(i)) })
+		wg.Go(func() {
+			results[i], errs[i] = Run(ctx, e, idempotency.Request{Key: fmt.Sprintf("dl-%d", i)}, command(i))
+		})
 	}
 	wg.Wait()
 	for i := range 2 {
@@ -387,7 +389,10 @@ func TestTxCommandCannotEndItsTransaction(t *testing.T) {
 func TestRunNeedsTxStore(t *testing.T) {
 	ran := false
 	_, err := Run(context.Background(), idempotency.NewEngine(idempotency.NewInMemoryStore()), idempotency.Request{Key: "k"},
-		func(context.Context, pgx.Tx) (idempotency.Response, error) { ran = true; return idempotency.Response{}, nil })
+		func(context.Context, pgx.Tx) (idempotency.Response, error) {
+			ran = true
+			return idempotency.Response{}, nil
+		})
 	if !errors.Is(err, errNoTx) || ran {
 		t.Fatalf("Run on a plain engine = %v (ran %v), want errNoTx without running", err, ran)
 	}
