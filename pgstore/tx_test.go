@@ -19,3 +19,4 @@ func TestTxConformance(t *testing.T) {
 			return stores
 		}))
 }
+
