@@ -39,7 +39,10 @@ type ClaimStore interface {
 	//     ClaimMismatch when both fingerprints are non-empty and differ;
 	//   - an in-flight record with a live lease owned by someone else:
 	//     ClaimInFlight (RetryAfter is the lease's remaining time, when known),
-	//     or ClaimMismatch when both fingerprints are non-empty and differ.
+	//     or ClaimMismatch when both fingerprints are non-empty and differ
+	//     (a TxStore, whose claims other connections cannot see before they
+	//     commit, may answer ClaimInFlight instead: the mismatch shows once
+	//     the record is committed).
 	//
 	// A mismatch never alters the stored record. Begin returns ErrInvalidKey
 	// for a key that fails ValidateKey, ErrInvalidArgument for an empty owner

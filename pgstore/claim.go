@@ -202,6 +202,9 @@ func (r *beginRow) claim(key, identity string, req idempotency.ClaimRequest) (cl
 	// As beginSQL judges it: state in (1, 2) and expires_at after the clock.
 	live := (r.state.Int16 == stateInFlight || r.state.Int16 == stateCompleted) && r.left.Valid && left > 0
 	if !live {
+		if r.fence.Valid && r.fence.Int64 < 0 { // a transactional claim (or a racing one) holds the key
+			return idempotency.Claim{Status: idempotency.ClaimInFlight}, true, nil
+		}
 		if r.fence.Valid { // the claim function ran and won
 			return idempotency.Claim{Status: idempotency.ClaimAcquired, Token: token(r.fence.Int64)}, true, nil
 		}

@@ -7,10 +7,13 @@ import "strings"
 // prepares it once per connection.
 type queries struct {
 	lookup, store, begin, complete, release, renew, deleteExpired string
+
+	peek, claimTx, recordTx, resolveTx, heldTx string // the transactional claim's (see tx.go)
 }
 
 func buildQueries(n names) queries {
-	r := strings.NewReplacer("{table}", n.table, "{seq}", quoteLiteral(n.sequence), "{claim}", n.claim)
+	r := strings.NewReplacer("{table}", n.table, "{seq}", quoteLiteral(n.sequence), "{claim}", n.tryClaim,
+		"{claim_tx}", n.claimTx, "{record_tx}", n.recordTx)
 	return queries{
 		lookup:        r.Replace(lookupSQL),
 		store:         r.Replace(storeSQL),
@@ -19,6 +22,11 @@ func buildQueries(n names) queries {
 		release:       r.Replace(releaseSQL),
 		renew:         r.Replace(renewSQL),
 		deleteExpired: r.Replace(deleteExpiredSQL),
+		peek:          r.Replace(peekSQL),
+		claimTx:       r.Replace(claimTxSQL),
+		recordTx:      r.Replace(recordTxSQL),
+		resolveTx:     r.Replace(resolveTxSQL),
+		heldTx:        heldTxSQL,
 	}
 }
 

@@ -14,7 +14,10 @@ type names struct {
 	table    string
 	sequence string
 	index    string // unqualified: an index lives in its table's schema
-	claim    string // the function Begin calls to claim a key (see beginSQL)
+	claim    string // the claim function of earlier versions, kept for their replicas
+	tryClaim string // the function Begin calls to claim a key (see beginSQL)
+	claimTx  string // the function a transactional claim calls (see TxStore)
+	recordTx string // the function that writes a transactional claim's record
 	unlogged bool
 }
 
@@ -70,7 +73,112 @@ func schemaStatements(n names) []string {
 )`,
 		"CREATE INDEX IF NOT EXISTS "+n.index+" ON "+n.table+" (expires_at)",
 		claimFunction(n),
+		tryClaimFunction(n),
+		claimTxFunction(n),
+		recordTxFunction(n),
 	)
+}
+
+// lockKey is the SQL expression of the advisory lock that a claim takes on
+// the record p_id: its first 64 bits. The id is an HMAC, so these are as
+// good as random; a lock of the application's own on the same number would
+// only make a claim answer "in flight" while it is held.
+const lockKey = `('x' || encode(substring(p_id from 1 for 8), 'hex'))::bit(64)::bigint`
+
+// tryClaimFunction is the claim function of this version: claimFunction's
+// insert or takeover, attempted only while no transactional claim (see
+// claimTxFunction) holds the key, which it tells by a transaction-level
+// advisory lock on the record, held to the end of the calling statement.
+// It returns -1 when the lock is held: the key is being claimed or run
+// right now, and nothing was written.
+func tryClaimFunction(n names) string {
+	return "CREATE OR REPLACE FUNCTION " + n.tryClaim + `(p_id bytea, p_owner text, p_fingerprint text, p_lease_us bigint)
+RETURNS bigint LANGUAGE plpgsql VOLATILE AS $claim$
+DECLARE
+    acquired bigint;
+BEGIN
+    IF NOT pg_try_advisory_xact_lock(` + lockKey + `) THEN
+        RETURN -1;
+    END IF;
+    INSERT INTO ` + n.table + ` AS r (id, state, owner, fence, fingerprint, expires_at)
+    VALUES (p_id, 1, p_owner, nextval(` + quoteLiteral(n.sequence) + `), p_fingerprint,
+        clock_timestamp() + p_lease_us * interval '1 microsecond')
+    ON CONFLICT (id) DO UPDATE SET
+        state = 1, owner = excluded.owner, fence = nextval(` + quoteLiteral(n.sequence) + `),
+        fingerprint = excluded.fingerprint,
+        expires_at = clock_timestamp() + p_lease_us * interval '1 microsecond',
+        status = NULL, body = NULL, header = NULL, tombstone = false, stored_at = NULL, ttl_ns = NULL
+    WHERE r.state = 0 OR r.expires_at <= clock_timestamp()
+    RETURNING r.fence INTO acquired;
+    RETURN acquired;
+END
+$claim$`
+}
+
+// claimTxFunction is the CREATE statement of the function a transactional
+// claim calls first in its transaction. It takes the record's advisory
+// lock for the rest of the transaction, or returns no row when another
+// claim holds it. Holding it, it bounds how long the transaction may sit
+// idle (p_idle_ms, the lease: past it the server ends the session, which
+// rolls the transaction back and frees the key), then reads the row, in a
+// statement of its own so that, at READ COMMITTED, it sees whatever the
+// previous holder committed before letting the lock go. It returns the row
+// as beginSQL does; the fence is p_fence, or a new one from the sequence
+// when p_fence is NULL, if the row is absent or dead (the caller holds the
+// key), and NULL when the row is live (a record to replay, or another
+// caller's plain claim).
+func claimTxFunction(n names) string {
+	return "CREATE OR REPLACE FUNCTION " + n.claimTx + `(p_id bytea, p_fence bigint, p_idle_ms integer)
+RETURNS TABLE (o_state smallint, o_fingerprint text, o_left interval, o_fence bigint,
+    o_status integer, o_body bytea, o_header bytea, o_tombstone boolean, o_stored_at timestamptz, o_ttl_ns bigint)
+LANGUAGE plpgsql VOLATILE AS $claim_tx$
+BEGIN
+    IF NOT pg_try_advisory_xact_lock(` + lockKey + `) THEN
+        RETURN;
+    END IF;
+    PERFORM set_config('idle_in_transaction_session_timeout', p_idle_ms::text, true);
+    RETURN QUERY
+    SELECT r.state, r.fingerprint, r.expires_at - n.now,
+        CASE WHEN coalesce(r.state IN (1, 2) AND r.expires_at > n.now, false) THEN NULL
+            ELSE coalesce(p_fence, nextval(` + quoteLiteral(n.sequence) + `)) END,
+        r.status, r.body, r.header, r.tombstone, r.stored_at, r.ttl_ns
+    FROM (SELECT clock_timestamp() AS now) n LEFT JOIN ` + n.table + ` r ON r.id = p_id;
+END
+$claim_tx$`
+}
+
+// recordTxFunction is the CREATE statement of the function that writes a
+// transactional claim's record, in its transaction, just before COMMIT.
+// The row must be absent or dead, by the server's clock, with a lower
+// fence: otherwise the key was taken from the claim (a Store overwrote it,
+// or a replica of an earlier version, which knows no advisory lock,
+// claimed it) and the function raises SQLSTATE IK001, which aborts the
+// transaction, so that nothing the command wrote commits. At REPEATABLE
+// READ and SERIALIZABLE, a row committed after the transaction's snapshot
+// makes the INSERT fail with a serialization failure (40001) instead.
+func recordTxFunction(n names) string {
+	return "CREATE OR REPLACE FUNCTION " + n.recordTx + `(p_id bytea, p_owner text, p_fence bigint, p_fingerprint text,
+    p_status integer, p_body bytea, p_header bytea, p_tombstone boolean, p_stored_at timestamptz, p_ttl_ns bigint)
+RETURNS void LANGUAGE plpgsql VOLATILE AS $record_tx$
+DECLARE
+    t timestamptz := coalesce(p_stored_at, clock_timestamp());
+BEGIN
+    INSERT INTO ` + n.table + ` AS r (id, state, owner, fence, fingerprint, expires_at,
+        status, body, header, tombstone, stored_at, ttl_ns)
+    VALUES (p_id, 2, p_owner, p_fence, p_fingerprint, t + (p_ttl_ns / 1000) * interval '1 microsecond',
+        p_status, p_body, p_header, p_tombstone, t, p_ttl_ns)
+    ON CONFLICT (id) DO UPDATE SET
+        state = 2, owner = excluded.owner, fence = excluded.fence, fingerprint = excluded.fingerprint,
+        expires_at = excluded.expires_at, status = excluded.status, body = excluded.body,
+        header = excluded.header, tombstone = excluded.tombstone, stored_at = excluded.stored_at,
+        ttl_ns = excluded.ttl_ns
+    WHERE (r.state = 0 OR r.expires_at <= clock_timestamp()) AND r.fence < excluded.fence;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'idempotency claim lost: the record was taken while the transaction ran'
+            USING ERRCODE = 'IK001';
+    END IF;
+END
+$record_tx$`
 }
 
 // claimFunction is the CREATE statement of the function that Begin's

@@ -121,8 +121,8 @@ func TestMigrate(t *testing.T) {
 	}
 }
 
-// A table created by the previous version of the schema (no claim
-// function) is brought up to date by Migrate, its rows kept; until then
+// A table created by an earlier version of the schema (no functions) is
+// brought up to date by Migrate, its rows kept; until then
 // Begin fails closed, saying the store is misconfigured (a retry would not
 // help, Migrate does).
 func TestMigrateFromPreviousVersion(t *testing.T) {
@@ -130,11 +130,14 @@ func TestMigrateFromPreviousVersion(t *testing.T) {
 	schema := testSchema(t, pool)
 	ctx := context.Background()
 	st := newUnmigrated(t, pool, WithSchema(schema))
-	previous := schemaStatements(st.names())
-	if last := previous[len(previous)-1]; !strings.HasPrefix(last, "CREATE OR REPLACE FUNCTION "+st.names().claim) {
-		t.Fatalf("the last schema statement is not the claim function: %s", last)
+	stmts := schemaStatements(st.names())
+	// This version added three functions after the claim function; the
+	// version before it had none of the four.
+	previous := stmts[:len(stmts)-4]
+	if next := stmts[len(previous)]; !strings.HasPrefix(next, "CREATE OR REPLACE FUNCTION "+st.names().claim+"(") {
+		t.Fatalf("the first statement after the earliest schema is not the claim function: %s", next)
 	}
-	for _, stmt := range previous[:len(previous)-1] {
+	for _, stmt := range previous {
 		if _, err := pool.Exec(ctx, stmt); err != nil {
 			t.Fatal(err)
 		}

@@ -250,6 +250,9 @@ func (s *Store) names() names {
 		sequence: qualify(s.table + "_fence_seq"),
 		index:    pgx.Identifier{s.table + "_expires_at_idx"}.Sanitize(),
 		claim:    qualify(s.table + "_claim"),
+		tryClaim: qualify(s.table + "_try_claim"),
+		claimTx:  qualify(s.table + "_claim_tx"),
+		recordTx: qualify(s.table + "_record_tx"),
 		unlogged: s.unlogged,
 	}
 	if s.schema != "" {
