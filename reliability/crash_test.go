@@ -16,6 +16,7 @@ import (
 
 	"github.com/idemkit/idempotency"
 	"github.com/idemkit/idempotency/driver"
+	"github.com/idemkit/idempotency/pgstore"
 )
 
 // The crash matrix: a holder process (this test binary re-executed, mode
@@ -118,12 +119,43 @@ func (s *crashStore) Release(ctx context.Context, tok idempotency.Token) error {
 	return s.h.release(func() error { return s.ClaimStore.Release(ctx, tok) })
 }
 
+// crashTxStore is a transactional store with the crash hooks on its calls;
+// the embedded TxStore gives it Again, so that it is an idempotency.TxStore.
+type crashTxStore struct {
+	*pgstore.TxStore
+	h *crashHooks
+}
+
+func (s *crashTxStore) Complete(ctx context.Context, tok idempotency.Token, c idempotency.Cached) error {
+	return s.h.complete(func() error { return s.TxStore.Complete(ctx, tok, c) })
+}
+
+func (s *crashTxStore) Renew(ctx context.Context, tok idempotency.Token, lease time.Duration) error {
+	return s.h.renew(func() error { return s.TxStore.Renew(ctx, tok, lease) })
+}
+
+func (s *crashTxStore) Release(ctx context.Context, tok idempotency.Token) error {
+	return s.h.release(func() error { return s.TxStore.Release(ctx, tok) })
+}
+
+var _ idempotency.TxStore = (*crashTxStore)(nil)
+
 // crashHolder is the holder's "crash" mode: one Engine.Do of key on store,
 // stopped at RELIABILITY_CRASH_POINT. A plain command's effect is the line
 // "effect <fence>" (the test counts it in its Ledger: once written, it has
-// happened).
+// happened). With RELIABILITY_TX=1 the store is PostgreSQL's transactional
+// view and the effect is a row of RELIABILITY_LEDGER (run "first") written
+// through the command's transaction; "effect" is then only said.
 func crashHolder(ctx context.Context, store idempotency.ClaimStore, stdin *bufio.Scanner, key, identity string, lease time.Duration) error {
 	h := newCrashHooks(crashPoint(os.Getenv("RELIABILITY_CRASH_POINT")), stdin)
+	tx := os.Getenv("RELIABILITY_TX") == "1"
+	if tx {
+		ps, ok := store.(*pgstore.Store)
+		if !ok {
+			return fmt.Errorf("RELIABILITY_TX=1 on %T, want a *pgstore.Store", store)
+		}
+		store = ps.Transactional()
+	}
 	// A live server has served commands before: its connection is open and
 	// its statements prepared, so that at the commit-lost point the
 	// Complete itself, not a handshake or a prepare, is what goes
@@ -140,6 +172,18 @@ func crashHolder(ctx context.Context, store idempotency.ClaimStore, stdin *bufio
 		tok, _ := idempotency.TokenFromContext(ctx)
 		fmt.Println("effect", tok.Fence)
 		return nil
+	}
+	if tx {
+		s = &crashTxStore{TxStore: store.(*pgstore.TxStore), h: h}
+		table := os.Getenv("RELIABILITY_LEDGER")
+		effect = func(ctx context.Context) error {
+			if err := txEffect(ctx, table, key, "first"); err != nil {
+				return err
+			}
+			tok, _ := idempotency.TokenFromContext(ctx)
+			fmt.Println("effect", tok.Fence)
+			return nil
+		}
 	}
 	e := idempotency.NewEngine(s, idempotency.WithLease(lease))
 	res, err := e.Do(ctx, idempotency.Request{Key: key, Identity: identity, Fingerprint: "fp"}, func(ctx context.Context) (idempotency.Response, error) {
@@ -164,6 +208,7 @@ func crashHolder(ctx context.Context, store idempotency.ClaimStore, stdin *bufio
 type crashCase struct {
 	name  string
 	kind  backendKind
+	tx    bool // a transactional handler (PostgreSQL): its effect is a row of the ledger table
 	lease time.Duration
 	// expect gives each crash point's expected outcome; a point missing
 	// from it does not apply to this case.
@@ -205,9 +250,29 @@ var memoryExpect = map[crashPoint]crashExpect{
 	inRelease:    {effects: 2},
 }
 
+// txExpect: a transactional claim is the holder's open transaction, which
+// PostgreSQL rolls back, with the effect, when the holder's connection
+// ends; the retry runs at once. Once the COMMIT has happened, effect and
+// record are there together.
+var txExpect = map[crashPoint]crashExpect{
+	beforeClaim:  {effects: 1},
+	afterClaim:   {effects: 1},
+	inEffect:     {effects: 1},
+	beforeCommit: {effects: 1},
+	commitLost:   {effects: 1, replay: true},
+	beforeAnswer: {effects: 1, replay: true},
+	inHeartbeat:  {effects: 1},
+	inRelease:    {effects: 1},
+}
+
 // crashLease is the holder's lease in the plain cases: as processLease, so
 // that a retry waits little real time for a dead holder's claim.
 const crashLease = processLease
+
+// crashTxLease is the transactional holder's lease, its transaction's idle
+// timeout: longer than the plain one, so that a retry answered well before
+// it did not wait for it.
+const crashTxLease = time.Second
 
 // TestCrashMatrix kills a holder process at each crash point, for each
 // handler kind and store, and checks what the retry sees and how many
@@ -218,10 +283,14 @@ func TestCrashMatrix(t *testing.T) {
 		{name: "plain/redis", kind: redisBackend, lease: crashLease, expect: plainExpect},
 		{name: "plain/postgres", kind: postgresBackend, lease: crashLease, expect: plainExpect},
 		{name: "plain/memory", kind: memoryBackend, lease: crashLease, expect: memoryExpect},
+		{name: "tx/postgres", kind: postgresBackend, tx: true, lease: crashTxLease, expect: txExpect},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			f := newFixture(t, c.kind)
+			if c.tx {
+				f.createLedgerTable(t)
+			}
 			for _, p := range crashPoints {
 				want, ok := c.expect[p]
 				if !ok {
@@ -304,12 +373,17 @@ func crashRun(t *testing.T, f *fixture, c crashCase, p crashPoint, want crashExp
 		env = append(env, "RELIABILITY_ADDR="+proxy.Addr())
 	}
 	env = append(env, "RELIABILITY_CRASH_POINT="+string(p))
+	if c.tx {
+		env = append(env, "RELIABILITY_TX=1", "RELIABILITY_LEDGER="+f.ledgerTable())
+	}
 	h := startHolderEnv(t, f, "crash", key, identity, c.lease, env...)
 
-	var ledger Ledger
+	var ledger Ledger                 // the plain handlers' effects
 	count := func(line string) bool { // counts an effect line; false for any other line
 		if _, found := strings.CutPrefix(line, "effect "); found {
-			ledger.Record(pair)
+			if !c.tx { // a transactional effect is counted in its table
+				ledger.Record(pair)
+			}
 			return true
 		}
 		return false
@@ -329,23 +403,40 @@ func crashRun(t *testing.T, f *fixture, c crashCase, p crashPoint, want crashExp
 	}
 	_ = h.cmd.Wait()
 
-	store := f.store
-	if c.kind == memoryBackend {
+	var store idempotency.Store = f.store
+	effect := func(ctx context.Context) error {
+		ledger.Record(pair)
+		return nil
+	}
+	switch {
+	case c.kind == memoryBackend:
 		store = idempotency.NewInMemoryStore() // the restarted process's
+	case c.tx:
+		store = f.store.(*pgstore.Store).Transactional()
+		effect = func(ctx context.Context) error { return txEffect(ctx, f.ledgerTable(), key, "retry") }
 	}
 	e := idempotency.NewEngine(store, idempotency.WithLease(c.lease))
 	res, at, refused := retryUntilExecuted(t, e, key, identity, func(ctx context.Context) (idempotency.Response, error) {
-		ledger.Record(pair)
+		if err := effect(ctx); err != nil {
+			return idempotency.Response{}, err
+		}
 		return idempotency.Response{Status: 201, Body: []byte(`"retry"`)}, nil
 	}, 10*time.Second)
 	r := crashResult{effects: ledger.Count(pair), replay: res.Replayed, refused: refused, stuck: at.Sub(killed)}
 
+	wantBody, wantRun := `"retry"`, "retry"
+	if want.replay {
+		wantBody, wantRun = `"first"`, "first"
+	}
+	if c.tx {
+		runs := f.ledgerRuns(t, key)
+		r.effects = len(runs)
+		if len(runs) == 1 && runs[0] != wantRun {
+			t.Errorf("%s: the effect committed is run %q's, want %q's", p, runs[0], wantRun)
+		}
+	}
 	if r.effects != want.effects {
 		t.Errorf("%s: %d effects, want %d", p, r.effects, want.effects)
-	}
-	wantBody := `"retry"`
-	if want.replay {
-		wantBody = `"first"`
 	}
 	if r.replay != want.replay || string(res.Response.Body) != wantBody {
 		t.Errorf("%s: the retry got %s (replayed %v), want %s (replayed %v)", p, res.Response.Body, r.replay, wantBody, want.replay)
