@@ -52,7 +52,7 @@ var errCommandFailed = errors.New("the command failed after its effect")
 type crashHooks struct {
 	point crashPoint
 	goes  chan struct{}
-	said  sync.Map // crashPoint -> true once announced
+	said  sync.Once // "at <point>", said once (a hung renewal is tried again)
 }
 
 func newCrashHooks(point crashPoint, stdin *bufio.Scanner) *crashHooks {
@@ -73,9 +73,7 @@ func (h *crashHooks) at(p crashPoint) {
 	if p != h.point {
 		return
 	}
-	if _, said := h.said.LoadOrStore(p, true); !said {
-		fmt.Println("at", p)
-	}
+	h.said.Do(func() { fmt.Println("at", p) })
 	<-h.goes
 }
 
