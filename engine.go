@@ -428,6 +428,15 @@ func (e *Engine) execute(ctx context.Context, tok Token, claimed time.Time, fing
 		r.outcome = OutcomeCancelled
 		return Result{}, r, fmt.Errorf("idempotency: %w", context.Cause(ctx))
 	}
+	if time.Since(claimed) >= e.lease {
+		// Begin answered after the lease it asked for had run out (a reply
+		// held up on the network): the claim may be taken over already, so
+		// the command must not start.
+		cancel(nil)
+		e.release(ctx, tok)
+		r.outcome = OutcomeStoreError
+		return Result{}, r, &StoreError{Op: "begin", Err: fmt.Errorf("the claim's lease ran out before Begin answered: %w", ErrLeaseExpired)}
+	}
 	hb.start(cancel, claimed)
 	returned := false
 	defer func() {
