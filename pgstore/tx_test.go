@@ -19,4 +19,3 @@ func TestTxConformance(t *testing.T) {
 			return stores
 		}))
 }
-
