@@ -85,6 +85,22 @@ func schemaStatements(n names) []string {
 // only make a claim answer "in flight" while it is held.
 const lockKey = `('x' || encode(substring(p_id from 1 for 8), 'hex'))::bit(64)::bigint`
 
+// claimInsert is the body shared by the claim functions: the insert, or
+// the takeover of a dead row, returning the new fence.
+func claimInsert(n names) string {
+	return `    INSERT INTO ` + n.table + ` AS r (id, state, owner, fence, fingerprint, expires_at)
+    VALUES (p_id, 1, p_owner, nextval(` + quoteLiteral(n.sequence) + `), p_fingerprint,
+        clock_timestamp() + p_lease_us * interval '1 microsecond')
+    ON CONFLICT (id) DO UPDATE SET
+        state = 1, owner = excluded.owner, fence = nextval(` + quoteLiteral(n.sequence) + `),
+        fingerprint = excluded.fingerprint,
+        expires_at = clock_timestamp() + p_lease_us * interval '1 microsecond',
+        status = NULL, body = NULL, header = NULL, tombstone = false, stored_at = NULL, ttl_ns = NULL
+    WHERE r.state = 0 OR r.expires_at <= clock_timestamp()
+    RETURNING r.fence INTO acquired;
+    RETURN acquired;`
+}
+
 // tryClaimFunction is the claim function of this version: claimFunction's
 // insert or takeover, attempted only while no transactional claim (see
 // claimTxFunction) holds the key. It tells by the record's advisory lock,
@@ -102,17 +118,7 @@ BEGIN
     IF NOT pg_try_advisory_xact_lock_shared(` + lockKey + `) THEN
         RETURN -1;
     END IF;
-    INSERT INTO ` + n.table + ` AS r (id, state, owner, fence, fingerprint, expires_at)
-    VALUES (p_id, 1, p_owner, nextval(` + quoteLiteral(n.sequence) + `), p_fingerprint,
-        clock_timestamp() + p_lease_us * interval '1 microsecond')
-    ON CONFLICT (id) DO UPDATE SET
-        state = 1, owner = excluded.owner, fence = nextval(` + quoteLiteral(n.sequence) + `),
-        fingerprint = excluded.fingerprint,
-        expires_at = clock_timestamp() + p_lease_us * interval '1 microsecond',
-        status = NULL, body = NULL, header = NULL, tombstone = false, stored_at = NULL, ttl_ns = NULL
-    WHERE r.state = 0 OR r.expires_at <= clock_timestamp()
-    RETURNING r.fence INTO acquired;
-    RETURN acquired;
+` + claimInsert(n) + `
 END
 $claim$`
 }
@@ -197,17 +203,7 @@ RETURNS bigint LANGUAGE plpgsql VOLATILE AS $claim$
 DECLARE
     acquired bigint;
 BEGIN
-    INSERT INTO ` + n.table + ` AS r (id, state, owner, fence, fingerprint, expires_at)
-    VALUES (p_id, 1, p_owner, nextval(` + quoteLiteral(n.sequence) + `), p_fingerprint,
-        clock_timestamp() + p_lease_us * interval '1 microsecond')
-    ON CONFLICT (id) DO UPDATE SET
-        state = 1, owner = excluded.owner, fence = nextval(` + quoteLiteral(n.sequence) + `),
-        fingerprint = excluded.fingerprint,
-        expires_at = clock_timestamp() + p_lease_us * interval '1 microsecond',
-        status = NULL, body = NULL, header = NULL, tombstone = false, stored_at = NULL, ttl_ns = NULL
-    WHERE r.state = 0 OR r.expires_at <= clock_timestamp()
-    RETURNING r.fence INTO acquired;
-    RETURN acquired;
+` + claimInsert(n) + `
 END
 $claim$`
 }
