@@ -494,16 +494,28 @@ func TestOutboxFrozenRelayGivesItsBatchUp(t *testing.T) {
 	ctx := context.Background()
 
 	inSend, wake := make(chan []Message), make(chan struct{})
-	frozen := make(chan error, 1)
-	go func() {
-		_, err := env.ob.Relay(ctx, 10, func(_ context.Context, msgs []Message) error {
-			inSend <- msgs
-			<-wake // ignores its context, as a frozen process would
-			return nil
-		})
-		frozen <- err
-	}()
-	first := <-inSend
+	var frozen chan error
+	var first []Message
+	// The relay's bound is short; on a loaded machine it may run out before
+	// send, with nothing claimed: try again then.
+	for attempt := 1; first == nil; attempt++ {
+		frozen = make(chan error, 1)
+		go func() {
+			_, err := env.ob.Relay(ctx, 10, func(_ context.Context, msgs []Message) error {
+				inSend <- msgs
+				<-wake // ignores its context, as a frozen process would
+				return nil
+			})
+			frozen <- err
+		}()
+		select {
+		case first = <-inSend:
+		case err := <-frozen:
+			if attempt == 5 {
+				t.Fatalf("the relay never reached send: %v", err)
+			}
+		}
+	}
 
 	// Wait, on the server, for the frozen relay's transaction to end: a
 	// FOR UPDATE without SKIP LOCKED waits for its row locks.
