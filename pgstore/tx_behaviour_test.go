@@ -551,3 +551,30 @@ func TestTxThroughDispatcher(t *testing.T) {
 		t.Fatalf("widgets = %d, want 1", n)
 	}
 }
+
+// A live holder keeps its claim however long its command works away from
+// the database: the heartbeat's renewals restart the server's idle timer,
+// which would otherwise end the session after one lease.
+func TestTxLongCommandKeepsItsClaim(t *testing.T) {
+	f := newTxFixture(t)
+	lease := 300 * time.Millisecond
+	e := idempotency.NewEngine(f.tx, idempotency.WithLease(lease))
+	res, err := Run(context.Background(), e, idempotency.Request{Key: "long"}, func(ctx context.Context, tx pgx.Tx) (idempotency.Response, error) {
+		res, err := f.create("long")(ctx, tx)
+		if err != nil {
+			return res, err
+		}
+		select { // work elsewhere for three leases
+		case <-time.After(3 * lease):
+		case <-ctx.Done():
+			return idempotency.Response{}, context.Cause(ctx)
+		}
+		return res, nil
+	})
+	if err != nil || !res.Recorded {
+		t.Fatalf("Run = %+v, %v; want a recorded answer after three leases of work", res, err)
+	}
+	if n := f.count(t, "long"); n != 1 {
+		t.Fatalf("widgets = %d, want 1", n)
+	}
+}
