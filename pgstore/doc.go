@@ -224,7 +224,10 @@
 // another service, a message broker): no transaction of this database can
 // undo those, so a transactional claim would only hold a connection open
 // for the command's duration. Such effects need the fence (Token.Fence)
-// checked by the downstream, which then refuses a stale holder's write.
+// checked by the downstream, which then refuses a stale holder's write; or,
+// for messages to other systems, an Outbox: messages enqueued in the
+// command's transaction, which commit with its record, and relayed later,
+// at least once.
 //
 // # Configuration errors
 //
