@@ -207,7 +207,24 @@ func (s *txSketch) optimized(ctx context.Context, peek bool) error {
 			return err
 		}
 	}
+	return s.withConn(ctx, func(conn *pgx.Conn) error { return s.optimizedOn(ctx, conn, id) })
+}
+
+// optimizedSameConn is optimized with the peek on the connection the
+// transaction then runs on: one pool checkout and one backend per command.
+func (s *txSketch) optimizedSameConn(ctx context.Context) error {
+	id := s.id()
 	return s.withConn(ctx, func(conn *pgx.Conn) error {
+		var r claimRow
+		if err := conn.QueryRow(ctx, s.simplePeek, id).Scan(r.dest()...); err != nil && err != pgx.ErrNoRows {
+			return err
+		}
+		return s.optimizedOn(ctx, conn, id)
+	})
+}
+
+func (s *txSketch) optimizedOn(ctx context.Context, conn *pgx.Conn, id []byte) error {
+	{
 		var r claimRow
 		var locked bool
 		var old string
@@ -243,7 +260,7 @@ func (s *txSketch) optimized(ctx context.Context, peek bool) error {
 		b.Queue(rec, recordArgs(id, *r.fence)...)
 		b.Queue("COMMIT")
 		return conn.SendBatch(ctx, b).Close()
-	})
+	}
 }
 
 // floor: the bare transaction plus the record row, written by a plain
@@ -257,6 +274,11 @@ func (s *txSketch) floor(ctx context.Context) error {
 // floorWith is floor, after the (simple) peek when peek is set: the floor
 // of a design whose replays stay one primary-key read (4 round trips).
 func (s *txSketch) floorWith(ctx context.Context, peek bool) error {
+	return s.floorInto(ctx, peek, s.plainIns)
+}
+
+// floorInto is floorWith, the record row written by ins.
+func (s *txSketch) floorInto(ctx context.Context, peek bool, ins string) error {
 	id := s.id()
 	if peek {
 		var r claimRow
@@ -272,10 +294,24 @@ func (s *txSketch) floorWith(ctx context.Context, peek bool) error {
 			return err
 		}
 		b := &pgx.Batch{}
-		b.Queue(s.plainIns, recordArgs(id, 1)...)
+		b.Queue(ins, recordArgs(id, 1)...)
 		b.Queue("COMMIT")
 		return conn.SendBatch(ctx, b).Close()
 	})
+}
+
+// pkOnlyTable creates a copy of the record table with its primary key
+// only (no expires_at index), and returns the plain INSERT into it.
+func (s *txSketch) pkOnlyTable(tb testing.TB) string {
+	tb.Helper()
+	t := `"` + s.f.schema + `".records_pk_only`
+	if _, err := s.pool.Exec(context.Background(), `CREATE TABLE `+t+` (LIKE "`+s.f.schema+`"."`+pgstore.DefaultTable+`" INCLUDING DEFAULTS INCLUDING CONSTRAINTS)`); err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := s.pool.Exec(context.Background(), `ALTER TABLE `+t+` ADD PRIMARY KEY (id)`); err != nil {
+		tb.Fatal(err)
+	}
+	return strings.Replace(s.plainIns, `"`+s.f.schema+`"."`+pgstore.DefaultTable+`"`, t, 1)
 }
 
 // interleaveN runs each loop for slices/len(loops) slices of d, in the
@@ -311,6 +347,7 @@ func BenchmarkTxSketch(b *testing.B) {
 	fresh := func(op func(ctx context.Context) error) func(context.Context, int64) error {
 		return func(ctx context.Context, _ int64) error { return op(ctx) }
 	}
+	pkOnly := s.pkOnlyTable(b)
 	b.Run("pair=write", func(b *testing.B) {
 		txSketchRun(b, m, []*txSide{
 			{name: "bare", op: fresh(t.bare)},
@@ -320,8 +357,10 @@ func BenchmarkTxSketch(b *testing.B) {
 			{name: "sketch-optimized-4rt", op: fresh(func(ctx context.Context) error { return s.optimized(ctx, true) })},
 			{name: "sketch-nopeek-3rt", op: fresh(s.noPeek)},
 			{name: "sketch-optimized-nopeek-3rt", op: fresh(func(ctx context.Context) error { return s.optimized(ctx, false) })},
+			{name: "sketch-optimized-sameconn-4rt", op: fresh(s.optimizedSameConn)},
 			{name: "sketch-floor-peek-4rt", op: fresh(func(ctx context.Context) error { return s.floorWith(ctx, true) })},
 			{name: "sketch-floor-3rt", op: fresh(s.floor)},
+			{name: "sketch-floor-pk-only-3rt", op: fresh(func(ctx context.Context) error { return s.floorInto(ctx, false, pkOnly) })},
 		})
 	})
 	b.Run("pair=read", func(b *testing.B) {
@@ -335,6 +374,11 @@ func BenchmarkTxSketch(b *testing.B) {
 			{name: "select", op: t.selectRow},
 			{name: "pgstore", op: t.replay},
 			{name: "sketch-peek-sql", op: peek(s.peek)},
+			{name: "sketch-peek-sql-bounded", op: func(ctx context.Context, i int64) error {
+				bctx, cancel := context.WithTimeout(ctx, pgstore.DefaultTimeout)
+				defer cancel()
+				return peek(s.peek)(bctx, i)
+			}},
 			{name: "sketch-simple-peek-sql", op: peek(s.simplePeek)},
 		})
 	})
@@ -546,38 +590,111 @@ WHERE (r.state = 0 OR r.expires_at <= clock_timestamp()) AND r.fence < excluded.
 		{"bare+record-upsert", bareRecord(upsert)},
 		{"bare+record-function", bareRecord(s.record)},
 	}
-	const n = 3000
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer conn.Release()
 	c := conn.Conn()
-	run := func(b *testing.B, op func() error) {
-		for range 50 { // warm up: prepare, plan, cache the functions
-			if err := op(); err != nil {
-				b.Fatal(err)
-			}
-		}
-		c0, s0 := m.read()
-		start := time.Now()
-		for range n {
-			if err := op(); err != nil {
-				b.Fatal(err)
-			}
-		}
-		wall := time.Since(start)
-		c1, s1 := m.read()
-		b.ReportMetric(float64((s1-s0).Microseconds())/n, "server-µs/op")
-		b.ReportMetric(float64((c1-c0).Microseconds())/n, "client-µs/op")
-		b.ReportMetric(float64(wall.Microseconds())/n, "wall-µs/op")
+	type cost struct {
+		name           string
+		op             func(i int64) error
+		client, server time.Duration
+		wall           time.Duration
+		ops            int64
 	}
+	var writes []*cost
 	for _, v := range variants {
-		b.Run("op="+v.name, func(b *testing.B) { run(b, func() error { return v.op(c) }) })
+		writes = append(writes, &cost{name: v.name, op: func(int64) error { return v.op(c) }})
 	}
-	// The whole sequences, on the pool (the other connection is idle).
-	b.Run("op=sketch-pgstore-statements", func(b *testing.B) { run(b, func() error { return s.same(ctx) }) })
-	b.Run("op=sketch-optimized-4rt", func(b *testing.B) { run(b, func() error { return s.optimized(ctx, true) }) })
-	b.Run("op=sketch-optimized-nopeek-3rt", func(b *testing.B) { run(b, func() error { return s.optimized(ctx, false) }) })
-	b.Run("op=pgstore.Run", func(b *testing.B) { run(b, func() error { return t.fresh(ctx, f.freshKey()) }) })
+	// The whole sequences, on the pool (its other connection is idle).
+	writes = append(writes,
+		&cost{name: "sketch-pgstore-statements", op: func(int64) error { return s.same(ctx) }},
+		&cost{name: "sketch-optimized-4rt", op: func(int64) error { return s.optimized(ctx, true) }},
+		&cost{name: "sketch-optimized-nopeek-3rt", op: func(int64) error { return s.optimized(ctx, false) }},
+		&cost{name: "pgstore.Run", op: func(int64) error { return t.fresh(ctx, f.freshKey()) }},
+	)
+	// Reads of a completed record.
+	t.preload(b, 1024)
+	readWith := func(sql string) func(i int64) error {
+		return func(i int64) error {
+			var r claimRow
+			return c.QueryRow(ctx, sql, f.ids[i%int64(len(f.ids))]).Scan(r.dest()...)
+		}
+	}
+	// pgstore bounds each call with context.WithTimeout (Store.bound),
+	// which also makes pgx watch the context.
+	readBounded := func(sql string) func(i int64) error {
+		return func(i int64) error {
+			bctx, cancel := context.WithTimeout(ctx, pgstore.DefaultTimeout)
+			defer cancel()
+			var r claimRow
+			return c.QueryRow(bctx, sql, f.ids[i%int64(len(f.ids))]).Scan(r.dest()...)
+		}
+	}
+	reads := []*cost{
+		{name: "read:select", op: func(i int64) error {
+			var (
+				state        int16
+				fp           string
+				expires      time.Time
+				status       *int32
+				body, header []byte
+				tomb         bool
+				storedAt     *time.Time
+				ttl          *int64
+			)
+			return c.QueryRow(ctx, f.sel, f.ids[i%int64(len(f.ids))]).Scan(&state, &fp, &expires, &status, &body, &header, &tomb, &storedAt, &ttl)
+		}},
+		{name: "read:peek-sql", op: readWith(s.peek)},
+		{name: "read:peek-sql-bounded", op: readBounded(s.peek)},
+		{name: "read:simple-peek-sql", op: readWith(s.simplePeek)},
+		{name: "read:pgstore-replay", op: func(i int64) error { return t.replay(ctx, i) }},
+	}
+	// Each variant runs n operations in all, in passes: every pass runs
+	// each variant n/passes times, in an order that reverses from one pass
+	// to the next, so that load from the rest of the machine falls on all
+	// alike.
+	measure := func(group []*cost, n, warm int) {
+		for _, v := range group {
+			for i := range warm { // prepare, plan, cache the functions; set hint bits
+				if err := v.op(int64(i)); err != nil {
+					b.Fatalf("%s: %v", v.name, err)
+				}
+			}
+		}
+		const passes = 10
+		var seq int64
+		for p := range passes {
+			for k := range group {
+				if p%2 == 1 {
+					k = len(group) - 1 - k
+				}
+				v := group[k]
+				c0, s0 := m.read()
+				start := time.Now()
+				for range n / passes {
+					seq++
+					if err := v.op(seq); err != nil {
+						b.Fatalf("%s: %v", v.name, err)
+					}
+				}
+				v.wall += time.Since(start)
+				c1, s1 := m.read()
+				v.client += c1 - c0
+				v.server += s1 - s0
+				v.ops += int64(n / passes)
+			}
+		}
+	}
+	// /proc counts CPU in 10 ms ticks: thousands of operations each.
+	measure(writes, 3000, 50)
+	measure(reads, 20000, 2048)
+	for _, v := range append(writes, reads...) {
+		b.Run("op="+v.name, func(b *testing.B) {
+			b.ReportMetric(float64(v.server.Microseconds())/float64(v.ops), "server-µs/op")
+			b.ReportMetric(float64(v.client.Microseconds())/float64(v.ops), "client-µs/op")
+			b.ReportMetric(float64(v.wall.Microseconds())/float64(v.ops), "wall-µs/op")
+		})
+	}
 }

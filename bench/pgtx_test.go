@@ -244,7 +244,8 @@ func txPoolN(tb testing.TB, size int32, params map[string]string) (*pgxpool.Pool
 
 // cpuMeter reads the CPU time used so far by this process and by the
 // PostgreSQL backends of one application_name (from /proc: zero when it
-// cannot be read, on another host or without permission).
+// cannot be read, on another host or without permission). The backends'
+// time is their own, not the WAL writer's or other server processes'.
 type cpuMeter struct {
 	pids []int
 	tick float64 // seconds per clock tick
@@ -272,8 +273,17 @@ func (m *cpuMeter) read() (client, server time.Duration) {
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
 		client = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 	}
-	var ticks int64
 	for _, pid := range m.pids {
+		// schedstat's first field is the time on a CPU, in ns, exact;
+		// stat's utime and stime are sampled at each clock tick.
+		if b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/schedstat"); err == nil {
+			if f := strings.Fields(string(b)); len(f) > 0 {
+				if ns, err := strconv.ParseInt(f[0], 10, 64); err == nil {
+					server += time.Duration(ns)
+					continue
+				}
+			}
+		}
 		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 		if err != nil {
 			continue
@@ -286,10 +296,9 @@ func (m *cpuMeter) read() (client, server time.Duration) {
 		if len(fields) > 12 {
 			u, _ := strconv.ParseInt(fields[11], 10, 64) // utime, field 14
 			k, _ := strconv.ParseInt(fields[12], 10, 64) // stime, field 15
-			ticks += u + k
+			server += time.Duration(float64(u+k) * m.tick * float64(time.Second))
 		}
 	}
-	server = time.Duration(float64(ticks) * m.tick * float64(time.Second))
 	return client, server
 }
 
