@@ -10,4 +10,10 @@
 // IDEMPOTENCY_POSTGRES_URL (defaults redis://127.0.0.1:6379/0 and
 // postgres://postgres@127.0.0.1:5432/test?sslmode=disable) and skip when the
 // server is unreachable. The chart program is in ./cmd/benchchart.
+//
+// The transactional commands of issue 11 (pgstore.Run against the bare
+// transaction and a primary-key SELECT) are in pgtx_test.go, run by
+// ../scripts/bench.sh tx; the sketches and cost breakdowns that explain
+// them are in pgtx_sketch_test.go (../scripts/bench.sh txprofile), and
+// TestTxCommitsPerOp counts their commits in the WAL.
 package bench
