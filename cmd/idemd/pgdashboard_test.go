@@ -48,9 +48,12 @@ type instance struct {
 // startInstance serves the store and dashboard st on an httptest.Server.
 // stop cancels its commands, closes the HTTP server and the store; it also
 // runs when t ends.
-func startInstance(t *testing.T, st openedStore) instance {
+func startInstance(t *testing.T, st openedStore, configure ...func(*config)) instance {
 	t.Helper()
 	cfg := testConfig()
+	for _, f := range configure {
+		f(&cfg)
+	}
 	s := newServer(cfg, st.store, st.dash, newLogger(cfg.logFormat, cfg.logLevel, t.Output()))
 	hs := httptest.NewServer(s.handler)
 	var once sync.Once
@@ -365,5 +368,22 @@ func TestPostgresPoolSize(t *testing.T) {
 			t.Errorf("%q: MaxConns %d, want %d", tt.param, got, tt.want)
 		}
 		st.close()
+	}
+}
+
+// A command that runs for longer than the lease keeps its transaction (the
+// heartbeat keeps it from sitting idle past the lease), and its record
+// commits.
+func TestPostgresSlowCommandOutlivesTheLease(t *testing.T) {
+	url := postgresURL(t)
+	c := startInstance(t, openPG(t, url), func(cfg *config) { cfg.lease = 300 * time.Millisecond })
+	first := c.post(t, "reports.generate", `{"ms":1000}`, "Idempotency-Key", "slow-report")
+	var rep struct {
+		ReportID string `json:"report_id"`
+	}
+	first.data(t, http.StatusOK, &rep)
+	again := c.post(t, "reports.generate", `{"ms":1000}`, "Idempotency-Key", "slow-report")
+	if again.body != first.body || again.header.Get("Idempotent-Replayed") != "true" {
+		t.Errorf("retry: %d %s, want the replay of %s", again.status, again.body, first.body)
 	}
 }
