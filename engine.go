@@ -223,6 +223,11 @@ func NewEngine(s Store, opts ...EngineOption) *Engine {
 // adapters that otherwise detach a started command themselves.
 func (e *Engine) RunsDetached() bool { return e.detached }
 
+// Reruns reports whether a command may run more than once in one Do: the
+// store is a TxStore, which runs it again after a serialization failure.
+// Adapters that keep state across a run (a response buffer) reset it then.
+func (e *Engine) Reruns() bool { return e.tx != nil }
+
 // MaxResponseBytes is the largest response body the Engine records (see
 // WithMaxResponseBytes), for adapters that stream a larger one through.
 func (e *Engine) MaxResponseBytes() int { return e.maxResponse }
@@ -422,6 +427,15 @@ func (e *Engine) execute(ctx context.Context, tok Token, claimed time.Time, fing
 		e.release(ctx, tok)
 		r.outcome = OutcomeCancelled
 		return Result{}, r, fmt.Errorf("idempotency: %w", context.Cause(ctx))
+	}
+	if time.Since(claimed) >= e.lease {
+		// Begin answered after the lease it asked for had run out (a reply
+		// held up on the network): the claim may be taken over already, so
+		// the command must not start.
+		cancel(nil)
+		e.release(ctx, tok)
+		r.outcome = OutcomeStoreError
+		return Result{}, r, &StoreError{Op: "begin", Err: fmt.Errorf("the claim's lease ran out before Begin answered: %w", ErrLeaseExpired)}
 	}
 	hb.start(cancel, claimed)
 	returned := false

@@ -600,3 +600,50 @@ func TestDoDoesNotRetryALostLease(t *testing.T) {
 		t.Errorf("Complete called %d times after ErrLeaseLost, want 1", got)
 	}
 }
+
+// slowBegin answers Begin only after the lease it was asked for, while late is set.
+type slowBegin struct {
+	*idempotency.InMemoryStore
+	late *atomic.Bool
+}
+
+func (s slowBegin) Peek(context.Context, string, string) (*idempotency.Cached, bool) {
+	return nil, false
+}
+
+func (s slowBegin) Begin(ctx context.Context, key, identity string, req idempotency.ClaimRequest) (idempotency.Claim, error) {
+	cl, err := s.InMemoryStore.Begin(ctx, key, identity, req)
+	if s.late.Load() {
+		time.Sleep(req.Lease) // in the bubble: the clock moves, nothing waits
+	}
+	return cl, err
+}
+
+// A claim whose Begin answered after its lease ran out may be someone
+// else's by then: the command does not start, the claim is released and
+// Do fails like a store failure (503 in the adapters).
+func TestDoLateClaimDoesNotRun(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var late atomic.Bool
+		late.Store(true)
+		st := slowBegin{idempotency.NewInMemoryStore(idempotency.WithClock(time.Now)), &late}
+		e := idempotency.NewEngine(st, idempotency.WithLease(time.Second))
+		ran := 0
+		fn := func(context.Context) (idempotency.Response, error) {
+			ran++
+			return idempotency.Response{Status: 201}, nil
+		}
+		_, err := e.Do(context.Background(), idempotency.Request{Key: "k"}, fn)
+		var se *idempotency.StoreError
+		if !errors.As(err, &se) || se.Op != "begin" || !errors.Is(err, idempotency.ErrLeaseExpired) || !errors.Is(err, idempotency.ErrStoreUnavailable) {
+			t.Fatalf("Do = %v; want a begin StoreError wrapping ErrLeaseExpired", err)
+		}
+		if ran != 0 {
+			t.Fatalf("the command ran %d times after a late claim", ran)
+		}
+		late.Store(false)
+		if res, err := e.Do(context.Background(), idempotency.Request{Key: "k"}, fn); err != nil || res.Replayed || ran != 1 {
+			t.Fatalf("retry = %+v, %v (ran %d); want a fresh run: the late claim was released", res, err, ran)
+		}
+	})
+}

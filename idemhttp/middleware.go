@@ -3,6 +3,7 @@ package idemhttp
 import (
 	"context"
 	"errors"
+	"maps"
 	"net/http"
 	"slices"
 
@@ -73,7 +74,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		m.onError(w, r, errKeyInvalid(err))
 		return
 	}
-	ex := &exchange{next: h.next, req: r}
+	ex := &exchange{next: h.next, req: r, reruns: m.engine.Reruns()}
 	body, perr := readBody(r, m.maxBody, ex.scratch[:])
 	if perr != nil {
 		m.onError(w, r, perr)
@@ -116,6 +117,10 @@ type exchange struct {
 	req  *http.Request
 	body []byte
 
+	reruns  bool        // the engine may run the handler again (see again)
+	runs    int         // the handler's runs so far, when reruns
+	header0 http.Header // the response headers before the first run, when reruns
+
 	scratch [smallBody]byte // holds a small request body
 }
 
@@ -132,8 +137,40 @@ func (ex *exchange) run(runCtx context.Context) (idempotency.Response, error) {
 			return idempotency.Response{}, err // the client left before anything ran
 		}
 	}
+	if ex.reruns {
+		if err := ex.again(); err != nil {
+			return idempotency.Response{}, err
+		}
+	}
 	ex.next.ServeHTTP(&ex.rw, ex.rd.attach(ex.req.WithContext(runCtx), ex.body))
 	return ex.rw.result(), nil
+}
+
+// errSent is what a run of the handler after the first returns when the
+// first run's response already went to the client (it flushed, streamed
+// past the cap or hijacked the connection): it cannot be taken back.
+var errSent = errors.New("idemhttp: the handler cannot run again: its first run's response was already sent")
+
+// again prepares a run over an engine that may run the handler more than
+// once (a TxStore, after a serialization failure): the first run keeps a
+// copy of the response headers outer middleware set, a later one puts
+// them back and empties the recorder.
+func (ex *exchange) again() error {
+	ex.runs++
+	h := ex.rw.w.Header()
+	if ex.runs == 1 {
+		if len(h) > 0 {
+			ex.header0 = h.Clone()
+		}
+		return nil
+	}
+	if ex.rw.committed || ex.rw.hijacked {
+		return errSent
+	}
+	clear(h)
+	maps.Copy(h, ex.header0)
+	ex.rw.reset()
+	return nil
 }
 
 // Headers recorded whatever the options, and headers never recorded.

@@ -185,6 +185,12 @@ func (rw *recorder) result() idempotency.Response {
 	return r
 }
 
+// reset empties the recorder for another run of the handler; nothing of
+// the response has gone to the client.
+func (rw *recorder) reset() {
+	rw.status, rw.body, rw.header = 0, rw.body[:0], nil
+}
+
 // finish sends the response to the client if it has not gone out yet.
 func (rw *recorder) finish() { rw.commit() }
 

@@ -1,6 +1,8 @@
 // Package pgstore is the PostgreSQL backend of the idempotency package: a
 // Store and ClaimStore on github.com/jackc/pgx/v5 (pgxpool) that many
-// replicas of a service can share.
+// replicas of a service can share, and, with Transactional, a TxStore whose
+// commands write through the transaction their record commits in, so that
+// a command's effect happens exactly once (see Transactional commands).
 //
 //	pool, err := pgxpool.New(ctx, "postgres://app@db/app")
 //	...
@@ -110,7 +112,7 @@
 //	DECLARE
 //	    acquired bigint;
 //	BEGIN
-//	    IF NOT pg_try_advisory_xact_lock(('x' || encode(substring(p_id from 1 for 8), 'hex'))::bit(64)::bigint) THEN
+//	    IF NOT pg_try_advisory_xact_lock_shared(('x' || encode(substring(p_id from 1 for 8), 'hex'))::bit(64)::bigint) THEN
 //	        RETURN -1;
 //	    END IF;
 //	    INSERT INTO "idempotency_records" AS r (id, state, owner, fence, fingerprint, expires_at)
@@ -178,13 +180,54 @@
 // length-prefixed and every number an unsigned varint; NULL when there are
 // none.
 //
-// The claim function is the write half of Begin (see below). It came with
-// this version of the schema: a table created by an earlier version needs
-// only Migrate to run again (or the function's CREATE OR REPLACE FUNCTION
-// statement from SchemaSQL to be applied); the table, its rows and its
-// index stay as they are. Until then every Begin fails with an error
-// wrapping idempotency.ErrStoreMisconfigured (the function does not exist,
-// SQLSTATE 42883).
+// The try-claim function is the write half of Begin (see below); the
+// claim function before it is the one earlier versions call, kept so that
+// replicas of an earlier version keep working during an upgrade; the
+// claim_tx and record_tx functions are a transactional claim's (see
+// Transactional commands). Each came with a version of the schema: a table
+// created by an earlier version needs only Migrate to run again (or the
+// functions' CREATE OR REPLACE FUNCTION statements from SchemaSQL to be
+// applied); the table, its rows and its index stay as they are. Until then
+// every Begin fails with an error wrapping idempotency.ErrStoreMisconfigured
+// (the function does not exist, SQLSTATE 42883).
+//
+// # Transactional commands
+//
+// The claim protocol alone guarantees that one execution at a time holds a
+// key, not that a command's effect happens once: a process killed after
+// its effect and before Complete (or one whose lease ran out in an outage)
+// leaves the retry to run the command again. When the effect is a write
+// to the same PostgreSQL database, Transactional closes that hole:
+//
+//	engine := idempotency.NewEngine(store.Transactional())
+//	res, err := pgstore.Run(ctx, engine, req, func(ctx context.Context, tx pgx.Tx) (idempotency.Response, error) {
+//		_, err := tx.Exec(ctx, `INSERT INTO charges (order_id, cents) VALUES ($1, $2)`, orderID, cents)
+//		...
+//	})
+//
+// The claim, the command's writes through tx and the record are one
+// transaction: a crash at any instant leaves all of them or none, and a
+// retry either replays the record or runs the command for the first time.
+// With idemhttp or the dispatcher, a handler takes the transaction from its
+// context with TxFromContext. A command that fails, or whose response the
+// record policy refuses (a 5xx), is rolled back with its writes; a
+// serialization failure or deadlock runs it again in a fresh transaction
+// (WithMaxRuns); a COMMIT that fails, or whose reply is lost and which
+// cannot be found by reading the record, is never reported as the
+// command's answer (Engine.Do returns a *idempotency.StoreError, 503 in
+// the adapters). See TxStore for how the claim works and what differs from
+// a plain claim.
+//
+// Choose it when the command's effects are writes to this database (an
+// order, a ledger entry, an outbox message that a relay sends on later).
+// Keep the plain Store when the command's effect is elsewhere (a call to
+// another service, a message broker): no transaction of this database can
+// undo those, so a transactional claim would only hold a connection open
+// for the command's duration. Such effects need the fence (Token.Fence)
+// checked by the downstream, which then refuses a stale holder's write; or,
+// for messages to other systems, an Outbox: messages enqueued in the
+// command's transaction, which commit with its record, and relayed later,
+// at least once.
 //
 // # Configuration errors
 //

@@ -107,7 +107,7 @@ func ExampleSchemaSQL() {
 	// DECLARE
 	//     acquired bigint;
 	// BEGIN
-	//     IF NOT pg_try_advisory_xact_lock(('x' || encode(substring(p_id from 1 for 8), 'hex'))::bit(64)::bigint) THEN
+	//     IF NOT pg_try_advisory_xact_lock_shared(('x' || encode(substring(p_id from 1 for 8), 'hex'))::bit(64)::bigint) THEN
 	//         RETURN -1;
 	//     END IF;
 	//     INSERT INTO "billing"."idem" AS r (id, state, owner, fence, fingerprint, expires_at)

@@ -59,9 +59,10 @@ ON CONFLICT (id) DO UPDATE SET
 //
 // It reads the row as of the statement's snapshot and judges it against the
 // server's clock read once (n.now). Only when the row is absent or dead
-// (released, lease run out, or expired) does it call the claim function
-// (claimFunction in schema.go), which inserts the row or takes it over and
-// returns the new fence. A replay, an in-flight answer or a mismatch thus
+// (released, lease run out, or expired) does it call the try-claim
+// function (tryClaimFunction in schema.go), which inserts the row or takes
+// it over and returns the new fence (-1 while a transactional claim holds
+// the key). A replay, an in-flight answer or a mismatch thus
 // run a plain SELECT by primary key: no lock, no transaction id, no WAL,
 // and none of the executor set-up of an INSERT that would not run (a
 // data-modifying WITH is set up and run whether it is needed or not).

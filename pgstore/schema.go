@@ -85,22 +85,10 @@ func schemaStatements(n names) []string {
 // only make a claim answer "in flight" while it is held.
 const lockKey = `('x' || encode(substring(p_id from 1 for 8), 'hex'))::bit(64)::bigint`
 
-// tryClaimFunction is the claim function of this version: claimFunction's
-// insert or takeover, attempted only while no transactional claim (see
-// claimTxFunction) holds the key, which it tells by a transaction-level
-// advisory lock on the record, held to the end of the calling statement.
-// It returns -1 when the lock is held: the key is being claimed or run
-// right now, and nothing was written.
-func tryClaimFunction(n names) string {
-	return "CREATE OR REPLACE FUNCTION " + n.tryClaim + `(p_id bytea, p_owner text, p_fingerprint text, p_lease_us bigint)
-RETURNS bigint LANGUAGE plpgsql VOLATILE AS $claim$
-DECLARE
-    acquired bigint;
-BEGIN
-    IF NOT pg_try_advisory_xact_lock(` + lockKey + `) THEN
-        RETURN -1;
-    END IF;
-    INSERT INTO ` + n.table + ` AS r (id, state, owner, fence, fingerprint, expires_at)
+// claimInsert is the body shared by the claim functions: the insert, or
+// the takeover of a dead row, returning the new fence.
+func claimInsert(n names) string {
+	return `    INSERT INTO ` + n.table + ` AS r (id, state, owner, fence, fingerprint, expires_at)
     VALUES (p_id, 1, p_owner, nextval(` + quoteLiteral(n.sequence) + `), p_fingerprint,
         clock_timestamp() + p_lease_us * interval '1 microsecond')
     ON CONFLICT (id) DO UPDATE SET
@@ -110,7 +98,27 @@ BEGIN
         status = NULL, body = NULL, header = NULL, tombstone = false, stored_at = NULL, ttl_ns = NULL
     WHERE r.state = 0 OR r.expires_at <= clock_timestamp()
     RETURNING r.fence INTO acquired;
-    RETURN acquired;
+    RETURN acquired;`
+}
+
+// tryClaimFunction is the claim function of this version: claimFunction's
+// insert or takeover, attempted only while no transactional claim (see
+// claimTxFunction) holds the key. It tells by the record's advisory lock,
+// which a transactional claim holds exclusively for its whole transaction
+// and this function takes shared, to the end of the calling statement, so
+// that plain claims do not exclude each other (the row lock decides
+// between them, as before). It returns -1 when a transactional claim holds
+// the lock: the key is in flight, and nothing was written.
+func tryClaimFunction(n names) string {
+	return "CREATE OR REPLACE FUNCTION " + n.tryClaim + `(p_id bytea, p_owner text, p_fingerprint text, p_lease_us bigint)
+RETURNS bigint LANGUAGE plpgsql VOLATILE AS $claim$
+DECLARE
+    acquired bigint;
+BEGIN
+    IF NOT pg_try_advisory_xact_lock_shared(` + lockKey + `) THEN
+        RETURN -1;
+    END IF;
+` + claimInsert(n) + `
 END
 $claim$`
 }
@@ -195,17 +203,7 @@ RETURNS bigint LANGUAGE plpgsql VOLATILE AS $claim$
 DECLARE
     acquired bigint;
 BEGIN
-    INSERT INTO ` + n.table + ` AS r (id, state, owner, fence, fingerprint, expires_at)
-    VALUES (p_id, 1, p_owner, nextval(` + quoteLiteral(n.sequence) + `), p_fingerprint,
-        clock_timestamp() + p_lease_us * interval '1 microsecond')
-    ON CONFLICT (id) DO UPDATE SET
-        state = 1, owner = excluded.owner, fence = nextval(` + quoteLiteral(n.sequence) + `),
-        fingerprint = excluded.fingerprint,
-        expires_at = clock_timestamp() + p_lease_us * interval '1 microsecond',
-        status = NULL, body = NULL, header = NULL, tombstone = false, stored_at = NULL, ttl_ns = NULL
-    WHERE r.state = 0 OR r.expires_at <= clock_timestamp()
-    RETURNING r.fence INTO acquired;
-    RETURN acquired;
+` + claimInsert(n) + `
 END
 $claim$`
 }

@@ -78,7 +78,8 @@ func WithSchema(schema string) Option {
 
 // WithTable names the table, DefaultTable ("idempotency_records") by
 // default. Its fence sequence is named table+"_fence_seq", its expiry
-// index table+"_expires_at_idx" and its claim function table+"_claim".
+// index table+"_expires_at_idx" and its functions table+"_claim",
+// table+"_try_claim", table+"_claim_tx" and table+"_record_tx".
 // The name must be a plain identifier (letters, digits and underscores,
 // not starting with a digit) of at most 48 bytes, so that those names fit
 // PostgreSQL's 63-byte limit (New rejects any other); it is quoted, so it

@@ -60,12 +60,14 @@ var errNoTx = errors.New("pgstore: no transaction: the Engine's store is not a T
 //
 //   - The lease bounds how long the transaction may sit idle: Begin sets
 //     idle_in_transaction_session_timeout to it for the transaction, so a
-//     holder that stops talking to the database (a network partition, a
-//     command that works elsewhere for longer than the lease) has its
-//     session ended by the server, its writes rolled back and the key
-//     freed. A command that runs long inside the database keeps its claim.
-//     Renew asks the server whether the holder's session still holds the
-//     lock.
+//     holder that stops talking to the database (a frozen process, a
+//     network partition) has its session ended by the server, its writes
+//     rolled back and the key freed. A live holder keeps its claim however
+//     long its command runs: the Engine's heartbeat calls Renew every third
+//     of the lease, which runs a statement on the claim's connection when
+//     the command is not using it (restarting the server's idle timer), and
+//     otherwise asks the server, on another connection, whether the
+//     holder's session still holds the lock.
 //   - A request with another payload, arriving while the command runs, is
 //     answered "in flight" by other processes, which cannot see the
 //     uncommitted claim, and with ErrMismatch once the record is committed.
@@ -127,8 +129,10 @@ func (s *Store) Transactional(opts ...TxOption) *TxStore {
 // running with ctx: the ctx an Engine on a TxStore gives the command (and
 // what idemhttp and the dispatcher derive from it: a handler's request
 // context). Its writes commit with the command's record. Commit and
-// Rollback on it return an error; savepoints (Begin) work as usual. ok is
-// false outside such a command.
+// Rollback on it return an error; savepoints (Begin) work as usual. Use
+// its own methods, not the connection under it (Conn), which the Engine's
+// heartbeat also uses between the command's statements. ok is false
+// outside such a command.
 func TxFromContext(ctx context.Context) (pgx.Tx, bool) {
 	tok, ok := idempotency.TokenFromContext(ctx)
 	if !ok {

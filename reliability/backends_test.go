@@ -104,7 +104,8 @@ func newFixture(tb testing.TB, k backendKind, opts ...fixtureOption) *fixture {
 		return postgresFixture(tb, cfg)
 	}
 	st := idempotency.NewInMemoryStore(cfg.mem...)
-	return &fixture{name: "memory", store: st, replica: func(testing.TB) idempotency.ClaimStore { return st }}
+	return &fixture{name: "memory", store: st, replica: func(testing.TB) idempotency.ClaimStore { return st },
+		env: []string{"RELIABILITY_BACKEND=memory"}} // a helper process's store is a fresh one of its own
 }
 
 // unreachable skips tb, or fails it when IDEMPOTENCY_REQUIRE_BACKENDS=1.

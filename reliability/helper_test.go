@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"strconv"
@@ -33,6 +34,7 @@ import (
 //	complete ok|lease_lost|error <detail>    after "complete" on stdin (mode "claim")
 //	effect <fence>         the handler is about to make its effect (mode "do")
 //	done recorded|record_lost|cancelled|error <detail>   Engine.Do returned (mode "do")
+//	effect <fence>, at <point>   (mode "crash": see crash_test.go)
 func TestMain(m *testing.M) {
 	if mode := os.Getenv("RELIABILITY_HELPER"); mode != "" {
 		if err := holder(mode); err != nil {
@@ -45,17 +47,40 @@ func TestMain(m *testing.M) {
 }
 
 // helperStore opens the store the environment describes (see fixture.env).
+// RELIABILITY_ADDR, when set, is the host:port its client dials instead of
+// the server's (a Proxy in front of it).
 func helperStore() (idempotency.ClaimStore, func(), error) {
+	addr := os.Getenv("RELIABILITY_ADDR")
 	switch os.Getenv("RELIABILITY_BACKEND") {
+	case "memory":
+		return idempotency.NewInMemoryStore(), func() {}, nil
 	case "redis":
 		opt, err := redis.ParseURL(envOr("IDEMPOTENCY_REDIS_URL", defaultRedisURL))
 		if err != nil {
 			return nil, nil, err
 		}
+		if addr != "" {
+			opt.Addr = addr
+		}
 		c := redis.NewClient(opt)
 		return redisstore.New(c, redisstore.WithPrefix(os.Getenv("RELIABILITY_PREFIX"))), func() { c.Close() }, nil
 	case "postgres":
-		pool, err := pgxpool.New(context.Background(), envOr("IDEMPOTENCY_POSTGRES_URL", defaultPostgresURL))
+		cfg, err := pgxpool.ParseConfig(envOr("IDEMPOTENCY_POSTGRES_URL", defaultPostgresURL))
+		if err != nil {
+			return nil, nil, err
+		}
+		if addr != "" {
+			host, port, err := net.SplitHostPort(addr)
+			if err != nil {
+				return nil, nil, err
+			}
+			p, err := strconv.Atoi(port)
+			if err != nil {
+				return nil, nil, err
+			}
+			cfg.ConnConfig.Host, cfg.ConnConfig.Port, cfg.ConnConfig.Fallbacks = host, uint16(p), nil
+		}
+		pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -83,6 +108,8 @@ func holder(mode string) error {
 	stdin := bufio.NewScanner(os.Stdin)
 	ctx := context.Background()
 	switch mode {
+	case "crash":
+		return crashHolder(ctx, store, stdin, key, identity, lease)
 	case "claim":
 		cl, err := store.Begin(ctx, key, identity, idempotency.ClaimRequest{Fingerprint: "fp", Owner: driver.NewOwner(), Lease: lease})
 		if err != nil {
@@ -150,10 +177,18 @@ type holderProc struct {
 // (key, identity) with the given lease. It is killed when tb ends.
 func startHolder(tb testing.TB, f *fixture, mode, key, identity string, lease time.Duration) *holderProc {
 	tb.Helper()
+	return startHolderEnv(tb, f, mode, key, identity, lease)
+}
+
+// startHolderEnv is startHolder with more variables in the holder's
+// environment (NAME=value).
+func startHolderEnv(tb testing.TB, f *fixture, mode, key, identity string, lease time.Duration, env ...string) *holderProc {
+	tb.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), f.env...)
 	cmd.Env = append(cmd.Env, "RELIABILITY_HELPER="+mode, "RELIABILITY_KEY="+key,
 		"RELIABILITY_IDENTITY="+identity, "RELIABILITY_LEASE="+lease.String())
+	cmd.Env = append(cmd.Env, env...)
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -202,6 +237,30 @@ func (h *holderProc) expect(tb testing.TB, word string, timeout time.Duration) s
 		tb.Fatalf("holder did not say %q within %v", word, timeout)
 	}
 	return ""
+}
+
+// await waits (at most 30s: a race-enabled binary starts slowly on a busy
+// machine) for the holder to say line; each line before it must be one
+// that other takes (returns true for).
+func (h *holderProc) await(tb testing.TB, line string, other func(string) bool) {
+	tb.Helper()
+	t := time.NewTimer(30 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case got, ok := <-h.lines:
+			switch {
+			case !ok:
+				tb.Fatalf("holder exited before saying %q", line)
+			case got == line:
+				return
+			case !other(got):
+				tb.Fatalf("holder said %q, want %q", got, line)
+			}
+		case <-t.C:
+			tb.Fatalf("holder did not say %q within 30s", line)
+		}
+	}
 }
 
 func (h *holderProc) expectFence(tb testing.TB, word string) uint64 {

@@ -84,6 +84,18 @@ func (l *Ledger) Pairs() int {
 	return len(l.effects)
 }
 
+// Histogram returns, for each number of effects n > 0, how many pairs
+// have n.
+func (l *Ledger) Histogram() map[int]int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	h := make(map[int]int)
+	for _, n := range l.effects {
+		h[n]++
+	}
+	return h
+}
+
 // Total returns the number of effects counted over all pairs.
 func (l *Ledger) Total() int {
 	l.mu.Lock()

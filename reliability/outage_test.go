@@ -16,6 +16,7 @@ import (
 	"github.com/idemkit/idempotency"
 	"github.com/idemkit/idempotency/dispatcher"
 	"github.com/idemkit/idempotency/driver"
+	"github.com/idemkit/idempotency/pgstore"
 )
 
 // outageLease is the lease of the outage tests: longer than each outage, so
@@ -111,39 +112,136 @@ func probe(client *http.Client, base string) (int, string, error) {
 	return resp.StatusCode, code, nil
 }
 
+// outageFault is one fault of TestStoreOutage: the store's connections
+// cut or stalled for length, under commands holding claims of lease.
+type outageFault struct {
+	name   string
+	mode   Mode
+	length time.Duration
+	lease  time.Duration
+}
+
+// outageFaults: two outages shorter than the lease, and one longer.
+var outageFaults = []outageFault{
+	{"cut", Cut, 400 * time.Millisecond, outageLease},
+	{"stall", Stall, time.Second, outageLease},
+	{"stall-past-lease", Stall, time.Second, pastLease},
+}
+
+// pastLease is the lease of the outage longer than it.
+const pastLease = 400 * time.Millisecond
+
+// retryAfter is how long an outage client waits after ErrInFlight: the
+// adapters' Retry-After.
+const retryAfter = time.Second
+
 // TestStoreOutage runs commands from two replicas (each its own client)
 // through a Proxy to Redis or PostgreSQL, two racing callers per key, while
 // the store goes away: its connections are cut for 400ms ("cut"), or hang
-// for 1s, longer than the Redis client's own timeouts ("stall"); both less
-// than a lease (2s). Pass: every command's effect happens at most once, and
-// exactly once for every key a caller saw succeed; every success is on
-// record; while the store is gone the dispatcher answers 503
-// store_unavailable; after the store is back no key stays stuck longer than
-// lease + 1s.
+// for 1s, longer than the Redis client's own timeouts ("stall"), both less
+// than the lease (2s), or hang for 1s under a lease of 400ms
+// ("stall-past-lease"). Each runs with plain handlers on Redis and
+// PostgreSQL and with transactional handlers on PostgreSQL
+// ("postgres-tx"), whose effect is a row written in the transaction their
+// record commits in.
+//
+// Pass, for every handler: while the store is gone the dispatcher answers
+// 503 store_unavailable; every key ends answered; after the store is back
+// no key stays claimed longer than outageStuckBound. For transactional
+// handlers, every command's effect happens at most once, exactly once for
+// every key a caller saw succeed, and every success is on record, whatever
+// the outage's length. For plain handlers that holds only while the store
+// serves again within the lease: past it, a holder cannot record its
+// response and the key's next claim runs the command again. That limit is
+// measured (RELIABILITY.md) and bounded by plainOutageLimit, so the test
+// fails if it gets worse.
 func TestStoreOutage(t *testing.T) {
-	for _, fault := range []struct {
-		mode   Mode
-		outage time.Duration
-	}{{Cut, 400 * time.Millisecond}, {Stall, time.Second}} {
-		t.Run(fault.mode.String(), func(t *testing.T) {
+	for _, fault := range outageFaults {
+		t.Run(fault.name, func(t *testing.T) {
 			forEachBackend(t, func(t *testing.T, f *fixture) {
 				t.Parallel()
-				outage(t, f, fault.mode, fault.outage)
+				outage(t, f, fault, false)
 			}, redisBackend, postgresBackend)
+			t.Run("postgres-tx", func(t *testing.T) {
+				t.Parallel()
+				f := newFixture(t, postgresBackend)
+				f.createLedgerTable(t)
+				outage(t, f, fault, true)
+			})
 		})
 	}
 }
 
-func outage(t *testing.T, f *fixture, mode Mode, length time.Duration) {
+// outageStuckBound is how long after the store came back (or its first
+// caller arrived, if later) a key's last caller may wait for its answer: a
+// claim whose Begin reached the store late, after its caller gave up (a
+// stalled network delivers it when it heals), lives for a lease; a caller
+// refused meanwhile asks again after its Retry-After and runs the command;
+// the other caller, refused while it ran, replays a Retry-After later; plus
+// half a second for the calls on a loaded machine.
+func outageStuckBound(lease time.Duration) time.Duration {
+	return lease + 2*retryAfter + 500*time.Millisecond
+}
+
+// plainOutageLimit bounds what an outage may cost plain handlers in a run
+// of n keys (the documented limit): how many effects beyond the first, over
+// all keys.
+func plainOutageLimit(fault outageFault, n int) int {
+	if fault.length < fault.lease {
+		// The store served again within the lease in every run measured
+		// on 2026-12-01; one is allowed for a store slow to accept
+		// connections again (as on 2026-11-27).
+		return 1
+	}
+	// Measured on 2026-12-01: up to 1 (Redis) and 9 (PostgreSQL) in 40.
+	return n / 4
+}
+
+// outageReport is what one outage run measured.
+type outageReport struct {
+	keys       int
+	doubled    int           // keys whose command ran twice
+	worse      int           // keys whose command ran more than twice
+	extra      int           // effects beyond each key's first
+	unrecorded int           // keys answered with a success that have no record
+	slowest    time.Duration // the slowest key, from its caller's arrival or the store's return
+}
+
+func outage(t *testing.T, f *fixture, fault outageFault, tx bool) {
+	name := f.name
+	if tx {
+		name += "-tx"
+	}
 	proxy, s1 := f.proxied(t)
 	s2 := f.via(t, proxy.Addr())
-	e1 := idempotency.NewEngine(s1, idempotency.WithLease(outageLease))
-	e2 := idempotency.NewEngine(s2, idempotency.WithLease(outageLease))
+	var late atomic.Int64
+	if tx {
+		s1 = s1.(*pgstore.Store).Transactional()
+		s2 = s2.(*pgstore.Store).Transactional()
+	} else {
+		s1 = &lateClaims{ClaimStore: s1, lease: fault.lease, n: &late}
+		s2 = &lateClaims{ClaimStore: s2, lease: fault.lease, n: &late}
+	}
+	e1 := idempotency.NewEngine(s1, idempotency.WithLease(fault.lease))
+	e2 := idempotency.NewEngine(s2, idempotency.WithLease(fault.lease))
 
+	// The effect: counted in the ledger by a plain handler, a row of the
+	// ledger table written in the transaction by a transactional one.
 	var ledger Ledger
+	effect := func(ctx context.Context, key, identity string) error {
+		ledger.Record(Pair(key, identity))
+		return nil
+	}
+	if tx {
+		effect = func(ctx context.Context, key, identity string) error {
+			return txEffect(ctx, f.ledgerTable(), key, driver.NewOwner())
+		}
+	}
 	d := dispatcher.New(e1)
 	d.Register("widgets.create", func(ctx context.Context, req dispatcher.Request) (dispatcher.Response, error) {
-		ledger.Record(Pair(req.Key, req.Identity))
+		if err := effect(ctx, req.Key, req.Identity); err != nil {
+			return dispatcher.Response{}, err
+		}
 		return dispatcher.Response{Status: 201, Data: map[string]string{"id": "w"}}, nil
 	})
 	mux := http.NewServeMux()
@@ -165,7 +263,9 @@ func outage(t *testing.T, f *fixture, mode Mode, length time.Duration) {
 	for i := range keys {
 		key := fmt.Sprintf("%s-%d", prefix, i)
 		fn := func(ctx context.Context) (idempotency.Response, error) {
-			ledger.Record(Pair(key, "alice"))
+			if err := effect(ctx, key, "alice"); err != nil {
+				return idempotency.Response{}, err
+			}
 			if err := work(ctx, 30*time.Millisecond); err != nil {
 				return idempotency.Response{}, err
 			}
@@ -197,7 +297,7 @@ func outage(t *testing.T, f *fixture, mode Mode, length time.Duration) {
 	// The fault, a third of the way into the run; the sleeps space it in
 	// real time.
 	time.Sleep(time.Duration(keys) * stagger / 3)
-	proxy.Set(mode)
+	proxy.Set(fault.mode)
 	began := time.Now()
 	type answer struct {
 		status int
@@ -210,40 +310,27 @@ func outage(t *testing.T, f *fixture, mode Mode, length time.Duration) {
 		status, code, err := probe(httpClient, srv.URL)
 		probed <- answer{status, code, err, time.Since(began)}
 	}()
-	time.Sleep(length)
+	time.Sleep(fault.length)
 	proxy.Set(Pass)
 	healed := time.Now()
 	a := <-probed
-	t.Logf("%s: store %v for %v: probe answered %d %q after %v (err %v)", f.name, mode, length, a.status, a.code, a.after.Round(time.Millisecond), a.err)
-	unavailable := a.status == http.StatusServiceUnavailable && a.code == dispatcher.CodeStoreUnavailable && a.after <= length
+	t.Logf("%s: store %v for %v (lease %v): probe answered %d %q after %v (err %v)", name, fault.mode, fault.length, fault.lease,
+		a.status, a.code, a.after.Round(time.Millisecond), a.err)
+	unavailable := a.status == http.StatusServiceUnavailable && a.code == dispatcher.CodeStoreUnavailable && a.after <= fault.length
 	if !unavailable {
 		t.Errorf("while the store is %v: probe got %d %q after %v (err %v), want 503 %q before the store came back",
-			mode, a.status, a.code, a.after.Round(time.Millisecond), a.err, dispatcher.CodeStoreUnavailable)
+			fault.mode, a.status, a.code, a.after.Round(time.Millisecond), a.err, dispatcher.CodeStoreUnavailable)
 	}
 	wg.Wait()
+	t.Logf("%s, store %v: %d keys, 2 callers each: %s", name, fault.mode, keys, &counts)
 
-	t.Logf("%s, store %v: %d keys, 2 callers each: %s", f.name, mode, keys, &counts)
-	// OUTAGE-RECOVERY (known issue): on a loaded two-core machine a store
-	// can stay unusable for seconds after the proxy passes traffic again
-	// (PostgreSQL starts its backends one after the other, ~20 ms each, and
-	// every call that timed out closed its connection), which is longer
-	// than the 2 s lease: a holder then cannot record in time, and a key
-	// can be done later than lease + 1 s, or run again once its lease is
-	// over. The checks below are tolerated as that issue unless
-	// IDEMPOTENCY_KNOWN_ISSUES=1; the probe above is always checked.
-	errorf := func(format string, args ...any) {
-		t.Helper()
-		if msg := fmt.Sprintf(format, args...); !tolerated(t, "OUTAGE-RECOVERY", msg) {
-			t.Error(msg)
-		}
-	}
+	rep := outageReport{keys: keys}
 	if len(succeeded) != keys {
-		errorf("%d of %d keys succeeded", len(succeeded), keys)
+		t.Errorf("%d of %d keys succeeded", len(succeeded), keys)
 	}
-	// No key stuck: each key is done at most lease + 1s after its first
-	// caller arrived or the store came back, whichever is later.
+	// No key stuck: each key is done soon after its first caller arrived
+	// or the store came back, whichever is later.
 	var ok []string
-	var worst time.Duration
 	worstKey := ""
 	for k, at := range succeeded {
 		ok = append(ok, Pair(k, "alice"))
@@ -251,14 +338,13 @@ func outage(t *testing.T, f *fixture, mode Mode, length time.Duration) {
 		if healed.After(from) {
 			from = healed
 		}
-		if d := at.Sub(from); d > worst {
-			worst, worstKey = d, k
+		if d := at.Sub(from); d > rep.slowest {
+			rep.slowest, worstKey = d, k
 		}
 	}
-	t.Logf("%s, store %v: slowest key done %v after its caller arrived or the store came back", f.name, mode, worst.Round(time.Millisecond))
-	if worst > outageLease+time.Second {
-		errorf("key %s stuck: done %v after its caller arrived or the store came back, want at most lease + 1s = %v",
-			worstKey, worst, outageLease+time.Second)
+	if bound := outageStuckBound(fault.lease); rep.slowest > bound {
+		t.Errorf("key %s stuck: done %v after its caller arrived or the store came back, want at most lease + 2 × Retry-After + 0.5s = %v",
+			worstKey, rep.slowest, bound)
 	}
 	// Every success must also be on record: a retry of any key now
 	// replays instead of running again.
@@ -268,19 +354,68 @@ func outage(t *testing.T, f *fixture, mode Mode, length time.Duration) {
 			unrecorded = append(unrecorded, k)
 		}
 	}
+	rep.unrecorded = len(unrecorded)
+	if tx { // the effects are the rows that committed
+		for key, n := range f.ledgerCounts(t, prefix) {
+			for range n {
+				ledger.Record(Pair(key, "alice"))
+			}
+		}
+	}
+	for n, pairs := range ledger.Histogram() {
+		switch {
+		case n == 2:
+			rep.doubled += pairs
+		case n > 2:
+			rep.worse += pairs
+		}
+		rep.extra += (n - 1) * pairs
+	}
+	t.Logf("%s, store %v for %v, lease %v: %d keys, %d ran twice, %d more often (%d extra effects), %d successes unrecorded; slowest key done %v after its caller arrived or the store came back",
+		name, fault.mode, fault.length, fault.lease, keys, rep.doubled, rep.worse, rep.extra, rep.unrecorded, rep.slowest.Round(time.Millisecond))
 	ledgerErr := ledger.Check(ok)
-	if ledgerErr == nil && len(unrecorded) == 0 {
+	if tx {
+		// A transactional command's effect commits with its record or not
+		// at all, however long the store is gone.
+		if ledgerErr != nil {
+			t.Errorf("effects: %v", ledgerErr)
+		}
+		if len(unrecorded) > 0 {
+			t.Errorf("%d keys answered with a success have no record: %v", len(unrecorded), unrecorded)
+		}
 		return
 	}
-	// The engine retries Complete for a lease after its first failure, so
-	// an outage shorter than the lease loses no record and runs nothing
-	// twice (see OUTAGE-RECOVERY for when the store takes longer to return).
-	if ledgerErr != nil {
-		errorf("effects: %v", ledgerErr)
+	// Plain handlers: the documented limit.
+	t.Logf("%s, store %v for %v, lease %v: %d claims answered a lease or more after their Begin was sent", name, fault.mode, fault.length, fault.lease, late.Load())
+	if limit := plainOutageLimit(fault, keys); rep.extra > limit {
+		t.Errorf("%d effects beyond each key's first (%d keys ran twice, %d more often), want at most %d (the plain handlers' outage limit): %v",
+			rep.extra, rep.doubled, rep.worse, limit, ledgerErr)
 	}
-	if len(unrecorded) > 0 {
-		errorf("%d keys answered with a success have no record (a later retry runs them again): %v", len(unrecorded), unrecorded)
+	if ledgerErr != nil && rep.extra == 0 {
+		t.Errorf("effects: %v", ledgerErr) // a success that never ran
 	}
+	if limit := plainOutageLimit(fault, keys); rep.unrecorded > limit {
+		t.Errorf("%d keys answered with a success have no record (a later retry runs them again), want at most %d (the plain handlers' outage limit): %v",
+			rep.unrecorded, limit, unrecorded)
+	}
+}
+
+// lateClaims counts the claims its store acquires whose Begin was answered
+// a lease or more after it was sent: the engine's own estimate of such a
+// claim's lease has run out before its command starts.
+type lateClaims struct {
+	idempotency.ClaimStore
+	lease time.Duration
+	n     *atomic.Int64
+}
+
+func (s *lateClaims) Begin(ctx context.Context, key, identity string, req idempotency.ClaimRequest) (idempotency.Claim, error) {
+	sent := time.Now()
+	cl, err := s.ClaimStore.Begin(ctx, key, identity, req)
+	if err == nil && cl.Status == idempotency.ClaimAcquired && time.Since(sent) >= s.lease {
+		s.n.Add(1)
+	}
+	return cl, err
 }
 
 // doubleRuns counts the pairs that ran more than once.

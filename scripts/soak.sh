@@ -4,7 +4,8 @@
 #   scripts/soak.sh           short run (about 5 minutes on 2 cores)
 #   scripts/soak.sh -long     long run (about an hour)
 #
-# Steps: the concurrency tests repeated under -race; the whole reliability
+# Steps: the concurrency tests repeated under -race; the crash matrix, each
+# row repeated (20 times; -long: 100); the whole reliability
 # package with heavier settings (IDEMPOTENCY_SOAK); every fuzz target for a
 # while; the idemd server under idemload with the store cut away
 # periodically, on each store; and, for information, the tests of the known
@@ -26,12 +27,14 @@ esac
 
 if [ "$mode" = long ]; then
 	count=100     # repetitions of the concurrency tests
+	crashes=100   # runs of each crash-matrix row
 	soak=10       # IDEMPOTENCY_SOAK: how much heavier the reliability tests run
 	checks=2000   # rapid state-machine checks per store
 	fuzztime=3m   # per fuzz target
 	duration=5m   # idemload run per store
 else
 	count=10
+	crashes=20
 	soak=2
 	checks=200
 	fuzztime=10s
@@ -60,6 +63,10 @@ filtered() { "$@" 2>&1 | results; }
 
 step "concurrency tests: go test -race -count=$count -run ^TestConcurrent"
 run concurrency go test -race -count="$count" -run '^TestConcurrent' ./reliability/
+
+step "crash matrix: go test -race -run ^TestCrashMatrix\$, each row $crashes times (IDEMPOTENCY_SOAK=$crashes)"
+run crash filtered env IDEMPOTENCY_SOAK="$crashes" \
+	go test -race -count=1 -timeout 60m -v -run '^TestCrashMatrix$' ./reliability/
 
 step "reliability tests, IDEMPOTENCY_SOAK=$soak, -rapid.checks=$checks"
 run reliability filtered env IDEMPOTENCY_SOAK="$soak" \
@@ -93,7 +100,7 @@ fi
 
 step "known issues (informational: they fail until fixed)"
 { IDEMPOTENCY_KNOWN_ISSUES=1 go test -count=1 -v \
-	-run '^(TestOutageWhileCompleting|TestStoreOutage|TestBadInput|TestBadInputMiddleware|TestReleaseRetriedAfterLostReply|TestLinearizableUnderFaults)$' \
+	-run '^(TestOutageWhileCompleting|TestBadInput|TestBadInputMiddleware|TestReleaseRetriedAfterLostReply|TestLinearizableUnderFaults)$' \
 	./reliability/ 2>&1 || true; } |
 	grep -E '^(    |        )--- FAIL|KNOWN ISSUE' || echo "none left"
 
