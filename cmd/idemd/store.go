@@ -49,10 +49,11 @@ const startupTimeout = 30 * time.Second
 func openStore(ctx context.Context, cfg config, log *slog.Logger) (openedStore, error) {
 	if cfg.store == "memory" {
 		return openedStore{
-			store: idempotency.NewInMemoryStore(idempotency.WithDefaultTTL(cfg.ttl)),
-			dash:  &memDashboard{}, dashWhere: dashInMemory,
-			name:  "memory",
-			close: func() {},
+			store:     idempotency.NewInMemoryStore(idempotency.WithDefaultTTL(cfg.ttl)),
+			dash:      &memDashboard{},
+			dashWhere: dashInMemory,
+			name:      "memory",
+			close:     func() {},
 		}, nil
 	}
 	u, err := url.Parse(cfg.store)
@@ -142,9 +143,10 @@ func openPostgres(ctx context.Context, cfg config, u *url.URL, log *slog.Logger)
 		return fail(fmt.Errorf("the dashboard's table: %w", err))
 	}
 	return openedStore{
-		store: s.Transactional(),
-		dash:  &pgDashboard{pool: pool}, dashWhere: dashInPostgres,
-		name: name,
+		store:     s.Transactional(),
+		dash:      &pgDashboard{pool: pool},
+		dashWhere: dashInPostgres,
+		name:      name,
 		close: func() {
 			s.Close()
 			pool.Close()
