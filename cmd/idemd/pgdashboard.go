@@ -27,27 +27,17 @@ var dashboardSchema = []string{
 )`,
 }
 
-// migrateLock is the advisory lock pgstore's Migrate holds while it
-// creates its objects ("idemkit" in ASCII). idemd takes the same one for
-// its own tables, so that replicas starting together never race two
-// CREATE TABLE IF NOT EXISTS into a unique violation on the system
-// catalogs, and neither races pgstore's statements.
-const migrateLock = 0x69_64_65_6d_6b_69_74
-
-// migrateDashboard creates the dashboard's table if it does not exist, in
-// one transaction under migrateLock.
-func migrateDashboard(ctx context.Context, pool *pgxpool.Pool) error {
-	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(migrateLock)); err != nil {
-			return err
+// migrateDashboard creates the dashboard's table if it does not exist. It
+// runs inside pgstore's Migrate transaction (Store.MigrateWith), under its
+// advisory lock, so that replicas starting together never race two CREATE
+// TABLE IF NOT EXISTS into a unique violation on the system catalogs.
+func migrateDashboard(ctx context.Context, tx pgx.Tx) error {
+	for _, stmt := range dashboardSchema {
+		if _, err := tx.Exec(ctx, stmt); err != nil {
+			return fmt.Errorf("the dashboard's table: %w", err)
 		}
-		for _, stmt := range dashboardSchema {
-			if _, err := tx.Exec(ctx, stmt); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	}
+	return nil
 }
 
 // pgDashboard keeps the widgets in PostgreSQL, in widgetsTable: every

@@ -136,11 +136,8 @@ func openPostgres(ctx context.Context, cfg config, u *url.URL, log *slog.Logger)
 		pool.Close()
 		return openedStore{}, fmt.Errorf("-store %s: creating the schema: %w", name, err)
 	}
-	if err := s.Migrate(ctx); err != nil {
+	if err := s.MigrateWith(ctx, migrateDashboard); err != nil {
 		return fail(err)
-	}
-	if err := migrateDashboard(ctx, pool); err != nil {
-		return fail(fmt.Errorf("the dashboard's table: %w", err))
 	}
 	return openedStore{
 		store:     s.Transactional(),
