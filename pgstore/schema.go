@@ -222,7 +222,16 @@ $claim$`
 // server refuses the statements (the role may not create the objects, an
 // object of the same name does not fit), and one wrapping
 // idempotency.ErrStoreUnavailable when the server cannot be reached.
-func (s *Store) Migrate(ctx context.Context) error {
+func (s *Store) Migrate(ctx context.Context) error { return s.MigrateWith(ctx, nil) }
+
+// MigrateWith is Migrate, and then more, in the same transaction under the
+// same advisory lock: the application's own tables (those its transactional
+// commands write, say) come from the same migration as the store's, and
+// replicas starting together do not race each other's CREATE statements.
+// more's statements should be idempotent (CREATE ... IF NOT EXISTS), as
+// Migrate's are; its error rolls the whole migration back and is returned
+// as Migrate's are. nil more is Migrate.
+func (s *Store) MigrateWith(ctx context.Context, more func(ctx context.Context, tx pgx.Tx) error) error {
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(migrateLock)); err != nil {
 			return err
@@ -242,6 +251,9 @@ func (s *Store) Migrate(ctx context.Context) error {
 			if _, err := tx.Exec(ctx, stmt); err != nil {
 				return fmt.Errorf("%s: %w", strings.SplitN(stmt, " (", 2)[0], err)
 			}
+		}
+		if more != nil {
+			return more(ctx, tx)
 		}
 		return nil
 	})

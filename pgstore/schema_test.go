@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/idemkit/idempotency"
@@ -198,5 +199,38 @@ func TestUnlogged(t *testing.T) {
 				t.Errorf("sequence relpersistence = %q, want %q", got, "p")
 			}
 		})
+	}
+}
+
+// MigrateWith runs the application's statements in Migrate's transaction:
+// both commit, or, when the application's fail, neither.
+func TestMigrateWith(t *testing.T) {
+	pool := testPool(t)
+	schema := testSchema(t, pool)
+	ctx := context.Background()
+	exists := func(name string) bool {
+		var ok bool
+		if err := pool.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", schema+"."+name).Scan(&ok); err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	st := newUnmigrated(t, pool, WithSchema(schema))
+	boom := errors.New("boom")
+	err := st.MigrateWith(ctx, func(ctx context.Context, tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "CREATE TABLE "+schema+".app_rows (id int)"); err != nil {
+			return err
+		}
+		return boom
+	})
+	if !errors.Is(err, boom) || exists(DefaultTable) || exists("app_rows") {
+		t.Fatalf("MigrateWith failing = %v; tables: store %v, app %v; want the error and neither table", err, exists(DefaultTable), exists("app_rows"))
+	}
+	err = st.MigrateWith(ctx, func(ctx context.Context, tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, "CREATE TABLE IF NOT EXISTS "+schema+".app_rows (id int)")
+		return err
+	})
+	if err != nil || !exists(DefaultTable) || !exists("app_rows") {
+		t.Fatalf("MigrateWith = %v; want both tables", err)
 	}
 }

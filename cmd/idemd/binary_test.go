@@ -161,13 +161,27 @@ func (p *proc) waitExit(t *testing.T, limit time.Duration) error {
 	}
 }
 
+// onBinaryStores runs test as subtests, on the binary with the memory
+// store and on PostgreSQL (a schema of the subtest's own); args are the
+// -store flag.
+func onBinaryStores(t *testing.T, test func(t *testing.T, args ...string)) {
+	t.Run("memory", func(t *testing.T) { test(t) })
+	t.Run("postgres", func(t *testing.T) { test(t, "-store", postgresURL(t)) })
+}
+
 func TestBinaryContract(t *testing.T) {
-	p := startIdemd(t)
-	testContract(t, p.client)
+	onBinaryStores(t, func(t *testing.T, store ...string) {
+		p := startIdemd(t, store...)
+		testContract(t, p.client)
+	})
 }
 
 func TestBinarySIGTERMLetsRunningCommandsFinish(t *testing.T) {
-	p := startIdemd(t)
+	onBinaryStores(t, testSIGTERMLetsRunningCommandsFinish)
+}
+
+func testSIGTERMLetsRunningCommandsFinish(t *testing.T, store ...string) {
+	p := startIdemd(t, store...)
 	c := p.client
 	type result struct {
 		r   reply
@@ -199,7 +213,11 @@ func TestBinarySIGTERMLetsRunningCommandsFinish(t *testing.T) {
 }
 
 func TestBinarySIGTERMCancelsWhatItCannotFinish(t *testing.T) {
-	p := startIdemd(t, "-shutdown-timeout", "100ms")
+	onBinaryStores(t, testSIGTERMCancelsWhatItCannotFinish)
+}
+
+func testSIGTERMCancelsWhatItCannotFinish(t *testing.T, store ...string) {
+	p := startIdemd(t, append([]string{"-shutdown-timeout", "100ms"}, store...)...)
 	c := p.client
 	type result struct {
 		r   reply

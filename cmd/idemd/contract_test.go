@@ -83,6 +83,7 @@ func testContract(t *testing.T, c client) {
 			{"blank name", "widgets.create", `{"name":"  "}`, "invalid_name"},
 			{"name not a string", "widgets.create", `{"name":5}`, "invalid_name"},
 			{"no name", "widgets.create", `{}`, "invalid_name"},
+			{"NUL in name", "widgets.create", `{"name":"a\u0000b"}`, "invalid_name"},
 			{"unknown field", "widgets.create", `{"name":"a","color":"red"}`, dispatcher.CodeInvalidPayload},
 			{"not an object", "widgets.create", `["a"]`, dispatcher.CodeInvalidPayload},
 			{"negative ms", "reports.generate", `{"ms":-1}`, "invalid_ms"},

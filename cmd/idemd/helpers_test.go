@@ -169,11 +169,24 @@ func newTestServer(t *testing.T) (*server, client) {
 	return newTestServerOn(t, idempotency.NewInMemoryStore())
 }
 
-// newTestServerOn is newTestServer on the given store.
+// newTestServerOn is newTestServer on the given store, with the dashboard
+// in memory.
 func newTestServerOn(t *testing.T, store idempotency.Store) (*server, client) {
 	t.Helper()
+	return newTestServerWith(t, store, &memDashboard{})
+}
+
+// newTestServerFor is newTestServer on an opened store and its dashboard,
+// as run pairs them.
+func newTestServerFor(t *testing.T, st openedStore) (*server, client) {
+	t.Helper()
+	return newTestServerWith(t, st.store, st.dash)
+}
+
+func newTestServerWith(t *testing.T, store idempotency.Store, dash dashboard) (*server, client) {
+	t.Helper()
 	cfg := testConfig()
-	s := newServer(cfg, store, newLogger(cfg.logFormat, cfg.logLevel, t.Output()))
+	s := newServer(cfg, store, dash, newLogger(cfg.logFormat, cfg.logLevel, t.Output()))
 	hs := httptest.NewServer(s.handler)
 	t.Cleanup(hs.Close)
 	t.Cleanup(func() { s.stopCommands(context.Canceled) })

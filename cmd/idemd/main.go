@@ -14,7 +14,8 @@
 //	                        port 0 picks a free port: the "listening" log line says which)
 //	-store spec             where keys and responses live [IDEMD_STORE] (default memory):
 //	                        memory, redis://… (or rediss://), or postgres://… (the
-//	                        table is created at start; search_path picks its schema)
+//	                        tables are created at start; search_path picks their schema;
+//	                        pool_max_conns, default 32, bounds the commands running at once)
 //	-ttl duration           how long responses are replayed [IDEMD_TTL] (default 24h)
 //	-lease duration         how long a claim lives without a heartbeat [IDEMD_LEASE] (default 30s)
 //	-shutdown-timeout d     how long SIGINT/SIGTERM waits for running commands before
@@ -36,9 +37,19 @@
 //
 // Commands: widgets.create {"name":s} → 201 data.id; widgets.list {} → 200
 // data.widgets and data.count (needs no key); reports.generate {"ms":n} →
-// waits n ms (0..10000), then 200 data.report_id. Widgets live in memory, one
-// dashboard shared by all callers. Other endpoints: GET /healthz, GET /metrics
-// (Prometheus text).
+// waits n ms (0..10000), then 200 data.report_id. Other endpoints: GET
+// /healthz, GET /metrics (Prometheus text).
+//
+// The widgets form one dashboard shared by all callers. With a postgres://
+// store it lives in PostgreSQL, in the table idemd_widgets next to the
+// records: every keyed command runs in a transaction (pgstore's
+// transactional store) in which widgets.create inserts its widget and the
+// command's record is written and committed, so a widget exists exactly
+// when its record does. Replicas on the same database share the dashboard,
+// and a restart or a crash at any instant neither loses a widget nor makes
+// one twice. Each running command holds a connection of the pool until it
+// commits. With the memory and Redis stores the dashboard lives in this
+// process's memory: each replica has its own, and a restart empties it.
 package main
 
 import (

@@ -23,6 +23,28 @@ type config struct {
 	secret          string
 }
 
+// usageHeader comes before the flags in -h.
+const usageHeader = `Usage: idemd [flags]
+
+idemd serves the dashboard command API: POST /v1/commands/{name} with
+widgets.create, widgets.list and reports.generate, each keyed command run at
+most once per Idempotency-Key and caller, every retry answered with the
+recorded response.
+
+Where the dashboard's widgets live depends on -store:
+  postgres://…  in PostgreSQL, in the table idemd_widgets beside the records
+                (same database and search_path), each widget committed in the
+                transaction that records its command: replicas on the same
+                database share one dashboard, and a restart or a crash neither
+                loses a widget nor makes one twice.
+  memory, redis://…
+                in this process's memory: each replica has a dashboard of its
+                own, and a restart empties it (the records of a redis:// store
+                remain, so a retry replays a widget that is no longer listed).
+
+Flags (each also read from the environment variable in brackets):
+`
+
 // parseConfig reads the flags in args, taking each default from its
 // environment variable when that is set. -h prints the usage to out and
 // returns flag.ErrHelp.
@@ -30,6 +52,10 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (conf
 	var cfg config
 	fs := flag.NewFlagSet("idemd", flag.ContinueOnError)
 	fs.SetOutput(out)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usageHeader)
+		fs.PrintDefaults()
+	}
 	var errs []error
 	str := func(p *string, name, env, def, usage string) {
 		if v := getenv(env); v != "" {
@@ -48,7 +74,8 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (conf
 		fs.DurationVar(p, name, def, usage+" ["+env+"]")
 	}
 	str(&cfg.addr, "addr", "IDEMD_ADDR", "127.0.0.1:8080", "listen address (port 0: any free port)")
-	str(&cfg.store, "store", "IDEMD_STORE", "memory", "store: memory, redis://… or postgres://…")
+	str(&cfg.store, "store", "IDEMD_STORE", "memory",
+		"store: memory, redis://… or postgres://… (search_path picks the schema of its tables, pool_max_conns the pool's size, default 32: one connection per running command); the dashboard lives in PostgreSQL with postgres://…, in memory otherwise")
 	dur(&cfg.ttl, "ttl", "IDEMD_TTL", 24*time.Hour, "how long responses are replayed")
 	dur(&cfg.lease, "lease", "IDEMD_LEASE", 30*time.Second, "how long a claim lives without a heartbeat")
 	dur(&cfg.shutdownTimeout, "shutdown-timeout", "IDEMD_SHUTDOWN_TIMEOUT", 20*time.Second,
@@ -109,8 +136,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return err
 	}
-	s := newServer(cfg, store.store, log)
-	log.Info("listening", "addr", ln.Addr().String(), "store", store.name,
+	s := newServer(cfg, store.store, store.dash, log)
+	log.Info("listening", "addr", ln.Addr().String(), "store", store.name, "dashboard", store.dashWhere,
 		"ttl", cfg.ttl, "lease", cfg.lease)
 	return s.serve(ctx, ln)
 }

@@ -126,3 +126,16 @@ func TestRun(t *testing.T) {
 		t.Errorf("run: %v", err)
 	}
 }
+
+func TestUsageSaysWhereTheDashboardLives(t *testing.T) {
+	var out strings.Builder
+	if _, err := parseConfig([]string{"-h"}, env(nil), &out); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("-h: %v", err)
+	}
+	for _, want := range []string{"postgres://…  in PostgreSQL", "idemd_widgets", "memory, redis://…",
+		"in this process's memory", "-store", "pool_max_conns"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("-h does not say %q:\n%s", want, out.String())
+		}
+	}
+}

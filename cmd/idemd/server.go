@@ -32,7 +32,7 @@ type server struct {
 	store   idempotency.Store // instrumented
 	engine  *idempotency.Engine
 	d       *dispatcher.Dispatcher
-	dash    *dashboard
+	dash    dashboard
 	active  *gate // command requests running
 	handler http.Handler
 
@@ -44,12 +44,16 @@ type server struct {
 	known map[string]bool // registered command names, for metric labels
 }
 
-func newServer(cfg config, store idempotency.Store, log *slog.Logger) *server {
+// newServer returns idemd's server on store, with the widgets in dash. On a
+// store that is an idempotency.TxStore (pgstore's transactional view), the
+// engine runs each keyed command in a transaction that commits with its
+// record, and dash must write through it (pgDashboard).
+func newServer(cfg config, store idempotency.Store, dash dashboard, log *slog.Logger) *server {
 	s := &server{
 		cfg:     cfg,
 		log:     log,
 		metrics: newMetrics(),
-		dash:    &dashboard{},
+		dash:    dash,
 		active:  newGate(),
 		known:   make(map[string]bool),
 	}
@@ -57,8 +61,8 @@ func newServer(cfg config, store idempotency.Store, log *slog.Logger) *server {
 	s.store = store
 	s.engine = idempotency.NewEngine(s.store, idempotency.WithLease(cfg.lease), idempotency.WithObserver(s.metrics.observer(log)))
 	s.d = dispatcher.New(s.engine, dispatcher.WithObserver(s.observe), dispatcher.WithCommandContext(s.commands))
-	s.register("widgets.create", s.dash.createWidget)
-	s.register("widgets.list", s.dash.listWidgets, dispatcher.NoKey())
+	s.register("widgets.create", createWidget(s.dash))
+	s.register("widgets.list", listWidgets(s.dash), dispatcher.NoKey())
 	s.register("reports.generate", generateReport)
 
 	mux := http.NewServeMux()

@@ -111,7 +111,7 @@ func startServe(t *testing.T, s *server) (c client, cancel func(), done <-chan e
 func TestShutdownLetsRunningCommandsFinish(t *testing.T) {
 	cfg := testConfig()
 	cfg.shutdownTimeout = time.Minute
-	s := newServer(cfg, idempotency.NewInMemoryStore(), newLogger("text", slog.LevelInfo, t.Output()))
+	s := newServer(cfg, idempotency.NewInMemoryStore(), &memDashboard{}, newLogger("text", slog.LevelInfo, t.Output()))
 	c, shutdown, done := startServe(t, s)
 
 	type result struct {
@@ -145,7 +145,7 @@ func TestShutdownReleasesClaimsItCannotFinish(t *testing.T) {
 	cfg := testConfig()
 	cfg.shutdownTimeout = 50 * time.Millisecond
 	store := idempotency.NewInMemoryStore()
-	s := newServer(cfg, store, newLogger("text", slog.LevelInfo, t.Output()))
+	s := newServer(cfg, store, &memDashboard{}, newLogger("text", slog.LevelInfo, t.Output()))
 	c, shutdown, done := startServe(t, s)
 
 	type result struct {

@@ -18,12 +18,28 @@ import (
 	"github.com/idemkit/idempotency/redisstore/rueidisstore"
 )
 
-// openedStore is the store -store names, with what closes it.
+// openedStore is the store -store names, with the dashboard that goes with
+// it and what closes them.
 type openedStore struct {
-	store idempotency.Store
-	name  string // for logs: the spec without credentials
-	close func()
+	store     idempotency.Store
+	dash      dashboard
+	dashWhere string // for logs: where the dashboard lives
+	name      string // for logs: the spec without credentials
+	close     func()
 }
+
+// Where the dashboard lives, as the "listening" log line says.
+const (
+	dashInMemory   = "memory"
+	dashInPostgres = "postgres"
+)
+
+// defaultPGMaxConns is the size of the pool of a postgres:// store whose
+// URL does not set pool_max_conns. Each running command holds a connection
+// of its own, from its claim to its commit, and a claim, a widgets.list or
+// the reaper takes one more for a moment; a command that finds none free
+// waits for one up to the store's timeout (5s), then gets 503.
+const defaultPGMaxConns = 32
 
 // startupTimeout bounds connecting to a shared store and creating its schema.
 const startupTimeout = 30 * time.Second
@@ -33,9 +49,11 @@ const startupTimeout = 30 * time.Second
 func openStore(ctx context.Context, cfg config, log *slog.Logger) (openedStore, error) {
 	if cfg.store == "memory" {
 		return openedStore{
-			store: idempotency.NewInMemoryStore(idempotency.WithDefaultTTL(cfg.ttl)),
-			name:  "memory",
-			close: func() {},
+			store:     idempotency.NewInMemoryStore(idempotency.WithDefaultTTL(cfg.ttl)),
+			dash:      &memDashboard{},
+			dashWhere: dashInMemory,
+			name:      "memory",
+			close:     func() {},
 		}, nil
 	}
 	u, err := url.Parse(cfg.store)
@@ -46,7 +64,7 @@ func openStore(ctx context.Context, cfg config, log *slog.Logger) (openedStore, 
 	defer cancel()
 	switch strings.ToLower(u.Scheme) {
 	case "postgres", "postgresql":
-		return openPostgres(ctx, cfg, u.Redacted(), log)
+		return openPostgres(ctx, cfg, u, log)
 	case "redis", "rediss", "unix":
 		if cfg.redisClient == "rueidis" {
 			return openRueidis(cfg, u.Redacted())
@@ -68,7 +86,7 @@ func openRedis(ctx context.Context, cfg config, name string) (openedStore, error
 		return openedStore{}, fmt.Errorf("-store %s: %w", name, err)
 	}
 	s := redisstore.New(client, redisstore.WithDefaultTTL(cfg.ttl), redisstore.WithSecret([]byte(cfg.secret)))
-	return openedStore{store: s, name: name, close: func() { client.Close() }}, nil
+	return openedStore{store: s, dash: &memDashboard{}, dashWhere: dashInMemory, name: name, close: func() { client.Close() }}, nil
 }
 
 func openRueidis(cfg config, name string) (openedStore, error) {
@@ -81,11 +99,23 @@ func openRueidis(cfg config, name string) (openedStore, error) {
 		return openedStore{}, fmt.Errorf("-store %s: %w", name, err)
 	}
 	s := rueidisstore.New(client, rueidisstore.WithDefaultTTL(cfg.ttl), rueidisstore.WithSecret([]byte(cfg.secret)))
-	return openedStore{store: s, name: name + " (rueidis)", close: client.Close}, nil
+	return openedStore{store: s, dash: &memDashboard{}, dashWhere: dashInMemory, name: name + " (rueidis)", close: client.Close}, nil
 }
 
-func openPostgres(ctx context.Context, cfg config, name string, log *slog.Logger) (openedStore, error) {
-	pool, err := pgxpool.New(ctx, cfg.store)
+// openPostgres opens a postgres:// store: pgstore's transactional view,
+// so that every command runs in a transaction that commits with its
+// record, and the dashboard in the same database. The start-up migration
+// creates pgstore's objects and the dashboard's table.
+func openPostgres(ctx context.Context, cfg config, u *url.URL, log *slog.Logger) (openedStore, error) {
+	name := u.Redacted()
+	pcfg, err := pgxpool.ParseConfig(cfg.store)
+	if err != nil {
+		return openedStore{}, fmt.Errorf("-store %s: %w", name, err)
+	}
+	if !u.Query().Has("pool_max_conns") {
+		pcfg.MaxConns = defaultPGMaxConns
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return openedStore{}, fmt.Errorf("-store %s: %w", name, err)
 	}
@@ -101,13 +131,22 @@ func openPostgres(ctx context.Context, cfg config, name string, log *slog.Logger
 		pool.Close()
 		return openedStore{}, fmt.Errorf("-store %s: %w", name, err)
 	}
-	if err := s.Migrate(ctx); err != nil {
+	fail := func(err error) (openedStore, error) {
 		s.Close()
 		pool.Close()
 		return openedStore{}, fmt.Errorf("-store %s: creating the schema: %w", name, err)
 	}
-	return openedStore{store: s, name: name, close: func() {
-		s.Close()
-		pool.Close()
-	}}, nil
+	if err := s.MigrateWith(ctx, migrateDashboard); err != nil {
+		return fail(err)
+	}
+	return openedStore{
+		store:     s.Transactional(),
+		dash:      &pgDashboard{pool: pool},
+		dashWhere: dashInPostgres,
+		name:      name,
+		close: func() {
+			s.Close()
+			pool.Close()
+		},
+	}, nil
 }
