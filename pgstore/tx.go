@@ -654,11 +654,11 @@ func (t *TxStore) Again(ctx context.Context, tok idempotency.Token, err error, r
 
 // The transactional claim's statements besides the functions (see schema.go).
 const (
-	// peekSQL: $1 id. beginSQL without the claim: the row as it is.
+	// peekSQL: $1 id. beginSQL without the claim: the row as it is, if any.
 	peekSQL = `
-SELECT r.state, r.fingerprint, r.expires_at - n.now, NULL::bigint,
-    r.status, r.body, r.header, r.tombstone, r.stored_at, r.ttl_ns
-FROM (SELECT clock_timestamp() AS now) n LEFT JOIN {table} r ON r.id = $1`
+SELECT state, fingerprint, expires_at - clock_timestamp(), NULL::bigint,
+    status, body, header, tombstone, stored_at, ttl_ns
+FROM {table} WHERE id = $1`
 
 	// claimTxSQL: $1 id, $2 fence (NULL: draw one), $3 idle timeout in ms.
 	claimTxSQL = `SELECT * FROM {claim_tx}($1, $2, $3)`
