@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strconv"
 	"time"
 )
 
@@ -21,6 +22,7 @@ type config struct {
 	logLevel        slog.Level
 	redisClient     string
 	secret          string
+	sidecar         sidecarConfig // sidecar.upstream != "": idemd -upstream
 }
 
 // usageHeader comes before the flags in -h.
@@ -83,6 +85,33 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (conf
 	str(&cfg.logFormat, "log-format", "IDEMD_LOG_FORMAT", "text", "log format: text or json")
 	str(&cfg.redisClient, "redis-client", "IDEMD_REDIS_CLIENT", "go-redis",
 		"client library for a redis:// store: go-redis, or rueidis (auto-pipelining: faster with many concurrent requests)")
+	str(&cfg.sidecar.upstream, "upstream", "IDEMD_UPSTREAM", "",
+		"sidecar mode: proxy every request to this http:// or https:// URL, covered requests (-methods, -paths) with an Idempotency-Key sent at most once and their answers replayed; no dashboard")
+	var methods, paths, noReplay string
+	str(&methods, "methods", "IDEMD_METHODS", "POST,PATCH", "sidecar: comma-separated methods covered (not GET, HEAD, OPTIONS, TRACE)")
+	str(&paths, "paths", "IDEMD_PATHS", "/", "sidecar: comma-separated path prefixes covered")
+	str(&cfg.sidecar.identity, "identity", "IDEMD_IDENTITY", "authorization",
+		"sidecar: what tells callers apart: authorization (a digest of the Authorization header) or header:NAME (a digest of that header)")
+	boolean := func(p *bool, name, env string, usage string) {
+		def := false
+		if v := getenv(env); v != "" {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", env, err))
+			}
+			def = b
+		}
+		fs.BoolVar(p, name, def, usage+" ["+env+"]")
+	}
+	boolean(&cfg.sidecar.anonymous, "anonymous", "IDEMD_ANONYMOUS",
+		"sidecar: let keyed requests without an identity through, all sharing one key space (else 400)")
+	boolean(&cfg.sidecar.requireKey, "require-key", "IDEMD_REQUIRE_KEY", "sidecar: answer 400 to a covered request without an Idempotency-Key (else it passes through)")
+	str(&cfg.sidecar.ambiguous, "upstream-ambiguous", "IDEMD_UPSTREAM_AMBIGUOUS", "record",
+		"sidecar: an answer of unknown outcome (sent, then reset or timed out; the upstream's 502 or 504): record (retries get it back; never sent twice) or release (the retry sends it again: only for an upstream that is idempotent itself)")
+	dur(&cfg.sidecar.upstreamTimeout, "upstream-timeout", "IDEMD_UPSTREAM_TIMEOUT", time.Minute,
+		"sidecar: how long to wait for the upstream's answer once the request is sent (then 504, outcome unknown)")
+	str(&noReplay, "no-replay-headers", "IDEMD_NO_REPLAY_HEADERS", "",
+		"sidecar: comma-separated upstream response headers never replayed, beyond hop-by-hop, Set-Cookie and credentials")
 	var level string
 	str(&level, "log-level", "IDEMD_LOG_LEVEL", "info", "least level logged: debug, info (a line per command), warn or error")
 	cfg.secret = getenv("IDEMD_SECRET")
@@ -91,6 +120,12 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (conf
 	}
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
+	}
+	cfg.sidecar.methods, cfg.sidecar.paths, cfg.sidecar.noReplay = splitList(methods), splitList(paths), splitList(noReplay)
+	if cfg.sidecar.upstream != "" {
+		if err := cfg.sidecar.validate(); err != nil {
+			return config{}, err
+		}
 	}
 	switch {
 	case fs.NArg() > 0:
@@ -137,6 +172,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return err
 	}
 	s := newServer(cfg, store.store, store.dash, log)
+	if cfg.sidecar.upstream != "" {
+		log.Info("listening", "addr", ln.Addr().String(), "store", store.name, "upstream", cfg.sidecar.upstream,
+			"methods", cfg.sidecar.methods, "paths", cfg.sidecar.paths, "identity", cfg.sidecar.identity,
+			"upstream_ambiguous", cfg.sidecar.ambiguous, "ttl", cfg.ttl, "lease", cfg.lease)
+		return s.serve(ctx, ln)
+	}
 	log.Info("listening", "addr", ln.Addr().String(), "store", store.name, "dashboard", store.dashWhere,
 		"ttl", cfg.ttl, "lease", cfg.lease)
 	return s.serve(ctx, ln)

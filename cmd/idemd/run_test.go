@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -22,6 +23,8 @@ func TestParseConfig(t *testing.T) {
 	defaults := config{
 		addr: "127.0.0.1:8080", store: "memory", ttl: 24 * time.Hour, lease: 30 * time.Second,
 		shutdownTimeout: 20 * time.Second, logFormat: "text", redisClient: "go-redis",
+		sidecar: sidecarConfig{methods: []string{"POST", "PATCH"}, paths: []string{"/"}, identity: "authorization",
+			ambiguous: "record", upstreamTimeout: time.Minute},
 	}
 	tests := []struct {
 		name string
@@ -41,13 +44,23 @@ func TestParseConfig(t *testing.T) {
 		{"log level", []string{"-log-level", "warn"}, nil, func(c *config) { c.logLevel = slog.LevelWarn }},
 		{"redis client", []string{"-redis-client", "rueidis"}, nil, func(c *config) { c.redisClient = "rueidis" }},
 		{"log level from the environment", nil, map[string]string{"IDEMD_LOG_LEVEL": "debug"}, func(c *config) { c.logLevel = slog.LevelDebug }},
+		{"sidecar", []string{"-upstream", "http://127.0.0.1:9000", "-methods", "POST,PUT", "-paths", "/v1/,/v2/pay",
+			"-identity", "header:X-Api-Key", "-anonymous", "-require-key", "-upstream-ambiguous", "release",
+			"-upstream-timeout", "5s", "-no-replay-headers", "X-Secret"}, nil,
+			func(c *config) {
+				c.sidecar = sidecarConfig{upstream: "http://127.0.0.1:9000", methods: []string{"POST", "PUT"},
+					paths: []string{"/v1/", "/v2/pay"}, identity: "header:X-Api-Key", anonymous: true, requireKey: true,
+					ambiguous: "release", upstreamTimeout: 5 * time.Second, noReplay: []string{"X-Secret"}}
+			}},
+		{"sidecar from the environment", nil, map[string]string{"IDEMD_UPSTREAM": "https://api.example", "IDEMD_ANONYMOUS": "true"},
+			func(c *config) { c.sidecar.upstream, c.sidecar.anonymous = "https://api.example", true }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := parseConfig(tt.args, env(tt.env), io.Discard)
 			want := defaults
 			tt.want(&want)
-			if err != nil || got != want {
+			if err != nil || !reflect.DeepEqual(got, want) {
 				t.Errorf("got %+v, %v\nwant %+v", got, err, want)
 			}
 		})
@@ -69,6 +82,15 @@ func TestParseConfigErrors(t *testing.T) {
 		{"log level", []string{"-log-level", "loud"}, nil},
 		{"redis client", []string{"-redis-client", "hiredis"}, nil},
 		{"bad duration in the environment", nil, map[string]string{"IDEMD_LEASE": "soon"}},
+		{"upstream not a URL", []string{"-upstream", "localhost:9000"}, nil},
+		{"upstream scheme", []string{"-upstream", "ftp://h/"}, nil},
+		{"safe method covered", []string{"-upstream", "http://h", "-methods", "POST,GET"}, nil},
+		{"path not absolute", []string{"-upstream", "http://h", "-paths", "v1/"}, nil},
+		{"identity", []string{"-upstream", "http://h", "-identity", "cookie"}, nil},
+		{"identity header without a name", []string{"-upstream", "http://h", "-identity", "header:"}, nil},
+		{"ambiguous", []string{"-upstream", "http://h", "-upstream-ambiguous", "retry"}, nil},
+		{"upstream timeout", []string{"-upstream", "http://h", "-upstream-timeout", "0s"}, nil},
+		{"bad bool in the environment", nil, map[string]string{"IDEMD_ANONYMOUS": "maybe"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

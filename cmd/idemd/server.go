@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,6 +20,10 @@ import (
 // releaseTimeout bounds how long shutdown waits, after cancelling the
 // commands still running, for them to end and release their keys.
 const releaseTimeout = 10 * time.Second
+
+// adminPrefix is where a sidecar serves idemd's own endpoints (healthz,
+// metrics); every other path goes upstream.
+const adminPrefix = "/_idemd/"
 
 // errShutdown is the cause given to the commands cancelled at shutdown.
 var errShutdown = errors.New("idemd: shutting down")
@@ -35,6 +40,7 @@ type server struct {
 	dash    dashboard
 	active  *gate // command requests running
 	handler http.Handler
+	sidecar *sidecar // idemd -upstream; nil otherwise
 
 	// commands ends when running commands must stop (shutdown took too long).
 	commands     context.Context
@@ -59,6 +65,27 @@ func newServer(cfg config, store idempotency.Store, dash dashboard, log *slog.Lo
 	}
 	s.commands, s.stopCommands = context.WithCancelCause(context.Background())
 	s.store = store
+	if cfg.sidecar.upstream != "" {
+		s.sidecar = newSidecar(cfg.sidecar, log, func(record func(idempotency.Response) bool) *idempotency.Engine {
+			return idempotency.NewEngine(s.store, idempotency.WithLease(cfg.lease), idempotency.WithDetachedRun(true),
+				idempotency.WithRecordPolicy(record), idempotency.WithObserver(s.metrics.observer(log)))
+		})
+		// A shutdown out of time cuts the upstream exchanges still running:
+		// each gets its "outcome unknown" answer recorded.
+		context.AfterFunc(s.commands, s.sidecar.conns.closeAll)
+		proxied := s.active.wrap(s.sidecar)
+		admin := http.NewServeMux()
+		admin.HandleFunc("GET "+adminPrefix+"healthz", s.healthz)
+		admin.Handle("GET "+adminPrefix+"metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+		s.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if strings.HasPrefix(r.URL.Path, adminPrefix) {
+				admin.ServeHTTP(w, r)
+				return
+			}
+			proxied.ServeHTTP(w, r)
+		})
+		return s
+	}
 	s.engine = idempotency.NewEngine(s.store, idempotency.WithLease(cfg.lease), idempotency.WithObserver(s.metrics.observer(log)))
 	s.d = dispatcher.New(s.engine, dispatcher.WithObserver(s.observe), dispatcher.WithCommandContext(s.commands))
 	s.register("widgets.create", createWidget(s.dash))

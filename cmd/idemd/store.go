@@ -136,6 +136,16 @@ func openPostgres(ctx context.Context, cfg config, u *url.URL, log *slog.Logger)
 		pool.Close()
 		return openedStore{}, fmt.Errorf("-store %s: creating the schema: %w", name, err)
 	}
+	if cfg.sidecar.upstream != "" {
+		// The sidecar's command is a request to the upstream: it must never
+		// run twice, so not in a transaction that a serialization failure
+		// would run again. There is no dashboard.
+		if err := s.Migrate(ctx); err != nil {
+			return fail(err)
+		}
+		return openedStore{store: s, dash: &memDashboard{}, dashWhere: dashInMemory, name: name,
+			close: func() { s.Close(); pool.Close() }}, nil
+	}
 	if err := s.MigrateWith(ctx, migrateDashboard); err != nil {
 		return fail(err)
 	}
