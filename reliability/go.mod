@@ -4,6 +4,7 @@ go 1.26.8
 
 require (
 	github.com/anishathalye/porcupine v1.3.1
+	github.com/hashicorp/go-retryablehttp v0.7.8
 	github.com/idemkit/idempotency v0.0.0-00010101000000-000000000000
 	github.com/idemkit/idempotency/pgstore v0.0.0-00010101000000-000000000000
 	github.com/idemkit/idempotency/redisstore v0.0.0-00010101000000-000000000000
@@ -14,6 +15,7 @@ require (
 
 require (
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
+	github.com/hashicorp/go-cleanhttp v0.5.2 // indirect
 	github.com/jackc/pgpassfile v1.0.0 // indirect
 	github.com/jackc/pgservicefile v0.0.0-20240606120523-5a60cdf6a761 // indirect
 	github.com/jackc/puddle/v2 v2.2.3 // indirect
