@@ -328,7 +328,8 @@ func (s *sidecar) readAhead(res *http.Response) error {
 	if res.ContentLength <= limit && res.Body != nil && res.Body != http.NoBody {
 		buf := s.getBuf()
 		call.ahead = buf
-		if _, err := buf.ReadFrom(io.LimitReader(res.Body, limit+1)); err != nil {
+		call.limited = io.LimitedReader{R: res.Body, N: limit + 1}
+		if _, err := buf.ReadFrom(&call.limited); err != nil {
 			return fmt.Errorf("reading the upstream's answer: %w", err)
 		}
 		if int64(buf.Len()) <= limit {
@@ -434,6 +435,7 @@ type upstreamCall struct {
 	trace     httptrace.ClientTrace
 	connected atomic.Bool   // the last attempt got a connection: bytes may have been written
 	ahead     *bytes.Buffer // the answer read ahead, to give back to the pool
+	limited   io.LimitedReader
 }
 
 type callKey struct{}
