@@ -1,11 +1,13 @@
 // Command idemd serves the dashboard command API: JSON commands
 // posted to /v1/commands/{name} with an Idempotency-Key header, each run at
 // most once per key and caller, with every retry answered by the recorded
-// response.
+// response. With -upstream URL it is a sidecar instead: the same semantics
+// in front of any HTTP API (see Sidecar mode below).
 //
 // Usage:
 //
 //	idemd [flags]
+//	idemd -upstream URL [flags]
 //
 // Flags (each may also come from the environment variable named in brackets;
 // a flag wins over its variable):
@@ -26,6 +28,63 @@
 //	                        [IDEMD_REDIS_CLIENT] (default go-redis)
 //	-log-level level        least level logged: debug, info (a line per command and the
 //	                        "listening" line), warn or error [IDEMD_LOG_LEVEL] (default info)
+//
+// Sidecar flags (idemd -upstream URL):
+//
+//	-upstream URL           proxy every request to URL (http:// or https://, HTTP/1.1) [IDEMD_UPSTREAM]
+//	-methods list           methods covered, comma-separated [IDEMD_METHODS] (default POST,PATCH;
+//	                        GET, HEAD, OPTIONS and TRACE cannot be)
+//	-paths list             path prefixes covered, comma-separated [IDEMD_PATHS] (default /)
+//	-identity source        what tells callers apart: authorization (a digest of the
+//	                        Authorization header) or header:NAME [IDEMD_IDENTITY] (default authorization)
+//	-anonymous              keyed requests without an identity share one key space
+//	                        (default: refused with 400) [IDEMD_ANONYMOUS]
+//	-require-key            a covered request without a key gets 400 (default: passes through) [IDEMD_REQUIRE_KEY]
+//	-upstream-ambiguous m   record (default) or release an answer of unknown outcome [IDEMD_UPSTREAM_AMBIGUOUS]
+//	-upstream-timeout d     wait for the upstream's answer once sent [IDEMD_UPSTREAM_TIMEOUT] (default 1m)
+//	-no-replay-headers list upstream response headers never replayed, beyond hop-by-hop,
+//	                        Set-Cookie and credentials [IDEMD_NO_REPLAY_HEADERS]
+//
+// # Sidecar mode
+//
+// With -upstream, idemd serves no commands of its own: it is a reverse
+// proxy (net/http/httputil) that puts the idemhttp semantics in front of
+// any HTTP API. Requests not covered pass through untouched. A covered
+// request with an Idempotency-Key is claimed in the store (-store, shared by
+// replicas), sent upstream at most once, and the upstream's answer recorded
+// with its headers — ETag, Cache-Control, its own X- headers — except the
+// hop-by-hop ones, Set-Cookie and credentials; every retry with the same key
+// and caller gets it back with Idempotent-Replayed: true.
+//
+// Outcomes of the upstream exchange:
+//
+//	never reached the upstream (dial failed)   503 upstream-unavailable, Retry-After: 1; the key
+//	                                           is released, so a retry sends the request
+//	sent, then reset, timed out (-upstream-timeout)   502 (504 on a timeout) upstream-outcome-unknown,
+//	or cut off before the whole answer         recorded: every retry gets it back and the request
+//	                                           is never sent again (check the upstream, then
+//	                                           use a new key); -upstream-ambiguous=release
+//	                                           releases the key instead, for an upstream that
+//	                                           deduplicates by the key itself
+//	the upstream's own 502 or 504              recorded likewise (released with release)
+//	the upstream's 500, 503, 408, 425, 429     passed on; the key is released
+//	any other answer up to 1 MiB               recorded and replayed
+//	a larger answer                            streamed through; a tombstone is recorded,
+//	                                           so a retry gets 410 and nothing is sent again
+//
+// The upstream sees the key as idempotency-key: Go's http.Transport sends a
+// request again by itself, when a reused connection fails after the request
+// was written, if it has an Idempotency-Key header; under that spelling it
+// does not, so the upstream never sees one client request twice. A covered
+// answer is read whole (up to the cap) before any of it is sent, so that
+// an upstream that breaks off mid-answer is recorded as "outcome unknown",
+// never as a truncated answer. The sidecar does not authenticate: a replay
+// goes to whoever presents the same credential (the identity is its
+// digest), without the upstream checking it again, until -ttl. idemd's own
+// endpoints are /_idemd/healthz and /_idemd/metrics. A shutdown that runs
+// out of -shutdown-timeout cuts the upstream exchanges still running, each
+// recorded as "outcome unknown". With a postgres:// store the requests are
+// not run in transactions (a rerun would send them twice).
 //
 // SIGINT or SIGTERM shuts down gracefully: idemd stops accepting, lets
 // running commands finish for up to -shutdown-timeout, then cancels the rest,

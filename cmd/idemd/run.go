@@ -27,6 +27,7 @@ type config struct {
 
 // usageHeader comes before the flags in -h.
 const usageHeader = `Usage: idemd [flags]
+       idemd -upstream URL [flags]   (sidecar mode, below)
 
 idemd serves the dashboard command API: POST /v1/commands/{name} with
 widgets.create, widgets.list and reports.generate, each keyed command run at
@@ -43,6 +44,22 @@ Where the dashboard's widgets live depends on -store:
                 in this process's memory: each replica has a dashboard of its
                 own, and a restart empties it (the records of a redis:// store
                 remain, so a retry replays a widget that is no longer listed).
+
+Sidecar mode, idemd -upstream URL: the same semantics in front of any HTTP
+API. Every request is proxied to URL; a covered one (-methods, -paths) with
+an Idempotency-Key is sent upstream at most once per key and caller
+(-identity), and its answer, with the upstream's own headers (not
+hop-by-hop ones, Set-Cookie or credentials), is replayed to every retry.
+  never reached the upstream (dial failed)   503, key released: a retry sends it
+  sent, then reset, timed out or cut off      502 or 504 "upstream outcome unknown",
+  before the whole answer; upstream 502, 504  recorded: retries get it back and
+                                              nothing is sent twice
+                                              (-upstream-ambiguous=release: released)
+  upstream 500, 503, 408, 425, 429            passed on, key released: a retry sends it
+  any other answer                            recorded and replayed
+  an answer over 1 MiB                        streamed through; retries get 410
+idemd's own endpoints move to /_idemd/healthz and /_idemd/metrics. With
+postgres://, requests are not run in a transaction (there is no dashboard).
 
 Flags (each also read from the environment variable in brackets):
 `
