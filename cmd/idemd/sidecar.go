@@ -390,6 +390,8 @@ func unpack(h http.Header, v string) {
 // 503 (released) when the request never reached the upstream, else the
 // "outcome unknown" answer, which the record policy records.
 func (s *sidecar) upstreamFailed(w http.ResponseWriter, r *http.Request, err error) {
+	// Replayed with the answer, as the upstream's headers are.
+	w.Header()[recordedHeadersField] = []string{"Cache-Control=no-store"}
 	call := callFrom(r.Context())
 	if call != nil && !call.connected.Load() {
 		s.notSent.Add(1)
@@ -400,12 +402,12 @@ func (s *sidecar) upstreamFailed(w http.ResponseWriter, r *http.Request, err err
 	}
 	s.ambiguous.Add(1)
 	s.log.Warn("upstream outcome unknown; the answer is recorded", "path", r.URL.Path, "err", err)
-	status, what := http.StatusBadGateway, "the connection failed"
+	status, what := http.StatusBadGateway, "the connection failed before its whole answer came back"
 	var ne net.Error
 	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
-		status, what = http.StatusGatewayTimeout, "the upstream did not answer in time"
+		status, what = http.StatusGatewayTimeout, "its answer did not come back in time"
 	}
-	detail := "The request was sent to the upstream, but " + what + " before its whole answer came back, so whether it took effect is unknown. "
+	detail := "The request was sent to the upstream, but " + what + ", so whether it took effect is unknown. "
 	if s.cfg.ambiguous == "record" {
 		detail += "This answer is recorded: a retry with this Idempotency-Key gets it again and is never sent upstream. Check the outcome with the upstream; use a new key to send the request again."
 	} else {

@@ -227,6 +227,9 @@ func TestSidecarOutcomes(t *testing.T) {
 				if b.body != a.body {
 					t.Errorf("retry got %q, want %q", b.body, a.body)
 				}
+				if got := b.header.Get("Cache-Control"); got != "no-store" {
+					t.Errorf("retry: Cache-Control %q, want no-store", got)
+				}
 			}
 			if got := up.count("k"); got != tt.runs {
 				t.Errorf("upstream ran %d times, want %d", got, tt.runs)
