@@ -469,3 +469,76 @@ func TestPackUnpack(t *testing.T) {
 		}
 	}
 }
+
+// blocker is an upstream handler that reports each request it starts and
+// holds it until release is closed (or the client goes).
+func blocker(started chan<- struct{}, release <-chan struct{}) func(*upstream, http.ResponseWriter, *http.Request) {
+	return func(_ *upstream, w http.ResponseWriter, r *http.Request) {
+		started <- struct{}{}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+		w.WriteHeader(http.StatusCreated)
+	}
+}
+
+func TestSidecarUpstreamTimeoutRecorded(t *testing.T) {
+	started, release := make(chan struct{}, 1), make(chan struct{})
+	defer close(release)
+	up := newUpstream(t, blocker(started, release))
+	srv, _ := sidecarServer(t, up.URL, "-upstream-timeout", "50ms")
+	a := post(t, srv.URL+"/pay", "k", "{}")
+	<-started
+	b := post(t, srv.URL+"/pay", "k", "{}")
+	if a.status != http.StatusGatewayTimeout || problemType(t, a) != problemOutcomeUnknown {
+		t.Fatalf("got %d %s, want 504 outcome unknown", a.status, a.body)
+	}
+	if b.status != http.StatusGatewayTimeout || b.header.Get("Idempotent-Replayed") != "true" {
+		t.Errorf("retry: %d %v", b.status, b.header)
+	}
+	if n := up.count("k"); n != 1 {
+		t.Errorf("upstream ran %d times, want 1", n)
+	}
+}
+
+func TestSidecarShutdownCutsRecorded(t *testing.T) {
+	started, release := make(chan struct{}, 1), make(chan struct{})
+	defer close(release)
+	up := newUpstream(t, blocker(started, release))
+	cfg, err := parseConfig([]string{"-upstream", up.URL}, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newServer(cfg, idempotency.NewInMemoryStore(), &memDashboard{}, slog.New(slog.DiscardHandler))
+	srv := httptest.NewServer(s.handler)
+	defer srv.Close()
+	first := make(chan answer, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/pay", strings.NewReader("{}"))
+		req.Header.Set("Idempotency-Key", "k")
+		req.Header.Set("Authorization", "Bearer alice")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			first <- answer{}
+			return
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		first <- answer{res.StatusCode, res.Header, string(b)}
+	}()
+	<-started
+	// What serve does when shutdown runs out of time: the running
+	// exchanges are cut, and each is recorded as outcome unknown.
+	s.stopCommands(errShutdown)
+	a := <-first
+	if a.status != http.StatusBadGateway || problemType(t, a) != problemOutcomeUnknown {
+		t.Fatalf("got %d %s, want 502 outcome unknown", a.status, a.body)
+	}
+	if b := post(t, srv.URL+"/pay", "k", "{}"); b.status != http.StatusBadGateway || b.header.Get("Idempotent-Replayed") != "true" {
+		t.Errorf("retry: %d %v", b.status, b.header)
+	}
+	if n := up.count("k"); n != 1 {
+		t.Errorf("upstream ran %d times, want 1", n)
+	}
+}
