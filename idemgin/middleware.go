@@ -32,10 +32,13 @@ import (
 // TxStore, see Engine.Reruns): a gin chain cannot run twice. Over such an
 // engine wrap the handler itself: gin.WrapH(idemhttp.New(e)(h)).
 func New(e *idempotency.Engine, opts ...idemhttp.Option) gin.HandlerFunc {
-	if e != nil && e.Reruns() {
+	switch {
+	case e == nil:
+		panic("idemgin: New with a nil engine")
+	case e.Reruns():
 		panic("idemgin: New with an engine that reruns commands; a gin chain runs once")
 	}
-	mw := idemhttp.New(e, opts...) // panics if e is nil
+	mw := idemhttp.New(e, opts...)
 	return func(c *gin.Context) {
 		ch := &chain{c: c}
 		mw(ch).ServeHTTP(c.Writer, c.Request)
@@ -56,8 +59,10 @@ type chain struct {
 func (ch *chain) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c := ch.c
 	ch.ran = true
-	if w == http.ResponseWriter(c.Writer) && r == c.Request {
-		c.Next() // passed straight through: no key, or a method not covered
+	if r == c.Request {
+		// Passed straight through (no key, or a method not covered): a
+		// keyed request's handler gets a request of its own.
+		c.Next()
 		return
 	}
 	outerW, outerR := c.Writer, c.Request
