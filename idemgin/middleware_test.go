@@ -373,3 +373,39 @@ func TestNewPanics(t *testing.T) {
 		})
 	}
 }
+
+// Middleware that renders c.Errors after the handlers is recorded when it
+// comes after idemgin in the chain.
+func TestErrorRendererAfter(t *testing.T) {
+	var runs atomic.Int64
+	renderErrors := func(c *gin.Context) {
+		c.Next()
+		if err := c.Errors.Last(); err != nil && !c.Writer.Written() {
+			c.JSON(http.StatusPaymentRequired, gin.H{"error": err.Error()})
+		}
+	}
+	r := gin.New()
+	r.POST("/pay", idemgin.New(newEngine()), renderErrors, func(c *gin.Context) {
+		runs.Add(1)
+		_ = c.Error(errDeclined)
+	})
+	srv := serve(t, r)
+
+	first := post(srv.Client(), srv.URL+"/pay", `{}`, keyed("k")...)
+	retry := post(srv.Client(), srv.URL+"/pay", `{}`, keyed("k")...)
+	for i, got := range []response{first, retry} {
+		if got.status != http.StatusPaymentRequired || got.body != `{"error":"card declined"}` {
+			t.Errorf("answer %d = %d %q, want 402 with the error", i+1, got.status, got.body)
+		}
+	}
+	wantReplayed(t, retry, true)
+	if runs.Load() != 1 {
+		t.Errorf("handler ran %d times, want 1", runs.Load())
+	}
+}
+
+type declined struct{}
+
+func (declined) Error() string { return "card declined" }
+
+var errDeclined error = declined{}
