@@ -43,7 +43,8 @@ func WithMaxRetryAfter(d time.Duration) Option {
 // arrive; an attempt that takes longer is abandoned and counts as a
 // timeout, which is retried. The response body, once there, is not bound
 // by it. Zero, the default, sets no bound of its own (the request's
-// context and the base transport's timeouts still apply).
+// context and the base transport's timeouts still apply). It runs on the
+// runtime's timers, not on WithClock's clock.
 func WithAttemptTimeout(d time.Duration) Option {
 	return func(t *Transport) { t.attemptTimeout = max(d, 0) }
 }

@@ -72,7 +72,10 @@ func (t *Transport) retryAfter(resp *http.Response) time.Duration {
 func (t *Transport) backoff(attempt int) time.Duration {
 	d := t.baseDelay
 	for i := 1; i < attempt && d < t.maxDelay; i++ {
-		d *= 2
+		d = min(d*2, t.maxDelay)
+		if d < 0 { // overflowed: only when maxDelay is near forever
+			d = t.maxDelay
+		}
 	}
 	d = min(d, t.maxDelay)
 	if d <= 0 {

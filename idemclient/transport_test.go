@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"regexp"
 	"slices"
 	"strings"
@@ -406,4 +407,47 @@ func TestReplayed(t *testing.T) {
 	if Replayed(nil) || Attempts(nil) != 0 || Key(nil) != "" {
 		t.Fatal("the helpers of a nil response should say nothing")
 	}
+}
+
+func TestEdgeCases(t *testing.T) {
+	t.Run("no header map", func(t *testing.T) {
+		s := &scripted{t: t, answers: []answer{{status: 201}}}
+		u, _ := url.Parse("http://example.test/")
+		resp, err := New(WithBase(s)).RoundTrip(&http.Request{Method: http.MethodPatch, URL: u})
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if !uuidRE.MatchString(s.attempts()[0].key) {
+			t.Fatalf("key %q, want a UUID", s.attempts()[0].key)
+		}
+	})
+	t.Run("GetBody fails", func(t *testing.T) {
+		s := &scripted{t: t, answers: []answer{{status: 503}, {status: 201}}}
+		req := post(t, context.Background(), `{}`)
+		boom := errors.New("cannot reopen")
+		req.GetBody = func() (io.ReadCloser, error) { return nil, boom }
+		_, err := New(WithBase(s), WithClock(nil, (&waits{}).sleep)).RoundTrip(req)
+		var e *Error
+		if !errors.As(err, &e) || !errors.Is(err, boom) || e.Attempts != 1 {
+			t.Fatalf("err %v, want an *Error of 1 attempt wrapping the GetBody error", err)
+		}
+	})
+	t.Run("at least one attempt", func(t *testing.T) {
+		s := &scripted{t: t, answers: []answer{{status: 503}, {status: 201}}}
+		resp, err := New(WithBase(s), WithMaxAttempts(0)).RoundTrip(post(t, context.Background(), `{}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 503 || len(s.attempts()) != 1 {
+			t.Fatalf("got %d after %d attempts, want 503 after 1", resp.StatusCode, len(s.attempts()))
+		}
+	})
+	t.Run("backoff near forever", func(t *testing.T) {
+		tr := New(WithBackoff(time.Second, time.Duration(1<<62)), WithJitter(maxJitter))
+		if d := tr.backoff(200); d != time.Duration(1<<62) {
+			t.Fatalf("backoff(200) = %v, want the maximum", d)
+		}
+	})
 }
