@@ -16,12 +16,13 @@
 //
 // # What is retried
 //
-//	connection errors (refused, reset, EOF)   retried
-//	timeouts (net.Error.Timeout, WithAttemptTimeout)  retried
-//	409 Conflict with a Retry-After header    retried (the key is in flight)
-//	429 Too Many Requests                     retried
-//	503 Service Unavailable                   retried
-//	anything else, including 400, 410, 413, 422, 500, 502, 504   returned as is
+//	connection refused, reset, closed (EOF)            retried
+//	timeouts (net.Error.Timeout, WithAttemptTimeout)   retried
+//	409 Conflict with a Retry-After header             retried (the key is in flight)
+//	429 Too Many Requests                              retried
+//	503 Service Unavailable                            retried
+//	any other status: 400, 410, 413, 422, 500, 502, 504, …   returned as is
+//	other errors (bad URL, TLS refused, no such host)  returned as an *Error
 //
 // A 409 is retried only when it carries Retry-After: that is how idemkit's
 // servers say "a request with this key is still running" (idemhttp's
@@ -37,7 +38,12 @@
 // attempts, when the request's context is done, or when the next wait would
 // end after the context's deadline; the last response (with its body
 // unread) or an *Error wrapping the last error is returned then. Before
-// each retry the previous response's body is drained a little and closed.
+// each retry the previous response's body is drained (up to 4 KiB, so its
+// connection can be reused) and closed.
+//
+// 500, 502 and 504 are not retried although the key would make it safe:
+// a server that failed or a gateway that gave up says nothing about when
+// to come back. The caller may send the request again with Key(resp).
 //
 // # What is never retried
 //
@@ -49,6 +55,15 @@
 // for a *bytes.Buffer, *bytes.Reader or *strings.Reader body; set it
 // yourself for other bodies you can re-open. A request whose context is
 // done is never sent again.
+//
+// Two things outside the Transport send requests again on their own.
+// net/http's Transport re-sends a request carrying an Idempotency-Key once
+// when a reused connection fails before any answer (it counts such a
+// request as replayable); that happens inside one attempt and is not
+// counted by Attempts. And http.Client, following a 307 or 308 redirect,
+// sends a new request built from the caller's, which has no key unless the
+// caller set one: the redirected request gets a key of its own. Set the key
+// yourself (NewKey) to keep one key across redirects.
 //
 // # Telling a replay
 //
