@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -20,7 +21,7 @@ import (
 )
 
 // idemdBinary is RELIABILITY_IDEMD, or idemd built into a directory of
-// t's (go build, through go.work). -short skips.
+// t's (go build, through go.work). -short skips the build.
 func idemdBinary(t *testing.T) string {
 	t.Helper()
 	if p := os.Getenv("RELIABILITY_IDEMD"); p != "" {
@@ -29,10 +30,14 @@ func idemdBinary(t *testing.T) string {
 	if testing.Short() {
 		t.Skip("-short: not building the idemd binary (set RELIABILITY_IDEMD to use a built one)")
 	}
-	path := filepath.Join(t.TempDir(), "idemd")
-	out, err := exec.Command("go", "build", "-o", path, "github.com/idemkit/idempotency/cmd/idemd").CombinedOutput()
+	goTool, err := exec.LookPath("go")
 	if err != nil {
-		t.Skipf("cannot build idemd (go build needs go.work): %v\n%s", err, out)
+		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	path := filepath.Join(t.TempDir(), "idemd")
+	out, err := exec.Command(goTool, "build", "-o", path, "github.com/idemkit/idempotency/cmd/idemd").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build idemd (through go.work; or set RELIABILITY_IDEMD): %v\n%s", err, out)
 	}
 	return path
 }
