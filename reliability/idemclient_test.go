@@ -52,6 +52,16 @@ type lossyClient struct {
 	direct *http.Client
 	sent   atomic.Int64 // attempts idemclient sent through the proxy
 	busy   atomic.Int64 // of which answered 409 (in flight)
+
+	mu     sync.Mutex
+	failed map[string]bool // keys with an attempt that got no answer
+}
+
+// keysFailed is how many keys had an attempt that got no answer.
+func (c *lossyClient) keysFailed() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.failed)
 }
 
 // newLossyClient starts idemd (in-memory store) behind a Proxy in mode
@@ -67,12 +77,17 @@ func newLossyClient(t *testing.T, bin string, attemptTimeout time.Duration) *los
 	t.Cleanup(func() { proxy.Close() })
 	base := &http.Transport{MaxIdleConnsPerHost: 64}
 	t.Cleanup(base.CloseIdleConnections)
-	c := &lossyClient{idemd: srv, proxy: proxy, direct: &http.Client{Timeout: 10 * time.Second}}
+	c := &lossyClient{idemd: srv, proxy: proxy, direct: &http.Client{Timeout: 10 * time.Second}, failed: make(map[string]bool)}
 	counted := roundTripper(func(req *http.Request) (*http.Response, error) {
 		c.sent.Add(1)
 		resp, err := base.RoundTrip(req)
 		if err == nil && resp.StatusCode == http.StatusConflict {
 			c.busy.Add(1)
+		}
+		if err != nil {
+			c.mu.Lock()
+			c.failed[req.Header.Get(idemclient.HeaderKey)] = true
+			c.mu.Unlock()
 		}
 		return resp, err
 	})
@@ -195,9 +210,11 @@ func TestIdemclientThroughLossyProxy(t *testing.T) {
 			wg.Go(func() { answers[i], errs[i] = c.create(ctx, fmt.Sprintf("lost-%d", i)) })
 		}
 		// Replies flow again once idemd has run every command (it is asked
-		// directly, not through the proxy).
+		// directly, not through the proxy) and every caller's first
+		// attempt has given up on its answer (the attempt timeout): an
+		// answer written after that goes to a closed connection.
 		tick := time.NewTicker(20 * time.Millisecond)
-		for len(c.widgets(t)) < callers && ctx.Err() == nil {
+		for (c.keysFailed() < callers || len(c.widgets(t)) < callers) && ctx.Err() == nil {
 			<-tick.C
 		}
 		tick.Stop()
