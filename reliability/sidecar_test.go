@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-retryablehttp"
+
+	"github.com/idemkit/idempotency/idemclient"
 )
 
 // The sidecar end to end: a real upstream process that counts what it
@@ -186,11 +188,57 @@ func (p *lossyProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(answer)
 }
 
+// retrier sends one POST with the key through its client, retrying as it
+// does, and returns the last answer.
+type retrier struct {
+	name string
+	// minHangupAttempts is how many attempts a hang-up key makes at least:
+	// every one of them gets the recorded 502 back.
+	minHangupAttempts int
+	do                func(url, key string) (*http.Response, error)
+}
+
 func TestSidecarEveryRequestRunsUpstreamOnce(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: builds and runs idemd and an upstream process")
 	}
 	bin := buildIdemd(t)
+	rc := retryablehttp.NewClient()
+	rc.Logger = nil
+	rc.RetryMax = 5
+	rc.RetryWaitMin, rc.RetryWaitMax = time.Millisecond, 10*time.Millisecond
+	rc.ErrorHandler = retryablehttp.PassthroughErrorHandler // the last answer, not an error
+	ic := &http.Client{Transport: idemclient.New(idemclient.WithMaxAttempts(6),
+		idemclient.WithBackoff(time.Millisecond, 10*time.Millisecond))}
+	newRequest := func(url, key string) *http.Request {
+		req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(`{"item":"book"}`))
+		req.Header.Set("Idempotency-Key", key)
+		req.Header.Set("Authorization", "Bearer alice")
+		req.Header.Set("Content-Type", "application/json")
+		return req
+	}
+	retriers := []retrier{
+		// go-retryablehttp retries the 502 too, and gets it back each time.
+		{"go-retryablehttp", rc.RetryMax + 1, func(url, key string) (*http.Response, error) {
+			req, err := retryablehttp.FromRequest(newRequest(url, key))
+			if err != nil {
+				return nil, err
+			}
+			return rc.Do(req)
+		}},
+		// idemclient does not retry a 502: the lost first answer, then the replay.
+		{"idemclient", 2, func(url, key string) (*http.Response, error) {
+			return ic.Do(newRequest(url, key))
+		}},
+	}
+	for _, r := range retriers {
+		t.Run(r.name, func(t *testing.T) { sidecarUnderLoss(t, bin, r) })
+	}
+}
+
+// sidecarUnderLoss sends requests with r through the lossy proxy to idemd
+// in front of the counting upstream, and checks each ran upstream once.
+func sidecarUnderLoss(t *testing.T, bin string, r retrier) {
 	up := exec.Command(os.Args[0], "-test.run=^$")
 	up.Env = append(os.Environ(), upstreamEnv+"=1")
 	upAddr := startProcess(t, up, func(line string) string {
@@ -212,18 +260,14 @@ func TestSidecarEveryRequestRunsUpstreamOnce(t *testing.T) {
 	defer proxy.Close()
 
 	const keys, hangups, workers = 120, 6, 8
-	rc := retryablehttp.NewClient()
-	rc.Logger = nil
-	rc.RetryMax = 5
-	rc.RetryWaitMin, rc.RetryWaitMax = time.Millisecond, 10*time.Millisecond
-	rc.ErrorHandler = retryablehttp.PassthroughErrorHandler // the last answer, not an error
 
 	type result struct {
-		key    string
-		status int
-		etag   string
-		body   string
-		err    error
+		key      string
+		status   int
+		etag     string
+		replayed bool
+		body     string
+		err      error
 	}
 	jobs := make(chan string)
 	results := make(chan result)
@@ -231,22 +275,14 @@ func TestSidecarEveryRequestRunsUpstreamOnce(t *testing.T) {
 	for range workers {
 		wg.Go(func() {
 			for key := range jobs {
-				req, err := retryablehttp.NewRequest(http.MethodPost, proxy.URL+"/orders", []byte(`{"item":"book"}`))
-				if err != nil {
-					results <- result{key: key, err: err}
-					continue
-				}
-				req.Header.Set("Idempotency-Key", key)
-				req.Header.Set("Authorization", "Bearer alice")
-				req.Header.Set("Content-Type", "application/json")
-				res, err := rc.Do(req)
+				res, err := r.do(proxy.URL+"/orders", key)
 				if err != nil {
 					results <- result{key: key, err: err}
 					continue
 				}
 				b, err := io.ReadAll(res.Body)
 				res.Body.Close()
-				results <- result{key, res.StatusCode, res.Header.Get("ETag"), string(b), err}
+				results <- result{key, res.StatusCode, res.Header.Get("ETag"), res.Header.Get("Idempotent-Replayed") == "true", string(b), err}
 			}
 		})
 	}
@@ -279,17 +315,17 @@ func TestSidecarEveryRequestRunsUpstreamOnce(t *testing.T) {
 	if len(got) != keys+hangups {
 		t.Fatalf("%d results, want %d", len(got), keys+hangups)
 	}
-	for _, r := range got {
-		if r.err != nil {
-			t.Errorf("%s: %v", r.key, r.err)
+	for _, g := range got {
+		if g.err != nil {
+			t.Errorf("%s: %v", g.key, g.err)
 			continue
 		}
-		if n := counts[r.key]; n != 1 {
-			t.Errorf("%s ran upstream %d times, want 1", r.key, n)
+		if n := counts[g.key]; n != 1 {
+			t.Errorf("%s ran upstream %d times, want 1", g.key, n)
 		}
-		if strings.HasPrefix(r.key, "hangup-") {
-			if r.status != http.StatusBadGateway || !strings.Contains(r.body, "upstream-outcome-unknown") {
-				t.Errorf("%s: %d %s, want 502 upstream-outcome-unknown", r.key, r.status, r.body)
+		if strings.HasPrefix(g.key, "hangup-") {
+			if g.status != http.StatusBadGateway || !strings.Contains(g.body, "upstream-outcome-unknown") {
+				t.Errorf("%s: %d %s, want 502 upstream-outcome-unknown", g.key, g.status, g.body)
 			}
 			continue
 		}
@@ -297,12 +333,15 @@ func TestSidecarEveryRequestRunsUpstreamOnce(t *testing.T) {
 			Order int
 			Key   string
 		}
-		if r.status != http.StatusCreated || json.Unmarshal([]byte(r.body), &order) != nil || order.Key != r.key {
-			t.Errorf("%s: %d %s", r.key, r.status, r.body)
+		if g.status != http.StatusCreated || json.Unmarshal([]byte(g.body), &order) != nil || order.Key != g.key {
+			t.Errorf("%s: %d %s", g.key, g.status, g.body)
 			continue
 		}
-		if want := fmt.Sprintf(`"o%d"`, order.Order); r.etag != want {
-			t.Errorf("%s: ETag %q, want the upstream's %q", r.key, r.etag, want)
+		if want := fmt.Sprintf(`"o%d"`, order.Order); g.etag != want {
+			t.Errorf("%s: ETag %q, want the upstream's %q", g.key, g.etag, want)
+		}
+		if !g.replayed { // the first answer was always lost
+			t.Errorf("%s: the answer is not a replay", g.key)
 		}
 	}
 	total := 0
@@ -320,8 +359,8 @@ func TestSidecarEveryRequestRunsUpstreamOnce(t *testing.T) {
 		// answer back. (More attempts than retries arrive: the client's own
 		// Transport sends a request with an Idempotency-Key again by itself
 		// when its connection drops before the answer.)
-		if key := fmt.Sprintf("hangup-%d", i); lossy.attempts[key] < rc.RetryMax+1 {
-			t.Errorf("%s: %d attempts, want at least %d", key, lossy.attempts[key], rc.RetryMax+1)
+		if key := fmt.Sprintf("hangup-%d", i); lossy.attempts[key] < r.minHangupAttempts {
+			t.Errorf("%s: %d attempts, want at least %d", key, lossy.attempts[key], r.minHangupAttempts)
 		}
 	}
 }
