@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -138,7 +139,7 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (conf
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
 	}
-	cfg.sidecar.methods, cfg.sidecar.paths, cfg.sidecar.noReplay = splitList(methods), splitList(paths), splitList(noReplay)
+	cfg.sidecar.methods, cfg.sidecar.paths, cfg.sidecar.noReplay = splitList(strings.ToUpper(methods)), splitList(paths), splitList(noReplay)
 	if cfg.sidecar.upstream != "" {
 		if err := cfg.sidecar.validate(); err != nil {
 			return config{}, err

@@ -44,7 +44,7 @@ func TestParseConfig(t *testing.T) {
 		{"log level", []string{"-log-level", "warn"}, nil, func(c *config) { c.logLevel = slog.LevelWarn }},
 		{"redis client", []string{"-redis-client", "rueidis"}, nil, func(c *config) { c.redisClient = "rueidis" }},
 		{"log level from the environment", nil, map[string]string{"IDEMD_LOG_LEVEL": "debug"}, func(c *config) { c.logLevel = slog.LevelDebug }},
-		{"sidecar", []string{"-upstream", "http://127.0.0.1:9000", "-methods", "POST,PUT", "-paths", "/v1/,/v2/pay",
+		{"sidecar", []string{"-upstream", "http://127.0.0.1:9000", "-methods", "post,PUT", "-paths", "/v1/,/v2/pay",
 			"-identity", "header:X-Api-Key", "-anonymous", "-require-key", "-upstream-ambiguous", "release",
 			"-upstream-timeout", "5s", "-no-replay-headers", "X-Secret"}, nil,
 			func(c *config) {

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/idemkit/idempotency"
@@ -73,6 +74,17 @@ func newServer(cfg config, store idempotency.Store, dash dashboard, log *slog.Lo
 		// A shutdown out of time cuts the upstream exchanges still running:
 		// each gets its "outcome unknown" answer recorded.
 		context.AfterFunc(s.commands, s.sidecar.conns.closeAll)
+		sc := s.sidecar
+		s.metrics.reg.MustRegister(
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "idemd_upstream_not_sent_total",
+				Help: "Covered requests that never reached the upstream (answered 503; the key released).",
+			}, func() float64 { return float64(sc.notSent.Load()) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "idemd_upstream_outcome_unknown_total",
+				Help: "Covered requests sent upstream whose whole answer never came back (reset, timeout, cut off): answered 502 or 504, recorded unless -upstream-ambiguous=release.",
+			}, func() float64 { return float64(sc.ambiguous.Load()) }),
+		)
 		proxied := s.active.wrap(s.sidecar)
 		admin := http.NewServeMux()
 		admin.HandleFunc("GET "+adminPrefix+"healthz", s.healthz)

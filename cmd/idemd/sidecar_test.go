@@ -288,6 +288,15 @@ func TestSidecarUpstreamUnreachableReleases(t *testing.T) {
 	if n, m := sc.notSent.Load(), sc.ambiguous.Load(); n != 2 || m != 0 {
 		t.Errorf("not sent %d, ambiguous %d; want 2, 0", n, m)
 	}
+	res, err := http.Get(srv.URL + adminPrefix + "metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if !strings.Contains(string(metrics), "idemd_upstream_not_sent_total 2") {
+		t.Errorf("metrics lack idemd_upstream_not_sent_total 2:\n%s", metrics)
+	}
 }
 
 // reuseCloser is an upstream that executes the second request on every
