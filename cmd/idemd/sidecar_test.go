@@ -551,3 +551,92 @@ func TestSidecarShutdownCutsRecorded(t *testing.T) {
 		t.Errorf("upstream ran %d times, want 1", n)
 	}
 }
+
+// Two sidecar replicas sharing a backend send a key's request upstream once
+// between them, replay it on both with the upstream's headers, and share an
+// "outcome unknown" answer. On PostgreSQL the store is not transactional
+// (a rerun would send the request again).
+func TestSidecarOnBackends(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			up := newUpstream(t, func(u *upstream, w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == "/hang" {
+					hangUp(u, w, r)
+					return
+				}
+				created(u, w, r)
+			})
+			url, secret := backendURL(t, b), testSecret(t)
+			client := b.client
+			if client == "" {
+				client = "go-redis"
+			}
+			var urls []string
+			for range 2 {
+				cfg, err := parseConfig([]string{"-upstream", up.URL, "-store", url, "-redis-client", client, "-ttl", "10m"},
+					env(map[string]string{"IDEMD_SECRET": secret}), io.Discard)
+				if err != nil {
+					t.Fatal(err)
+				}
+				log := slog.New(slog.DiscardHandler)
+				st, err := openStore(context.Background(), cfg, log)
+				if err != nil {
+					unavailable(t, url, b.env, err)
+				}
+				t.Cleanup(st.close)
+				if _, tx := st.store.(idempotency.TxStore); tx {
+					t.Fatal("the sidecar's store is transactional: a rerun would send a request twice")
+				}
+				s := newServer(cfg, st.store, st.dash, log)
+				srv := httptest.NewServer(s.handler)
+				t.Cleanup(srv.Close)
+				t.Cleanup(func() { s.stopCommands(errShutdown) })
+				urls = append(urls, srv.URL)
+			}
+			const n = 40
+			answers := make([]answer, n)
+			start := make(chan struct{})
+			var wg sync.WaitGroup
+			for i := range n {
+				wg.Go(func() {
+					<-start
+					req, _ := http.NewRequest(http.MethodPost, urls[i%2]+"/orders", strings.NewReader(`{"item":"book"}`))
+					req.Header.Set("Idempotency-Key", "storm")
+					req.Header.Set("Authorization", "Bearer alice")
+					res, err := http.DefaultClient.Do(req)
+					if err != nil {
+						return
+					}
+					body, _ := io.ReadAll(res.Body)
+					res.Body.Close()
+					answers[i] = answer{res.StatusCode, res.Header, string(body)}
+				})
+			}
+			close(start)
+			wg.Wait()
+			for i, a := range answers {
+				if a.status != 201 && a.status != 409 {
+					t.Errorf("request %d: %d %s, want 201 or 409", i, a.status, a.body)
+				}
+			}
+			if n := up.count("storm"); n != 1 {
+				t.Errorf("upstream ran the storm's request %d times, want 1", n)
+			}
+			for i, u := range urls {
+				a := post(t, u+"/orders", "storm", `{"item":"book"}`)
+				if a.status != 201 || a.header.Get("Idempotent-Replayed") != "true" || a.header.Get("ETag") != `"v1"` ||
+					a.header.Get("Set-Cookie") != "" {
+					t.Errorf("replica %d replay: %d %v", i, a.status, a.header)
+				}
+			}
+			first := post(t, urls[0]+"/hang", "hang", "{}")
+			again := post(t, urls[1]+"/hang", "hang", "{}")
+			if first.status != 502 || again.status != 502 || again.header.Get("Idempotent-Replayed") != "true" || again.body != first.body {
+				t.Errorf("outcome unknown across replicas: %d, then %d %v", first.status, again.status, again.header)
+			}
+			if n := up.count("hang"); n != 1 {
+				t.Errorf("upstream ran the hung-up request %d times, want 1", n)
+			}
+		})
+	}
+}
