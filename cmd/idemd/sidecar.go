@@ -274,15 +274,22 @@ func (s *sidecar) recorded(w http.ResponseWriter, r *http.Request) {
 	call.trace = httptrace.ClientTrace{GetConn: call.getConn, GotConn: call.gotConn}
 	out := r.WithContext(httptrace.WithClientTrace(call, &call.trace))
 	// idemhttp read the body whole (it fingerprinted it): keep it in memory
-	// so the Transport can send it again when nothing was written.
+	// so the Transport can send it again when nothing was written. Not in a
+	// pooled buffer: the Transport may still be reading a body after
+	// RoundTrip returns (it closes it when done).
 	if r.ContentLength != 0 {
-		body := s.getBuf()
-		defer s.bufs.Put(body)
-		if _, err := body.ReadFrom(r.Body); err != nil {
+		var b []byte
+		var err error
+		if r.ContentLength > 0 {
+			b = make([]byte, r.ContentLength)
+			_, err = io.ReadFull(r.Body, b)
+		} else {
+			b, err = io.ReadAll(r.Body)
+		}
+		if err != nil {
 			s.upstreamFailed(w, out, err) // cannot happen: the body is in memory
 			return
 		}
-		b := body.Bytes()
 		out.ContentLength = int64(len(b))
 		out.Body = &memBody{Reader: *bytes.NewReader(b)}
 		out.GetBody = func() (io.ReadCloser, error) { return &memBody{Reader: *bytes.NewReader(b)}, nil }
