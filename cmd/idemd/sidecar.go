@@ -249,7 +249,7 @@ func (s *sidecar) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.pass.ServeHTTP(w, r)
 		return
 	}
-	rw := &replayWriter{ResponseWriter: w}
+	rw := &replayWriter{ResponseWriter: w, skip: s.skip}
 	s.idem.ServeHTTP(rw, r)
 	if rw.abort {
 		// The upstream's answer broke off past the cap, after part of it
@@ -349,6 +349,7 @@ func (s *sidecar) readAhead(res *http.Response) error {
 			res.Body = &joinedBody{Reader: io.MultiReader(bytes.NewReader(buf.Bytes()), res.Body), c: res.Body}
 		}
 	}
+	delete(res.Header, recordedHeadersField) // only the sidecar's own reaches a record
 	if packed := s.pack(res.Header); packed != "" {
 		res.Header[recordedHeadersField] = []string{packed}
 	}
@@ -375,14 +376,14 @@ func (s *sidecar) pack(h http.Header) string {
 	return b.String()
 }
 
-// unpack sets the headers packed into v on h.
-func unpack(h http.Header, v string) {
+// unpack sets the headers packed into v on h, but never one of skip.
+func unpack(h http.Header, v string, skip map[string]bool) {
 	set := make(map[string]bool)
 	for pair := range strings.SplitSeq(v, "&") {
 		k, val, _ := strings.Cut(pair, "=")
 		name, err1 := url.QueryUnescape(k)
 		value, err2 := url.QueryUnescape(val)
-		if err1 != nil || err2 != nil || name == "" {
+		if err1 != nil || err2 != nil || name == "" || skip[name] {
 			continue
 		}
 		if !set[name] {
@@ -484,7 +485,8 @@ func (b *joinedBody) Close() error { return b.c.Close() }
 // it drops the field.
 type replayWriter struct {
 	http.ResponseWriter
-	fresh bool // the handler ran: the headers are the upstream's own
+	skip  map[string]bool // headers never replayed
+	fresh bool            // the handler ran: the headers are the upstream's own
 	done  bool
 	abort bool
 }
@@ -515,7 +517,7 @@ func (w *replayWriter) expand() {
 	}
 	delete(h, recordedHeadersField)
 	if !w.fresh && len(vs) == 1 {
-		unpack(h, vs[0])
+		unpack(h, vs[0], w.skip)
 	}
 }
 

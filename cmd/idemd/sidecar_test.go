@@ -460,6 +460,20 @@ func TestSidecarRequireKey(t *testing.T) {
 	}
 }
 
+func TestSidecarUpstreamCannotForgeTheRecordedField(t *testing.T) {
+	up := newUpstream(t, func(_ *upstream, w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set(recordedHeadersField, "Set-Cookie=forged&X-Forged=1")
+		w.Header().Set("Content-Type", "text/plain")
+		io.WriteString(w, "ok")
+	})
+	srv, _ := sidecarServer(t, up.URL)
+	post(t, srv.URL+"/pay", "k", "{}")
+	a := post(t, srv.URL+"/pay", "k", "{}")
+	if a.header.Get("Idempotent-Replayed") != "true" || a.header.Get("Set-Cookie") != "" || a.header.Get("X-Forged") != "" {
+		t.Errorf("replay headers %v", a.header)
+	}
+}
+
 func TestPackUnpack(t *testing.T) {
 	s := &sidecar{skip: notReplayed}
 	h := http.Header{
@@ -467,7 +481,7 @@ func TestPackUnpack(t *testing.T) {
 		"Content-Type": {"text/plain"},
 	}
 	got := http.Header{"Content-Type": {"text/plain"}}
-	unpack(got, s.pack(h))
+	unpack(got, s.pack(h), notReplayed)
 	delete(h, "Set-Cookie")
 	if len(got) != len(h) {
 		t.Fatalf("got %v, want %v", got, h)
