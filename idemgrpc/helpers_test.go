@@ -246,3 +246,9 @@ func (k *keysSeen) all() []string {
 	defer k.mu.Unlock()
 	return append([]string(nil), k.keys...)
 }
+
+// incoming returns a context with the incoming metadata kv, as a server
+// handler sees it.
+func incoming(t testing.TB, kv ...string) context.Context {
+	return metadata.NewIncomingContext(t.Context(), metadata.Pairs(kv...))
+}

@@ -36,7 +36,6 @@ func UnaryServerInterceptor(e *idempotency.Engine, opts ...Option) grpc.UnarySer
 	}
 	c := config{
 		key:         KeyFromMetadata,
-		identity:    DefaultIdentity,
 		fingerprint: DefaultFingerprint,
 		record:      DefaultRecordCode,
 	}
@@ -44,8 +43,15 @@ func UnaryServerInterceptor(e *idempotency.Engine, opts ...Option) grpc.UnarySer
 		o(&c)
 	}
 	s := &server{config: c, engine: e, detached: e.RunsDetached()}
+	if s.identity == nil { // DefaultIdentity, remembered
+		s.identity = newIdentityMemo().identity
+	}
 	return s.intercept
 }
+
+// replayedHeader is the header metadata of a replay; grpc-go joins it
+// into a copy, never changing it.
+var replayedHeader = metadata.MD{MetadataReplayed: {"true"}}
 
 type server struct {
 	config
@@ -86,7 +92,7 @@ func (s *server) intercept(ctx context.Context, req any, info *grpc.UnaryServerI
 	}
 	// Header metadata only now: a refusal above must stay trailers-only,
 	// or grpc-go's retry policy would not retry it.
-	_ = grpc.SetHeader(ctx, metadata.Pairs(MetadataReplayed, "true"))
+	_ = grpc.SetHeader(ctx, replayedHeader)
 	return s.replay(&res.Response)
 }
 
