@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/descriptorpb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -32,6 +33,7 @@ const (
 	methodCreate = "/idemtest.Widgets/Create"
 	methodFail   = "/idemtest.Widgets/Fail"
 	methodWatch  = "/idemtest.Widgets/Watch"
+	methodPut    = "/idemtest.Widgets/Put"
 )
 
 // widgets is the test service. create, when set, replaces Create's default
@@ -52,6 +54,18 @@ func (w *widgets) Create(ctx context.Context, in *structpb.Struct) (*structpb.St
 		"id": "w1", "name": in.GetFields()["name"].GetStringValue(), "run": float64(n),
 		"a": 1.0, "b": true, "c": "x", "d": []any{1.0, "two"}, "e": map[string]any{"f": 1.0, "g": 2.0},
 	})
+}
+
+// Put answers a flat message (scalar fields, no map) with another: the
+// benchmarks' common case, beside Create's map-heavy Struct.
+func (w *widgets) Put(_ context.Context, in *descriptorpb.FieldDescriptorProto) (*descriptorpb.FieldDescriptorProto, error) {
+	w.runs.Add(1)
+	return putAnswer, nil
+}
+
+var putAnswer = &descriptorpb.FieldDescriptorProto{
+	Name: proto.String("w1"), Number: proto.Int32(7), JsonName: proto.String("gear"),
+	Label: descriptorpb.FieldDescriptorProto_LABEL_OPTIONAL.Enum(), Type: descriptorpb.FieldDescriptorProto_TYPE_STRING.Enum(),
 }
 
 // codeName is c's name in a service config (and in Code.UnmarshalJSON).
@@ -78,6 +92,7 @@ var widgetsDesc = grpc.ServiceDesc{
 	Methods: []grpc.MethodDesc{
 		{MethodName: "Create", Handler: unary(methodCreate, (*widgets).Create)},
 		{MethodName: "Fail", Handler: unary(methodFail, (*widgets).Fail)},
+		{MethodName: "Put", Handler: unary(methodPut, (*widgets).Put)},
 	},
 	Streams: []grpc.StreamDesc{{StreamName: "Watch", ServerStreams: true, Handler: func(_ any, stream grpc.ServerStream) error {
 		in := new(wrapperspb.StringValue)
