@@ -40,8 +40,9 @@
 //
 // A replay returns the recorded response message, decoded into the
 // handler's own message type (named in the record, found among the types
-// the handlers answered with or in the global registry), so that its
-// deterministic encoding is byte for byte the recorded one; its header
+// the handlers answered with or in the global registry; a record whose type
+// is in neither is answered with INTERNAL), so that its deterministic
+// encoding is byte for byte the recorded one; its header
 // metadata has "idempotent-replayed: true" (see Replayed). A recorded error
 // is replayed as the same status, message and details. Header and trailer
 // metadata the handler set are not recorded.
@@ -108,7 +109,8 @@
 // A handler that has started is detached from its client: a client that
 // hangs up, or whose deadline passes, does not stop it, and its answer is
 // recorded for the retry (its context still ends when the engine loses the
-// claim); an engine made WithDetachedRun(true) does that itself, more
-// cheaply. Keys are only as good as the store's guarantee: see the
+// claim, while the client is there); an engine made WithDetachedRun(true)
+// does that itself, more cheaply, and its handlers still see a claim lost
+// after their client left: use one. Keys are only as good as the store's guarantee: see the
 // idempotency package for what a lease can and cannot promise.
 package idemgrpc

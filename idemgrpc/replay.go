@@ -1,6 +1,7 @@
 package idemgrpc
 
 import (
+	"context"
 	"sync"
 
 	"google.golang.org/genproto/googleapis/rpc/status"
@@ -43,9 +44,9 @@ var errUnreplayable = grpcstatus.Error(codes.Internal, "idemgrpc: the recorded r
 
 // replay rebuilds the recorded answer: the response message, or the
 // recorded error status with its details.
-func (s *server) replay(r *idempotency.Response) (any, error) {
+func (s *server) replay(ctx context.Context, r *idempotency.Response) (any, error) {
 	if r.Streamed {
-		return nil, refuse(idempotency.ErrResponseNotRecorded)
+		return nil, refuse(ctx, idempotency.ErrResponseNotRecorded)
 	}
 	if r.Status != int(codes.OK) {
 		var st status.Status

@@ -86,14 +86,14 @@ func (s *server) intercept(ctx context.Context, req any, info *grpc.UnaryServerI
 	case err != nil && x.released:
 		return nil, err // the handler's own error, key released
 	case err != nil:
-		return nil, refuse(err)
+		return nil, refuse(ctx, err)
 	case !res.Replayed:
 		return x.resp, x.err
 	}
 	// Header metadata only now: a refusal above must stay trailers-only,
 	// or grpc-go's retry policy would not retry it.
 	_ = grpc.SetHeader(ctx, replayedHeader)
-	return s.replay(&res.Response)
+	return s.replay(ctx, &res.Response)
 }
 
 // call is one keyed call's state across Engine.Do.

@@ -57,7 +57,7 @@ func refusal(c codes.Code, reason, msg string) error {
 
 // refuse turns an error of Engine.Do that is not the handler's own into the
 // status the client gets. None carries an internal failure's text.
-func refuse(err error) error {
+func refuse(ctx context.Context, err error) error {
 	switch {
 	case errors.Is(err, idempotency.ErrInvalidKey):
 		return refusal(codes.InvalidArgument, ReasonKeyInvalid, "idempotency-key is invalid: send one value of 1 to 255 bytes of printable text")
@@ -71,8 +71,11 @@ func refuse(err error) error {
 		return refusal(codes.Internal, ReasonStoreMisconfigued, "the idempotency store is misconfigured")
 	case errors.Is(err, idempotency.ErrStoreUnavailable):
 		return refusal(codes.Unavailable, ReasonStoreUnavailable, "the idempotency store is unavailable; retry later")
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return status.FromContextError(err).Err()
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, "the deadline passed before the request ran")
+	case errors.Is(err, context.Canceled), ctx.Err() != nil:
+		// The call's context ended, whatever its cause says.
+		return status.Error(codes.Canceled, "the call was cancelled before the request ran")
 	}
 	return status.Error(codes.Internal, "idemgrpc: internal error")
 }
