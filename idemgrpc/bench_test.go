@@ -27,8 +27,8 @@ import (
 //	go test -run '^$' -bench UnaryInterleaved -benchtime 1x ./idemgrpc
 func BenchmarkUnaryInterleaved(b *testing.B) {
 	const (
-		slices  = 16
-		slice   = 250 * time.Millisecond
+		slices  = 32
+		slice   = 125 * time.Millisecond
 		callers = 32 // concurrent calls on one connection
 	)
 	for _, msg := range []string{"flat", "struct"} {
