@@ -73,8 +73,11 @@ func TestRetryPolicyInFlight(t *testing.T) {
 	if dup.err != nil || !dup.replayed() || dup.resp.GetFields()["id"].GetStringValue() != "w1" {
 		t.Fatalf("duplicate: %v %v, replayed %v; want the replay", dup.resp, dup.err, dup.replayed())
 	}
-	if want := []codes.Code{codes.Aborted, codes.OK}; !equal(duplicateCodes, want) {
-		t.Errorf("duplicate's attempts ended %v, want %v", duplicateCodes, want)
+	mu.Lock()
+	got := duplicateCodes
+	mu.Unlock()
+	if want := []codes.Code{codes.Aborted, codes.OK}; !equal(got, want) {
+		t.Errorf("duplicate's attempts ended %v, want %v", got, want)
 	}
 	if n := w.runs.Load(); n != 1 {
 		t.Errorf("handler ran %d times, want 1", n)
