@@ -248,3 +248,33 @@ func TestLostResponse(t *testing.T) {
 		t.Errorf("attempts carried keys %q, want one key twice", keys)
 	}
 }
+
+// TestRefusalTrailersOnly: the interceptor sends no header metadata before
+// a refusal (grpc-go's retry policy would not retry it otherwise).
+func TestRefusalTrailersOnly(t *testing.T) {
+	started, release := make(chan struct{}), make(chan struct{})
+	w := &widgets{create: func(context.Context, *structpb.Struct) (*structpb.Struct, error) {
+		close(started)
+		<-release
+		return &structpb.Struct{}, nil
+	}}
+	addr := serve(t, w, idemgrpc.UnaryServerInterceptor(idempotency.NewEngine(idempotency.NewInMemoryStore())))
+	cc := dialPlain(t, addr, grpc.WithDisableRetry())
+	ctx := keyed(t.Context(), "key-1", "Bearer alice")
+	first := make(chan answer, 1)
+	go func() { first <- create(ctx, cc, "gear") }()
+	<-started
+	dup := create(ctx, cc, "gear")
+	close(release)
+	if a := <-first; a.err != nil {
+		t.Fatal(a.err)
+	}
+	if status.Code(dup.err) != codes.Aborted || reason(dup.err) != idemgrpc.ReasonInFlight {
+		t.Errorf("duplicate: %v, want Aborted %s", dup.err, idemgrpc.ReasonInFlight)
+	}
+	for k := range dup.header {
+		if k != "content-type" { // a trailers-only answer's header block
+			t.Errorf("refusal sent header metadata %q: %v", k, dup.header[k])
+		}
+	}
+}
