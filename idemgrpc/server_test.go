@@ -221,8 +221,17 @@ func TestStorm(t *testing.T) {
 }
 
 // TestDetached: a client that hangs up does not stop a started handler; its
-// answer is recorded and the retry gets it.
+// answer is recorded and the retry gets it. The interceptor detaches the
+// handler itself, or leaves it to an engine made WithDetachedRun(true).
 func TestDetached(t *testing.T) {
+	for _, engineDetached := range []bool{false, true} {
+		t.Run(map[bool]string{false: "interceptor", true: "engine"}[engineDetached], func(t *testing.T) {
+			testDetached(t, engineDetached)
+		})
+	}
+}
+
+func testDetached(t *testing.T, engineDetached bool) {
 	started, release := make(chan struct{}), make(chan struct{})
 	done := make(chan idempotency.Execution, 1)
 	f := &fixture{w: &widgets{}}
@@ -234,7 +243,7 @@ func TestDetached(t *testing.T) {
 		}
 		return structpb.NewStruct(map[string]any{"id": "w1"})
 	}
-	f.engine = idempotency.NewEngine(idempotency.NewInMemoryStore(), idempotency.WithObserver(&idempotency.Observer{
+	f.engine = idempotency.NewEngine(idempotency.NewInMemoryStore(), idempotency.WithDetachedRun(engineDetached), idempotency.WithObserver(&idempotency.Observer{
 		Done: func(_ context.Context, x idempotency.Execution) {
 			if x.Outcome == idempotency.OutcomeExecuted {
 				done <- x
