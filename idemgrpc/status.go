@@ -18,15 +18,15 @@ const ErrorDomain = "idempotency.idemkit.github.com"
 // Reasons in the ErrorInfo detail of the interceptor's own refusals, so a
 // client can tell them from a handler's answer with the same code.
 const (
-	ReasonKeyMissing        = "IDEMPOTENCY_KEY_MISSING"
-	ReasonKeyInvalid        = "IDEMPOTENCY_KEY_INVALID"
-	ReasonKeyReused         = "IDEMPOTENCY_KEY_REUSED"
-	ReasonInFlight          = "IDEMPOTENCY_KEY_IN_FLIGHT"
-	ReasonIdentityMissing   = "IDEMPOTENCY_IDENTITY_MISSING"
-	ReasonNotRecorded       = "IDEMPOTENCY_RESPONSE_NOT_RECORDED"
-	ReasonStoreUnavailable  = "IDEMPOTENCY_STORE_UNAVAILABLE"
-	ReasonStoreMisconfigued = "IDEMPOTENCY_STORE_MISCONFIGURED"
-	ReasonRequestUnreadable = "IDEMPOTENCY_REQUEST_UNREADABLE"
+	ReasonKeyMissing         = "IDEMPOTENCY_KEY_MISSING"
+	ReasonKeyInvalid         = "IDEMPOTENCY_KEY_INVALID"
+	ReasonKeyReused          = "IDEMPOTENCY_KEY_REUSED"
+	ReasonInFlight           = "IDEMPOTENCY_KEY_IN_FLIGHT"
+	ReasonIdentityMissing    = "IDEMPOTENCY_IDENTITY_MISSING"
+	ReasonNotRecorded        = "IDEMPOTENCY_RESPONSE_NOT_RECORDED"
+	ReasonStoreUnavailable   = "IDEMPOTENCY_STORE_UNAVAILABLE"
+	ReasonStoreMisconfigured = "IDEMPOTENCY_STORE_MISCONFIGURED"
+	ReasonRequestUnreadable  = "IDEMPOTENCY_REQUEST_UNREADABLE"
 )
 
 // DefaultRecordCode is the default record policy for a handler's error
@@ -68,7 +68,7 @@ func refuse(ctx context.Context, err error) error {
 	case errors.Is(err, idempotency.ErrResponseNotRecorded):
 		return refusal(codes.FailedPrecondition, ReasonNotRecorded, "the request with this idempotency-key already ran, but its response was too large to record; it will not run again")
 	case errors.Is(err, idempotency.ErrStoreMisconfigured):
-		return refusal(codes.Internal, ReasonStoreMisconfigued, "the idempotency store is misconfigured")
+		return refusal(codes.Internal, ReasonStoreMisconfigured, "the idempotency store is misconfigured")
 	case errors.Is(err, idempotency.ErrStoreUnavailable):
 		return refusal(codes.Unavailable, ReasonStoreUnavailable, "the idempotency store is unavailable; retry later")
 	case errors.Is(err, context.DeadlineExceeded):
