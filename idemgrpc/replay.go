@@ -1,7 +1,6 @@
 package idemgrpc
 
 import (
-	"context"
 	"sync"
 
 	"google.golang.org/genproto/googleapis/rpc/status"
@@ -44,10 +43,7 @@ var errUnreplayable = grpcstatus.Error(codes.Internal, "idemgrpc: the recorded r
 
 // replay rebuilds the recorded answer: the response message, or the
 // recorded error status with its details.
-func (s *server) replay(ctx context.Context, r *idempotency.Response) (any, error) {
-	if r.Streamed {
-		return nil, refuse(ctx, idempotency.ErrResponseNotRecorded)
-	}
+func (s *server) replay(r *idempotency.Response) (any, error) {
 	if r.Status != int(codes.OK) {
 		var st status.Status
 		if err := proto.Unmarshal(r.Body, &st); err != nil || st.Code != int32(r.Status) {

@@ -89,11 +89,13 @@ func (s *server) intercept(ctx context.Context, req any, info *grpc.UnaryServerI
 		return nil, refuse(ctx, err)
 	case !res.Replayed:
 		return x.resp, x.err
+	case res.Response.Streamed: // a tombstone: it ran, its answer is gone
+		return nil, refuse(ctx, idempotency.ErrResponseNotRecorded)
 	}
 	// Header metadata only now: a refusal above must stay trailers-only,
 	// or grpc-go's retry policy would not retry it.
 	_ = grpc.SetHeader(ctx, replayedHeader)
-	return s.replay(ctx, &res.Response)
+	return s.replay(&res.Response)
 }
 
 // call is one keyed call's state across Engine.Do.
