@@ -32,7 +32,8 @@
 // RequestField read it from a request field instead, such as AIP-155's
 // request_id. The caller is DefaultIdentity, a SHA-256 digest of the
 // "authorization" metadata (the raw credential never reaches the store),
-// unless WithIdentity says otherwise; a keyed call whose caller is unknown
+// unless WithIdentity says otherwise (HMACIdentity keys the digest with a
+// secret); a keyed call whose caller is unknown
 // is refused unless WithAnonymous allows it. The fingerprint,
 // DefaultFingerprint, digests the full method name and the deterministic
 // protocol buffer encoding of the request, so the same key with another

@@ -59,3 +59,20 @@ func TestDefaultIdentity(t *testing.T) {
 		t.Errorf("no credentials: identity %q, want none", none)
 	}
 }
+
+func TestHMACIdentity(t *testing.T) {
+	ctx := incoming(t, "authorization", "Bearer secret")
+	a, b := idemgrpc.HMACIdentity([]byte("k1")), idemgrpc.HMACIdentity([]byte("k2"))
+	if id := a(ctx); id == "" || id == idemgrpc.DefaultIdentity(ctx) || id == b(ctx) || len(id) != 64 {
+		t.Errorf("identity %q: want a hex HMAC that depends on the secret", id)
+	}
+	if a(ctx) != a(ctx) {
+		t.Error("the identity is not stable")
+	}
+	if a(incoming(t, "authorization", "Bearer other")) == a(ctx) {
+		t.Error("two credentials share an identity")
+	}
+	if a(t.Context()) != "" {
+		t.Error("no credentials: an identity")
+	}
+}

@@ -1,7 +1,9 @@
 package idemgrpc
 
 import (
+	"bytes"
 	"context"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -89,6 +91,30 @@ func identityDigest(vs []string) string {
 	}
 	sum := sha256.Sum256(d.b)
 	return hex.EncodeToString(sum[:])
+}
+
+// HMACIdentity returns an identity function for WithIdentity: like
+// DefaultIdentity, but an HMAC-SHA-256 (hex) of the "authorization" values
+// under secret, so that someone who reads the store cannot test guessed
+// credentials against its identities without the secret. Every replica
+// must use the same secret; changing it makes every caller a new one (their
+// records are not found again).
+func HMACIdentity(secret []byte) func(ctx context.Context) string {
+	secret = bytes.Clone(secret)
+	return func(ctx context.Context) string {
+		vs := metadata.ValueFromIncomingContext(ctx, "authorization")
+		if len(vs) == 0 {
+			return ""
+		}
+		m := hmac.New(sha256.New, secret)
+		m.Write([]byte("idemkit/idemgrpc/identity/hmac/v1\x00"))
+		var n [binary.MaxVarintLen64]byte
+		for _, v := range vs {
+			m.Write(n[:binary.PutUvarint(n[:], uint64(len(v)))])
+			m.Write([]byte(v))
+		}
+		return hex.EncodeToString(m.Sum(nil))
+	}
 }
 
 // identityMemo remembers the identities of the credentials seen last. It is
