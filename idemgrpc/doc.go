@@ -33,9 +33,8 @@
 // request_id. The caller is DefaultIdentity, a SHA-256 digest of the
 // "authorization" metadata (the raw credential never reaches the store),
 // unless WithIdentity says otherwise (HMACIdentity keys the digest with a
-// secret); a keyed call whose caller is unknown
-// is refused unless WithAnonymous allows it. The fingerprint,
-// DefaultFingerprint, digests the full method name and the deterministic
+// secret); a keyed call whose caller is unknown is refused unless
+// WithAnonymous allows it. The fingerprint, DefaultFingerprint, digests the full method name and the deterministic
 // protocol buffer encoding of the request, so the same key with another
 // method or another message is refused.
 //
