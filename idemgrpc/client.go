@@ -1,0 +1,86 @@
+package idemgrpc
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+)
+
+// ClientOption configures UnaryClientInterceptor.
+type ClientOption func(*clientConfig)
+
+type clientConfig struct {
+	methods func(fullMethod string) bool
+	newKey  func() string
+}
+
+// WithClientMethods limits the client interceptor to the methods for which
+// covered returns true (the full method name, "/package.Service/Method"):
+// the commands. nil, the default, gives every unary call a key.
+func WithClientMethods(covered func(fullMethod string) bool) ClientOption {
+	return func(c *clientConfig) { c.methods = covered }
+}
+
+// WithKeyGenerator replaces how fresh keys are made. nil keeps the default,
+// NewKey.
+func WithKeyGenerator(newKey func() string) ClientOption {
+	return func(c *clientConfig) {
+		if newKey != nil {
+			c.newKey = newKey
+		}
+	}
+}
+
+// UnaryClientInterceptor returns a client interceptor that gives a unary
+// call without an "idempotency-key" in its outgoing metadata a fresh one.
+// An interceptor runs once per logical call, and grpc-go's retries (a
+// service config retryPolicy) and transparent retries re-send the call's
+// metadata, so every attempt of one call carries the same key, and a retry
+// gets the first attempt's answer (AIP-4235). A caller that retries by
+// hand, calling again, must set the key itself to keep it:
+//
+//	ctx = metadata.AppendToOutgoingContext(ctx, idemgrpc.MetadataKey, idemgrpc.NewKey())
+func UnaryClientInterceptor(opts ...ClientOption) grpc.UnaryClientInterceptor {
+	c := clientConfig{newKey: NewKey}
+	for _, o := range opts {
+		o(&c)
+	}
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, callOpts ...grpc.CallOption) error {
+		if c.methods == nil || c.methods(method) {
+			if md, _ := metadata.FromOutgoingContext(ctx); len(md[MetadataKey]) == 0 {
+				ctx = metadata.AppendToOutgoingContext(ctx, MetadataKey, c.newKey())
+			}
+		}
+		return invoker(ctx, method, req, reply, cc, callOpts...)
+	}
+}
+
+// NewKey returns a random version 4 UUID, the key UnaryClientInterceptor
+// gives a call by default.
+func NewKey() string {
+	var u [16]byte
+	rand.Read(u[:])
+	u[6] = u[6]&0x0f | 0x40 // version 4
+	u[8] = u[8]&0x3f | 0x80 // variant 10
+	var b [36]byte
+	hex.Encode(b[0:8], u[0:4])
+	b[8] = '-'
+	hex.Encode(b[9:13], u[4:6])
+	b[13] = '-'
+	hex.Encode(b[14:18], u[6:8])
+	b[18] = '-'
+	hex.Encode(b[19:23], u[8:10])
+	b[23] = '-'
+	hex.Encode(b[24:], u[10:])
+	return string(b[:])
+}
+
+// Replayed reports whether header metadata (from the grpc.Header call
+// option) says the answer was a replay of a recorded one.
+func Replayed(header metadata.MD) bool {
+	vs := header.Get(MetadataReplayed)
+	return len(vs) == 1 && vs[0] == "true"
+}
