@@ -34,7 +34,10 @@ func (s *Store) Begin(ctx context.Context, key, identity string, req idempotency
 	defer cancel()
 	for range maxAttempts {
 		var r beginRow
-		err := s.queryBegin(ctx, &r, id, req, lease)
+		found, err := s.queryBegin(ctx, &r, req.Fingerprint, s.q.begin, id, req.Owner, req.Fingerprint, lease)
+		if err == nil && !found { // beginSQL answers a row even for an absent record
+			err = pgx.ErrNoRows
+		}
 		if retryable(err) {
 			continue
 		}
@@ -52,28 +55,33 @@ func (s *Store) Begin(ctx context.Context, key, identity string, req idempotency
 	return idempotency.Claim{Status: idempotency.ClaimInFlight}, nil
 }
 
-// queryBegin runs beginSQL and reads its one row into r.
-func (s *Store) queryBegin(ctx context.Context, r *beginRow, id []byte, req idempotency.ClaimRequest, lease int64) error {
-	rows, err := s.pool.Query(ctx, s.q.begin, id, req.Owner, req.Fingerprint, lease)
+// queryBegin runs sql, a statement answering one row of beginSQL's shape
+// (beginSQL, peekSQL), and reads that row into r; found is false when it
+// answered none.
+func (s *Store) queryBegin(ctx context.Context, r *beginRow, fp, sql string, args ...any) (found bool, err error) {
+	rows, err := s.pool.Query(ctx, sql, args...)
 	if err != nil {
-		return err
+		return false, err
 	}
+	return readBeginRow(rows, r, fp)
+}
+
+// readBeginRow reads the one row of beginSQL's shape rows holds, if any,
+// into r, and closes rows.
+func readBeginRow(rows pgx.Rows, r *beginRow, fp string) (found bool, err error) {
 	defer rows.Close()
 	if !rows.Next() {
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		return pgx.ErrNoRows
+		return false, rows.Err()
 	}
-	if !r.decode(rows.FieldDescriptions(), rows.RawValues(), req.Fingerprint) {
+	if !r.decode(rows.FieldDescriptions(), rows.RawValues(), fp) {
 		sc := new(beginRow) // not r, which Scan would move to the heap on every call
 		if err := rows.Scan(&sc.state, &sc.fingerprint, &sc.left, &sc.fence, &sc.rec.status, &sc.rec.body, &sc.rec.header, &sc.rec.tombstone, &sc.rec.storedAt, &sc.rec.ttl); err != nil {
-			return err
+			return false, err
 		}
 		*r = *sc
 	}
 	rows.Close()
-	return rows.Err()
+	return true, rows.Err()
 }
 
 // beginRow is the result of beginSQL.
@@ -198,10 +206,7 @@ func (r *beginRow) claim(key, identity string, req idempotency.ClaimRequest) (cl
 	token := func(fence int64) idempotency.Token {
 		return idempotency.Token{Key: key, Identity: identity, Owner: req.Owner, Fence: uint64(fence)}
 	}
-	left := r.left.Microseconds + int64(r.left.Days)*(24*60*60*1_000_000) // months: never, for a difference of timestamps
-	// As beginSQL judges it: state in (1, 2) and expires_at after the clock.
-	live := (r.state.Int16 == stateInFlight || r.state.Int16 == stateCompleted) && r.left.Valid && left > 0
-	if !live {
+	if !r.live() {
 		if r.fence.Valid && r.fence.Int64 < 0 { // a transactional claim (or a racing one) holds the key
 			return idempotency.Claim{Status: idempotency.ClaimInFlight}, true, nil
 		}
@@ -225,9 +230,22 @@ func (r *beginRow) claim(key, identity string, req idempotency.ClaimRequest) (cl
 		if r.fence.Valid { // the caller's own claim
 			return idempotency.Claim{Status: idempotency.ClaimAcquired, Token: token(r.fence.Int64)}, true, nil
 		}
-		return idempotency.Claim{Status: idempotency.ClaimInFlight, RetryAfter: time.Duration(left) * time.Microsecond}, true, nil
+		return idempotency.Claim{Status: idempotency.ClaimInFlight, RetryAfter: time.Duration(r.leftMicros()) * time.Microsecond}, true, nil
 	}
 	return idempotency.Claim{}, false, nil
+}
+
+// leftMicros is the time left until the row's lease ends or its record
+// expires, in microseconds (an interval between timestamps has no months).
+func (r *beginRow) leftMicros() int64 {
+	return r.left.Microseconds + int64(r.left.Days)*(24*60*60*1_000_000)
+}
+
+// live reports whether the row is a record or a claim that is still
+// alive, as beginSQL judges it: state in (1, 2) and expires_at after the
+// clock.
+func (r *beginRow) live() bool {
+	return (r.state.Int16 == stateInFlight || r.state.Int16 == stateCompleted) && r.left.Valid && r.leftMicros() > 0
 }
 
 // mismatch reports whether two request fingerprints are both known and differ.

@@ -8,7 +8,7 @@ import "strings"
 type queries struct {
 	lookup, store, begin, complete, release, renew, deleteExpired string
 
-	peek, claimTx, recordTx, resolveTx, heldTx string // the transactional claim's (see tx.go)
+	peek, claimTx, recordTx, resolveTx string // the transactional claim's (see tx.go)
 }
 
 func buildQueries(n names) queries {
@@ -26,7 +26,6 @@ func buildQueries(n names) queries {
 		claimTx:       r.Replace(claimTxSQL),
 		recordTx:      r.Replace(recordTxSQL),
 		resolveTx:     r.Replace(resolveTxSQL),
-		heldTx:        heldTxSQL,
 	}
 }
 

@@ -227,7 +227,7 @@ func (t *TxStore) Begin(ctx context.Context, key, identity string, req idempoten
 	ctx, cancel := t.bound(ctx)
 	defer cancel()
 	var r beginRow
-	if err := t.queryRow(ctx, &r, req.Fingerprint, t.q.peek, id); err != nil {
+	if _, err := t.queryBegin(ctx, &r, req.Fingerprint, t.q.peek, id); err != nil {
 		return idempotency.Claim{}, t.fail("begin", err)
 	}
 	if r.live() {
@@ -262,39 +262,6 @@ func (t *TxStore) answer(r *beginRow, key, identity string, req idempotency.Clai
 		return idempotency.Claim{Status: idempotency.ClaimInFlight}, nil
 	}
 	return cl, nil
-}
-
-// queryRow runs a statement answering one row of beginSQL's shape.
-func (s *Store) queryRow(ctx context.Context, r *beginRow, fp, sql string, args ...any) error {
-	rows, err := s.pool.Query(ctx, sql, args...)
-	if err != nil {
-		return err
-	}
-	_, err = readBeginRow(rows, r, fp)
-	return err
-}
-
-// readBeginRow reads the one row of beginSQL's shape rows holds, if any,
-// and closes rows.
-func readBeginRow(rows pgx.Rows, r *beginRow, fp string) (found bool, err error) {
-	defer rows.Close()
-	if !rows.Next() {
-		return false, rows.Err()
-	}
-	if !r.decode(rows.FieldDescriptions(), rows.RawValues(), fp) {
-		if err := rows.Scan(&r.state, &r.fingerprint, &r.left, &r.fence, &r.rec.status, &r.rec.body, &r.rec.header, &r.rec.tombstone, &r.rec.storedAt, &r.rec.ttl); err != nil {
-			return false, err
-		}
-	}
-	rows.Close()
-	return true, rows.Err()
-}
-
-// live reports whether the row is a record or a claim that is still
-// alive, as beginSQL judges it.
-func (r *beginRow) live() bool {
-	left := r.left.Microseconds + int64(r.left.Days)*(24*60*60*1_000_000)
-	return (r.state.Int16 == stateInFlight || r.state.Int16 == stateCompleted) && r.left.Valid && left > 0
 }
 
 // lockOf is the advisory lock of record id: lockKey, in Go.
@@ -394,8 +361,9 @@ func rollback(tx pgx.Tx) {
 	_ = tx.Rollback(ctx)
 }
 
-// drop gives the connection back (after a COMMIT or ROLLBACK) or, when
-// what happened on it is unknown, closes it, so that the server rolls back
+// drop gives the connection back (after a COMMIT or ROLLBACK; the pool
+// destroys one that is closed or still in a transaction) or, when what
+// happened on it is unknown, closes it, so that the server rolls back
 // whatever it still holds.
 func (c *txClaim) drop(close bool) {
 	if c.conn == nil {
@@ -483,7 +451,7 @@ func (t *TxStore) Complete(ctx context.Context, tok idempotency.Token, c idempot
 	if cl.conn != nil && cl.conn.Conn().PgConn().TxStatus() != 'I' {
 		cl.rollback()
 	}
-	cl.drop(cl.conn != nil && cl.conn.Conn().PgConn().IsClosed())
+	cl.drop(false)
 	return cl.notDone
 }
 
@@ -555,7 +523,7 @@ func (t *TxStore) Release(ctx context.Context, tok idempotency.Token) error {
 	cl.rollback()
 	cl.state = txRolledBack
 	cl.notDone = fmt.Errorf("%w: released", ErrNotCommitted)
-	cl.drop(cl.conn.Conn().PgConn().IsClosed())
+	cl.drop(false)
 	return nil
 }
 
@@ -638,7 +606,7 @@ func (t *TxStore) Again(ctx context.Context, tok idempotency.Token, err error, r
 	}
 	if cl.state == txOpen {
 		cl.rollback()
-		cl.drop(cl.conn.Conn().PgConn().IsClosed())
+		cl.drop(false)
 	}
 	ctx, cancel := t.bound(ctx)
 	defer cancel()
