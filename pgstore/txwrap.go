@@ -180,7 +180,8 @@ func (t *cmdTx) Prepare(ctx context.Context, name, sql string) (*pgconn.Statemen
 	return d, t.note(err)
 }
 
-// cmdRows counts as a statement running until it is closed.
+// cmdRows counts as a statement running until it is closed (a batch's
+// rows start closed: the batch counts for them).
 type cmdRows struct {
 	pgx.Rows
 	tx     *cmdTx
@@ -254,7 +255,7 @@ func (b *cmdBatch) Query() (pgx.Rows, error) {
 	if err != nil {
 		return rows, b.tx.note(err)
 	}
-	return &batchRows{Rows: rows, tx: b.tx}, nil
+	return &cmdRows{Rows: rows, tx: b.tx, closed: true}, nil // the batch counts as the statement
 }
 
 func (b *cmdBatch) QueryRow() pgx.Row {
@@ -270,13 +271,3 @@ func (b *cmdBatch) Close() error {
 	}
 	return b.tx.note(err)
 }
-
-// batchRows are a batch's rows: the batch counts as the statement.
-type batchRows struct {
-	pgx.Rows
-	tx *cmdTx
-}
-
-func (r *batchRows) Err() error { return r.tx.note(r.Rows.Err()) }
-
-func (r *batchRows) Scan(dest ...any) error { return r.tx.note(r.Rows.Scan(dest...)) }
