@@ -423,7 +423,6 @@ func (e *Engine) execute(ctx context.Context, tok Token, claimed time.Time, fing
 	defer cancel(nil)
 	if e.detached && ctx.Err() != nil {
 		// The caller left while the claim was being acquired: run nothing.
-		cancel(nil)
 		e.release(ctx, tok)
 		r.outcome = OutcomeCancelled
 		return Result{}, r, fmt.Errorf("idempotency: %w", context.Cause(ctx))
@@ -432,7 +431,6 @@ func (e *Engine) execute(ctx context.Context, tok Token, claimed time.Time, fing
 		// Begin answered after the lease it asked for had run out (a reply
 		// held up on the network): the claim may be taken over already, so
 		// the command must not start.
-		cancel(nil)
 		e.release(ctx, tok)
 		r.outcome = OutcomeStoreError
 		return Result{}, r, &StoreError{Op: "begin", Err: fmt.Errorf("the claim's lease ran out before Begin answered: %w", ErrLeaseExpired)}
@@ -447,13 +445,16 @@ func (e *Engine) execute(ctx context.Context, tok Token, claimed time.Time, fing
 			e.release(ctx, tok)
 		}
 	}()
+	// The caller's context may be gone after fn (a client that disconnected):
+	// recording, releasing and running again must still reach the store.
+	bg := detach(ctx)
 	for runs := 1; ; runs++ {
 		returned = false
 		c, err := fn(runCtx)
 		returned = true
 
 		if err != nil || !e.record(c) {
-			if e.tx != nil && e.tx.Again(detach(ctx), tok, err, runs) {
+			if e.tx != nil && e.tx.Again(bg, tok, err, runs) {
 				continue
 			}
 			hb.stop()
@@ -465,11 +466,9 @@ func (e *Engine) execute(ctx context.Context, tok Token, claimed time.Time, fing
 			r.outcome = OutcomeUnrecorded
 			return Result{Response: c, Fence: tok.Fence}, r, nil
 		}
-		// The caller's context may be gone by now (a client that disconnected);
-		// the response must still reach the store. The heartbeat goes on while
-		// it does, so that a store that fails for a moment does not cost the claim.
+		// The heartbeat goes on while the response is recorded, so that a
+		// store that fails for a moment does not cost the claim.
 		res := Result{Response: c, Fence: tok.Fence, Recorded: true}
-		bg := detach(ctx)
 		err = e.persist(e.prepare(c, fingerprint), func(rec Cached) error {
 			start := e.callStart()
 			err := e.claims.Complete(bg, tok, rec)
