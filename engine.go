@@ -458,7 +458,7 @@ func (e *Engine) execute(ctx context.Context, tok Token, claimed time.Time, fing
 				continue
 			}
 			hb.stop()
-			e.release(ctx, tok)
+			e.release(bg, tok) // bg is detached already: release need not detach it again
 			if err != nil {
 				r.outcome = OutcomeFailed
 				return Result{Fence: tok.Fence}, r, err
