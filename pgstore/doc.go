@@ -270,9 +270,11 @@
 // Each operation is one round trip and one statement:
 //
 //   - Begin: one SELECT of the row by primary key that, only when the row
-//     is absent or dead, calls the claim function, whose INSERT ... ON
+//     is absent or dead, calls the try-claim function, whose INSERT ... ON
 //     CONFLICT (id) DO UPDATE ... WHERE (takeover allowed) ... RETURNING
-//     claims the key, all in the statement's one transaction. When the row
+//     claims the key, all in the statement's one transaction (first taking
+//     the key's advisory lock shared: while a transactional claim holds it,
+//     the function returns -1 and Begin answers ClaimInFlight). When the row
 //     is live (a replay, a claim in flight, a mismatch, the caller's own
 //     claim), the function is not called: the statement is a plain read by
 //     primary key, which takes no lock, draws no fence, is given no
