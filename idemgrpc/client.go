@@ -50,7 +50,7 @@ func UnaryClientInterceptor(opts ...ClientOption) grpc.UnaryClientInterceptor {
 	}
 	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, callOpts ...grpc.CallOption) error {
 		if c.methods == nil || c.methods(method) {
-			if md, _ := metadata.FromOutgoingContext(ctx); len(md[MetadataKey]) == 0 {
+			if len(metadata.ValueFromOutgoingContext(ctx, MetadataKey)) == 0 { // no copy of the whole metadata
 				ctx = metadata.AppendToOutgoingContext(ctx, MetadataKey, c.newKey())
 			}
 		}
