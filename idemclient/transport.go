@@ -71,8 +71,10 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return t.base.RoundTrip(req)
 	}
 	ctx := req.Context()
-	header, key := req.Header, req.Header.Get(HeaderKey)
-	if len(req.Header.Values(HeaderKey)) == 0 {
+	header, key := req.Header, ""
+	if vs := req.Header[HeaderKey]; len(vs) > 0 { // HeaderKey is canonical: what Get would read
+		key = vs[0]
+	} else {
 		key = t.newKey()
 		header = req.Header.Clone()
 		if header == nil {

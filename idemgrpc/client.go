@@ -2,11 +2,11 @@ package idemgrpc
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
+
+	"github.com/idemkit/idempotency/idemclient"
 )
 
 // ClientOption configures UnaryClientInterceptor.
@@ -50,7 +50,7 @@ func UnaryClientInterceptor(opts ...ClientOption) grpc.UnaryClientInterceptor {
 	}
 	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, callOpts ...grpc.CallOption) error {
 		if c.methods == nil || c.methods(method) {
-			if md, _ := metadata.FromOutgoingContext(ctx); len(md[MetadataKey]) == 0 {
+			if len(metadata.ValueFromOutgoingContext(ctx, MetadataKey)) == 0 { // no copy of the whole metadata
 				ctx = metadata.AppendToOutgoingContext(ctx, MetadataKey, c.newKey())
 			}
 		}
@@ -59,24 +59,8 @@ func UnaryClientInterceptor(opts ...ClientOption) grpc.UnaryClientInterceptor {
 }
 
 // NewKey returns a random version 4 UUID, the key UnaryClientInterceptor
-// gives a call by default.
-func NewKey() string {
-	var u [16]byte
-	rand.Read(u[:])
-	u[6] = u[6]&0x0f | 0x40 // version 4
-	u[8] = u[8]&0x3f | 0x80 // variant 10
-	var b [36]byte
-	hex.Encode(b[0:8], u[0:4])
-	b[8] = '-'
-	hex.Encode(b[9:13], u[4:6])
-	b[13] = '-'
-	hex.Encode(b[14:18], u[6:8])
-	b[18] = '-'
-	hex.Encode(b[19:23], u[8:10])
-	b[23] = '-'
-	hex.Encode(b[24:], u[10:])
-	return string(b[:])
-}
+// gives a call by default: idemclient.NewKey, the HTTP client's.
+func NewKey() string { return idemclient.NewKey() }
 
 // Replayed reports whether header metadata (from the grpc.Header call
 // option) says the answer was a replay of a recorded one.

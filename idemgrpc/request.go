@@ -84,11 +84,7 @@ func identityDigest(vs []string) string {
 	}
 	d := getDigest()
 	defer d.put()
-	d.b = append(d.b, "idemkit/idemgrpc/identity/v1\x00"...)
-	for _, v := range vs { // length-prefixed, so value boundaries count
-		d.b = binary.AppendUvarint(d.b, uint64(len(v)))
-		d.b = append(d.b, v...)
-	}
+	d.identity("idemkit/idemgrpc/identity/v1\x00", vs)
 	sum := sha256.Sum256(d.b)
 	return hex.EncodeToString(sum[:])
 }
@@ -106,13 +102,11 @@ func HMACIdentity(secret []byte) func(ctx context.Context) string {
 		if len(vs) == 0 {
 			return ""
 		}
+		d := getDigest()
+		defer d.put()
+		d.identity("idemkit/idemgrpc/identity/hmac/v1\x00", vs)
 		m := hmac.New(sha256.New, secret)
-		m.Write([]byte("idemkit/idemgrpc/identity/hmac/v1\x00"))
-		var n [binary.MaxVarintLen64]byte
-		for _, v := range vs {
-			m.Write(n[:binary.PutUvarint(n[:], uint64(len(v)))])
-			m.Write([]byte(v))
-		}
+		m.Write(d.b)
 		return hex.EncodeToString(m.Sum(nil))
 	}
 }
@@ -152,6 +146,16 @@ type digest struct{ b []byte }
 var digests = sync.Pool{New: func() any { return &digest{b: make([]byte, 0, 512)} }}
 
 func getDigest() *digest { d := digests.Get().(*digest); d.b = d.b[:0]; return d }
+
+// identity adds the message an identity is a digest of: tag, then each
+// credential value length-prefixed, so value boundaries count.
+func (d *digest) identity(tag string, vs []string) {
+	d.b = append(d.b, tag...)
+	for _, v := range vs {
+		d.b = binary.AppendUvarint(d.b, uint64(len(v)))
+		d.b = append(d.b, v...)
+	}
+}
 
 func (d *digest) put() {
 	if cap(d.b) <= 64<<10 {
