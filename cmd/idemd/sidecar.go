@@ -199,24 +199,17 @@ func (s *sidecar) recorded(w http.ResponseWriter, r *http.Request) {
 	call := &upstreamCall{Context: r.Context()}
 	call.trace = httptrace.ClientTrace{GetConn: call.getConn, GotConn: call.gotConn}
 	out := r.WithContext(httptrace.WithClientTrace(call, &call.trace))
-	// idemhttp read the body whole (it fingerprinted it): keep it in memory
-	// so the Transport can send it again when nothing was written. Not in a
-	// pooled buffer: the Transport may still be reading a body after
-	// RoundTrip returns (it closes it when done).
-	if r.ContentLength != 0 {
-		var b []byte
-		var err error
-		if r.ContentLength > 0 {
-			b = make([]byte, r.ContentLength)
-			_, err = io.ReadFull(r.Body, b)
-		} else {
-			b, err = io.ReadAll(r.Body)
-		}
-		if err != nil {
+	// idemhttp read the body whole (it fingerprinted it) and hands it on with
+	// its length set (0 for none): keep a copy in memory so the Transport can
+	// send it again when nothing was written. Not in a pooled buffer: the
+	// Transport may still be reading a body after RoundTrip returns (it
+	// closes it when done).
+	if r.ContentLength > 0 {
+		b := make([]byte, r.ContentLength)
+		if _, err := io.ReadFull(r.Body, b); err != nil {
 			s.upstreamFailed(w, out, err) // cannot happen: the body is in memory
 			return
 		}
-		out.ContentLength = int64(len(b))
 		out.Body = &memBody{Reader: *bytes.NewReader(b)}
 		out.GetBody = func() (io.ReadCloser, error) { return &memBody{Reader: *bytes.NewReader(b)}, nil }
 	}
