@@ -94,8 +94,9 @@ func newSidecar(cfg sidecarConfig, log *slog.Logger, newEngine func(record func(
 	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	s.pass = &httputil.ReverseProxy{Rewrite: rewrite, Transport: transport, BufferPool: s.copies, ErrorLog: errLog,
 		ErrorHandler: s.passError}
-	s.rec = &httputil.ReverseProxy{Rewrite: rewrite, Transport: transport, BufferPool: s.copies, ErrorLog: errLog,
-		ModifyResponse: s.readAhead, ErrorHandler: s.upstreamFailed}
+	rec := *s.pass // the same exchange, with the answer read ahead and failures told apart
+	rec.ModifyResponse, rec.ErrorHandler = s.readAhead, s.upstreamFailed
+	s.rec = &rec
 	engine := newEngine(s.record)
 	s.cfg.maxResponse = engine.MaxResponseBytes()
 	opts := []idemhttp.Option{
