@@ -172,15 +172,23 @@ func newOutbox(opts []OutboxOption) *Outbox {
 }
 
 func (o *Outbox) checkNames() error {
-	if !identifier.MatchString(o.table) || len(o.table) > 63 {
-		return fmt.Errorf("pgstore: %w: %w: outbox table name %q: want letters, digits and underscores, at most 63 bytes",
-			idempotency.ErrStoreMisconfigured, idempotency.ErrInvalidArgument, o.table)
+	if err := checkOutboxName("table", o.table); err != nil {
+		return err
 	}
-	if o.schema != "" && (!identifier.MatchString(o.schema) || len(o.schema) > 63) {
-		return fmt.Errorf("pgstore: %w: %w: outbox schema name %q: want letters, digits and underscores, at most 63 bytes",
-			idempotency.ErrStoreMisconfigured, idempotency.ErrInvalidArgument, o.schema)
+	if o.schema != "" {
+		return checkOutboxName("schema", o.schema)
 	}
 	return nil
+}
+
+// checkOutboxName refuses a name that is not a plain identifier of at most
+// 63 bytes; what is "table" or "schema", for the message.
+func checkOutboxName(what, name string) error {
+	if identifier.MatchString(name) && len(name) <= 63 {
+		return nil
+	}
+	return fmt.Errorf("pgstore: %w: %w: outbox %s name %q: want letters, digits and underscores, at most 63 bytes",
+		idempotency.ErrStoreMisconfigured, idempotency.ErrInvalidArgument, what, name)
 }
 
 // qualified is the table's quoted, possibly schema-qualified name.

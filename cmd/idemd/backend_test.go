@@ -137,7 +137,7 @@ func TestReplicasShareKeys(t *testing.T) {
 			var shared bool
 			for range 2 {
 				st := openBackend(t, b, url, secret) // a client of its own
-				shared = st.dashWhere == dashInPostgres
+				shared = st.dash.where() == dashInPostgres
 				_, c := newTestServerFor(t, st)
 				cs = append(cs, c)
 			}

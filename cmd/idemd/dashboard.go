@@ -25,6 +25,8 @@ type dashboard interface {
 	add(ctx context.Context, name string) (widget, error)
 	// list returns every widget, oldest first.
 	list(ctx context.Context) ([]widget, error)
+	// where says where the widgets live: dashInMemory or dashInPostgres.
+	where() string
 }
 
 type widget struct {
@@ -94,6 +96,8 @@ func (db *memDashboard) add(_ context.Context, name string) (widget, error) {
 	db.mu.Unlock()
 	return w, nil
 }
+
+func (*memDashboard) where() string { return dashInMemory }
 
 func (db *memDashboard) list(context.Context) ([]widget, error) {
 	db.mu.Lock()

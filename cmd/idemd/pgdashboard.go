@@ -72,6 +72,8 @@ func (db *pgDashboard) add(ctx context.Context, name string) (widget, error) {
 	return w, nil
 }
 
+func (*pgDashboard) where() string { return dashInPostgres }
+
 // list reads every committed widget, oldest first.
 func (db *pgDashboard) list(ctx context.Context) ([]widget, error) {
 	rows, err := db.pool.Query(ctx, listWidgetsSQL)

@@ -196,7 +196,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			"upstream_ambiguous", cfg.sidecar.ambiguous, "ttl", cfg.ttl, "lease", cfg.lease)
 		return s.serve(ctx, ln)
 	}
-	log.Info("listening", "addr", ln.Addr().String(), "store", store.name, "dashboard", store.dashWhere,
+	log.Info("listening", "addr", ln.Addr().String(), "store", store.name, "dashboard", store.dash.where(),
 		"ttl", cfg.ttl, "lease", cfg.lease)
 	return s.serve(ctx, ln)
 }

@@ -94,8 +94,9 @@ func newSidecar(cfg sidecarConfig, log *slog.Logger, newEngine func(record func(
 	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	s.pass = &httputil.ReverseProxy{Rewrite: rewrite, Transport: transport, BufferPool: s.copies, ErrorLog: errLog,
 		ErrorHandler: s.passError}
-	s.rec = &httputil.ReverseProxy{Rewrite: rewrite, Transport: transport, BufferPool: s.copies, ErrorLog: errLog,
-		ModifyResponse: s.readAhead, ErrorHandler: s.upstreamFailed}
+	rec := *s.pass // the same exchange, with the answer read ahead and failures told apart
+	rec.ModifyResponse, rec.ErrorHandler = s.readAhead, s.upstreamFailed
+	s.rec = &rec
 	engine := newEngine(s.record)
 	s.cfg.maxResponse = engine.MaxResponseBytes()
 	opts := []idemhttp.Option{
@@ -142,13 +143,21 @@ func headerIdentity(name string) func(*http.Request) string {
 		if len(vs) == 0 || (len(vs) == 1 && vs[0] == "") {
 			return ""
 		}
-		h := sha256.New()
-		io.WriteString(h, "idemd/header/v1\x00")
-		io.WriteString(h, name)
+		// One message, hashed in one call: on the stack for the usual short
+		// header, so a request costs only the hex string.
+		msg := make([]byte, 0, 256)
+		msg = append(msg, "idemd/header/v1\x00"...)
+		msg = append(msg, name...)
 		for _, v := range vs {
-			io.WriteString(h, "\x00"+strconv.Itoa(len(v))+":"+v)
+			msg = append(msg, 0)
+			msg = strconv.AppendInt(msg, int64(len(v)), 10)
+			msg = append(msg, ':')
+			msg = append(msg, v...)
 		}
-		return hex.EncodeToString(h.Sum(nil))
+		sum := sha256.Sum256(msg)
+		var hx [2 * sha256.Size]byte
+		hex.Encode(hx[:], sum[:])
+		return string(hx[:])
 	}
 }
 
@@ -191,24 +200,17 @@ func (s *sidecar) recorded(w http.ResponseWriter, r *http.Request) {
 	call := &upstreamCall{Context: r.Context()}
 	call.trace = httptrace.ClientTrace{GetConn: call.getConn, GotConn: call.gotConn}
 	out := r.WithContext(httptrace.WithClientTrace(call, &call.trace))
-	// idemhttp read the body whole (it fingerprinted it): keep it in memory
-	// so the Transport can send it again when nothing was written. Not in a
-	// pooled buffer: the Transport may still be reading a body after
-	// RoundTrip returns (it closes it when done).
-	if r.ContentLength != 0 {
-		var b []byte
-		var err error
-		if r.ContentLength > 0 {
-			b = make([]byte, r.ContentLength)
-			_, err = io.ReadFull(r.Body, b)
-		} else {
-			b, err = io.ReadAll(r.Body)
-		}
-		if err != nil {
+	// idemhttp read the body whole (it fingerprinted it) and hands it on with
+	// its length set (0 for none): keep a copy in memory so the Transport can
+	// send it again when nothing was written. Not in a pooled buffer: the
+	// Transport may still be reading a body after RoundTrip returns (it
+	// closes it when done).
+	if r.ContentLength > 0 {
+		b := make([]byte, r.ContentLength)
+		if _, err := io.ReadFull(r.Body, b); err != nil {
 			s.upstreamFailed(w, out, err) // cannot happen: the body is in memory
 			return
 		}
-		out.ContentLength = int64(len(b))
 		out.Body = &memBody{Reader: *bytes.NewReader(b)}
 		out.GetBody = func() (io.ReadCloser, error) { return &memBody{Reader: *bytes.NewReader(b)}, nil }
 	}

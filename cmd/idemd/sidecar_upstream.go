@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/idemkit/idempotency/idemhttp"
 )
@@ -57,11 +58,14 @@ func (s *sidecar) passError(w http.ResponseWriter, r *http.Request, err error) {
 	writeProblem(w, http.StatusBadGateway, "about:blank", "Bad gateway", "The upstream failed to answer.", false)
 }
 
+// writeProblem writes the sidecar's own answer with idemhttp's problem
+// writer; retry adds "Retry-After: 1".
 func writeProblem(w http.ResponseWriter, status int, typ, title, detail string, retry bool) {
+	e := &idemhttp.Error{Status: status, Type: typ, Title: title, Detail: detail}
 	if retry {
-		w.Header().Set("Retry-After", "1")
+		e.RetryAfter = time.Second
 	}
-	idemhttp.WriteError(w, nil, &idemhttp.Error{Status: status, Type: typ, Title: title, Detail: detail})
+	idemhttp.WriteError(w, nil, e)
 }
 
 // upstreamCall follows one covered request to the upstream: it is the

@@ -21,14 +21,13 @@ import (
 // openedStore is the store -store names, with the dashboard that goes with
 // it and what closes them.
 type openedStore struct {
-	store     idempotency.Store
-	dash      dashboard
-	dashWhere string // for logs: where the dashboard lives
-	name      string // for logs: the spec without credentials
-	close     func()
+	store idempotency.Store
+	dash  dashboard
+	name  string // for logs: the spec without credentials
+	close func()
 }
 
-// Where the dashboard lives, as the "listening" log line says.
+// Where the dashboard lives (dashboard.where), as the "listening" log line says.
 const (
 	dashInMemory   = "memory"
 	dashInPostgres = "postgres"
@@ -49,11 +48,10 @@ const startupTimeout = 30 * time.Second
 func openStore(ctx context.Context, cfg config, log *slog.Logger) (openedStore, error) {
 	if cfg.store == "memory" {
 		return openedStore{
-			store:     idempotency.NewInMemoryStore(idempotency.WithDefaultTTL(cfg.ttl)),
-			dash:      &memDashboard{},
-			dashWhere: dashInMemory,
-			name:      "memory",
-			close:     func() {},
+			store: idempotency.NewInMemoryStore(idempotency.WithDefaultTTL(cfg.ttl)),
+			dash:  &memDashboard{},
+			name:  "memory",
+			close: func() {},
 		}, nil
 	}
 	u, err := url.Parse(cfg.store)
@@ -86,7 +84,7 @@ func openRedis(ctx context.Context, cfg config, name string) (openedStore, error
 		return openedStore{}, fmt.Errorf("-store %s: %w", name, err)
 	}
 	s := redisstore.New(client, redisstore.WithDefaultTTL(cfg.ttl), redisstore.WithSecret([]byte(cfg.secret)))
-	return openedStore{store: s, dash: &memDashboard{}, dashWhere: dashInMemory, name: name, close: func() { client.Close() }}, nil
+	return openedStore{store: s, dash: &memDashboard{}, name: name, close: func() { client.Close() }}, nil
 }
 
 func openRueidis(cfg config, name string) (openedStore, error) {
@@ -99,7 +97,7 @@ func openRueidis(cfg config, name string) (openedStore, error) {
 		return openedStore{}, fmt.Errorf("-store %s: %w", name, err)
 	}
 	s := rueidisstore.New(client, rueidisstore.WithDefaultTTL(cfg.ttl), rueidisstore.WithSecret([]byte(cfg.secret)))
-	return openedStore{store: s, dash: &memDashboard{}, dashWhere: dashInMemory, name: name + " (rueidis)", close: client.Close}, nil
+	return openedStore{store: s, dash: &memDashboard{}, name: name + " (rueidis)", close: client.Close}, nil
 }
 
 // openPostgres opens a postgres:// store: pgstore's transactional view,
@@ -143,17 +141,16 @@ func openPostgres(ctx context.Context, cfg config, u *url.URL, log *slog.Logger)
 		if err := s.Migrate(ctx); err != nil {
 			return fail(err)
 		}
-		return openedStore{store: s, dash: &memDashboard{}, dashWhere: dashInMemory, name: name,
+		return openedStore{store: s, dash: &memDashboard{}, name: name,
 			close: func() { s.Close(); pool.Close() }}, nil
 	}
 	if err := s.MigrateWith(ctx, migrateDashboard); err != nil {
 		return fail(err)
 	}
 	return openedStore{
-		store:     s.Transactional(),
-		dash:      &pgDashboard{pool: pool},
-		dashWhere: dashInPostgres,
-		name:      name,
+		store: s.Transactional(),
+		dash:  &pgDashboard{pool: pool},
+		name:  name,
 		close: func() {
 			s.Close()
 			pool.Close()
