@@ -23,7 +23,7 @@ import (
 // in-memory store). The three sub-benchmarks run in turn, so with -count
 // their runs interleave:
 //
-//	go test -run '^$' -bench BenchmarkSidecar -count 6 ./cmd/idemd/
+//	go test -run '^$' -bench 'BenchmarkSidecar$' -count 6 ./cmd/idemd/
 func BenchmarkSidecar(b *testing.B) {
 	plainURL, sideURL, send, seq := newSidecarBench(b)
 	const conns, replayKeys = 64, 256
