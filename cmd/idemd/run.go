@@ -19,12 +19,21 @@ type config struct {
 	ttl             time.Duration
 	lease           time.Duration
 	shutdownTimeout time.Duration
+	storeTimeout    time.Duration // bounds each store call, and /readyz's probe up to maxProbeTimeout
 	logFormat       string
 	logLevel        slog.Level
 	redisClient     string
 	secret          string
 	sidecar         sidecarConfig // sidecar.upstream != "": idemd -upstream
 }
+
+// defaultStoreTimeout is -store-timeout's default. A request on a store
+// that cannot answer makes one call before it is answered 503 (its claim,
+// Begin; on PostgreSQL that includes the wait for a connection), so with
+// 1s a hung store is answered within about a second, well inside the 2s
+// that a client or a load balancer should wait. A healthy store answers
+// in milliseconds.
+const defaultStoreTimeout = time.Second
 
 // usageHeader comes before the flags in -h.
 const usageHeader = `Usage: idemd [flags]
@@ -46,6 +55,12 @@ Where the dashboard's widgets live depends on -store:
                 own, and a restart empties it (the records of a redis:// store
                 remain, so a retry replays a widget that is no longer listed).
 
+idemd's own endpoints:
+  GET /healthz  liveness: 200 while the process serves, whatever the store
+  GET /readyz   readiness: 200 while the store answers a ping, else 503
+                (a ping waits up to -store-timeout, 1.5s at most)
+  GET /metrics  Prometheus metrics
+
 Sidecar mode, idemd -upstream URL: the same semantics in front of any HTTP
 API. Every request is proxied to URL; a covered one (-methods, -paths) with
 an Idempotency-Key is sent upstream at most once per key and caller
@@ -59,8 +74,9 @@ hop-by-hop ones, Set-Cookie or credentials), is replayed to every retry.
   upstream 500, 503, 408, 425, 429            passed on, key released: a retry sends it
   any other answer                            recorded and replayed
   an answer over 1 MiB                        streamed through; retries get 410
-idemd's own endpoints move to /_idemd/healthz and /_idemd/metrics. With
-postgres://, requests are not run in a transaction (there is no dashboard).
+idemd's own endpoints move to /_idemd/healthz, /_idemd/readyz and
+/_idemd/metrics. With postgres://, requests are not run in a transaction
+(there is no dashboard).
 
 Flags (each also read from the environment variable in brackets):
 `
@@ -100,6 +116,8 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (conf
 	dur(&cfg.lease, "lease", "IDEMD_LEASE", 30*time.Second, "how long a claim lives without a heartbeat")
 	dur(&cfg.shutdownTimeout, "shutdown-timeout", "IDEMD_SHUTDOWN_TIMEOUT", 20*time.Second,
 		"how long shutdown waits for running commands before cancelling them")
+	dur(&cfg.storeTimeout, "store-timeout", "IDEMD_STORE_TIMEOUT", defaultStoreTimeout,
+		"how long one call to a redis:// or postgres:// store may take, retries included, before the request gets 503 store_unavailable; also the longest wait for a free PostgreSQL connection")
 	str(&cfg.logFormat, "log-format", "IDEMD_LOG_FORMAT", "text", "log format: text or json")
 	str(&cfg.redisClient, "redis-client", "IDEMD_REDIS_CLIENT", "go-redis",
 		"client library for a redis:// store: go-redis, or rueidis (auto-pipelining: faster with many concurrent requests)")
@@ -154,6 +172,8 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (conf
 		return config{}, fmt.Errorf("-lease %v: must be positive", cfg.lease)
 	case cfg.shutdownTimeout < 0:
 		return config{}, fmt.Errorf("-shutdown-timeout %v: must not be negative", cfg.shutdownTimeout)
+	case cfg.storeTimeout <= 0:
+		return config{}, fmt.Errorf("-store-timeout %v: must be positive", cfg.storeTimeout)
 	case cfg.logFormat != "text" && cfg.logFormat != "json":
 		return config{}, fmt.Errorf("-log-format %q: want text or json", cfg.logFormat)
 	case cfg.redisClient != "go-redis" && cfg.redisClient != "rueidis":
@@ -190,6 +210,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return err
 	}
 	s := newServer(cfg, store.store, store.dash, log)
+	s.ready.ping = store.ping
 	if cfg.sidecar.upstream != "" {
 		log.Info("listening", "addr", ln.Addr().String(), "store", store.name, "upstream", cfg.sidecar.upstream,
 			"methods", cfg.sidecar.methods, "paths", cfg.sidecar.paths, "identity", cfg.sidecar.identity,
