@@ -34,6 +34,9 @@
 //	                        [IDEMD_REDIS_CLIENT] (default go-redis)
 //	-log-level level        least level logged: debug, info (a line per command and the
 //	                        "listening" line), warn or error [IDEMD_LOG_LEVEL] (default info)
+//	-admin-token token      turns the admin API on (below); at least 16 bytes [IDEMD_ADMIN_TOKEN]
+//	                        (prefer the variable: a flag shows in ps)
+//	-admin-addr address     the admin API's own listener [IDEMD_ADMIN_ADDR] (default 127.0.0.1:8081)
 //
 // Sidecar flags (idemd -upstream URL):
 //
@@ -92,6 +95,31 @@
 // still running, each recorded as "outcome unknown". With a postgres://
 // store the requests are not run in transactions (a rerun would send them
 // twice).
+//
+// # Admin API
+//
+// With -admin-token set, idemd serves an admin API on -admin-addr, a
+// listener of its own (loopback by default), for looking at and repairing
+// keys. Every call needs "Authorization: Bearer <token>" (compared in
+// constant time) and is logged ("admin call", with method, path, query,
+// remote address and status):
+//
+//	GET    /admin/v1/records?key=K&identity=I   the record of key K for caller I: absent, in_flight
+//	                                            (owner, fence, claimed_at, age_ms, lease_left_ms),
+//	                                            completed (status, size, stored_at, expires_at) or tombstone
+//	DELETE /admin/v1/records?key=K&identity=I   purge it; a claim in flight is taken over: its
+//	                                            holder can no longer record a response, and the
+//	                                            next request with the key runs the command
+//	GET    /admin/v1/claims?older-than=30s      the claims in flight at least that long, oldest
+//	                                            first (limit=N, default 100)
+//
+// The caller is given as identity=, the identity as stored (anonymous, or
+// bearer: and a digest), or as credential=, the Authorization header's
+// value (in sidecar mode, the value of the -identity header), from which
+// idemd derives the identity as for a request. A record may also be named
+// by id=, as /admin/v1/claims lists it: the Redis and PostgreSQL stores
+// keep only digests of keys and identities, so the claims they list carry
+// an id and no key.
 //
 // SIGINT or SIGTERM shuts down gracefully: idemd stops accepting, lets
 // running commands finish for up to -shutdown-timeout, then cancels the rest,

@@ -24,6 +24,8 @@ type config struct {
 	logLevel        slog.Level
 	redisClient     string
 	secret          string
+	adminToken      string // "": no admin API
+	adminAddr       string
 	sidecar         sidecarConfig // sidecar.upstream != "": idemd -upstream
 }
 
@@ -148,6 +150,9 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (conf
 		"sidecar: how long to wait for the upstream's answer once the request is sent (then 504, outcome unknown)")
 	str(&noReplay, "no-replay-headers", "IDEMD_NO_REPLAY_HEADERS", "",
 		"sidecar: comma-separated upstream response headers never replayed, beyond hop-by-hop, Set-Cookie and credentials")
+	str(&cfg.adminToken, "admin-token", "IDEMD_ADMIN_TOKEN", "",
+		"turns the admin API on (inspect and purge records, list stuck claims), on -admin-addr; callers send Authorization: Bearer <token>; at least 16 bytes (prefer the variable: flags show in ps)")
+	str(&cfg.adminAddr, "admin-addr", "IDEMD_ADMIN_ADDR", "127.0.0.1:8081", "listen address of the admin API (with -admin-token)")
 	var level string
 	str(&level, "log-level", "IDEMD_LOG_LEVEL", "info", "least level logged: debug, info (a line per command), warn or error")
 	cfg.secret = getenv("IDEMD_SECRET")
@@ -178,6 +183,10 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (conf
 		return config{}, fmt.Errorf("-log-format %q: want text or json", cfg.logFormat)
 	case cfg.redisClient != "go-redis" && cfg.redisClient != "rueidis":
 		return config{}, fmt.Errorf("-redis-client %q: want go-redis or rueidis", cfg.redisClient)
+	case cfg.adminToken != "" && len(cfg.adminToken) < minAdminToken:
+		return config{}, fmt.Errorf("-admin-token: %d bytes; want at least %d (a random one: openssl rand -hex 32)", len(cfg.adminToken), minAdminToken)
+	case cfg.adminToken != "" && cfg.adminAddr == cfg.addr && !strings.HasSuffix(cfg.addr, ":0"):
+		return config{}, fmt.Errorf("-admin-addr %s: the admin API needs a listener of its own, not -addr's", cfg.adminAddr)
 	case cfg.logLevel.UnmarshalText([]byte(level)) != nil:
 		return config{}, fmt.Errorf("-log-level %q: want debug, info, warn or error", level)
 	}
@@ -211,6 +220,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	s := newServer(cfg, store.store, store.dash, log)
 	s.ready.ping = store.ping
+	if cfg.adminToken != "" {
+		stop, err := startAdmin(ctx, cfg, s, log)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		defer stop()
+	}
 	if cfg.sidecar.upstream != "" {
 		log.Info("listening", "addr", ln.Addr().String(), "store", store.name, "upstream", cfg.sidecar.upstream,
 			"methods", cfg.sidecar.methods, "paths", cfg.sidecar.paths, "identity", cfg.sidecar.identity,
