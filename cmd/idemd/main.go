@@ -25,7 +25,7 @@
 //	-store-timeout d        how long one call to a redis:// or postgres:// store may take,
 //	                        retries and the wait for a pooled connection included, before
 //	                        the request gets 503 store_unavailable [IDEMD_STORE_TIMEOUT]
-//	                        (default 1s; must be positive). Step timeouts in the URL
+//	                        (default 1.5s; must be positive). Step timeouts in the URL
 //	                        (dial_timeout, read_timeout, write_timeout, pool_timeout;
 //	                        connect_timeout) apply within it
 //	-log-format text|json   log format on standard output [IDEMD_LOG_FORMAT] (default text)
@@ -139,7 +139,7 @@
 //	               store answers; 503 once shutdown has begun
 //	GET /readyz    readiness: 200 while the store answers a ping (PING,
 //	               SELECT 1; memory: always), else 503 store_unavailable, within
-//	               -store-timeout or 1.5s, whichever is less; one ping serves
+//	               -store-timeout or 1s, whichever is less; one ping serves
 //	               the probes of 250ms; 503 once shutdown has begun
 //	GET /metrics   Prometheus text; idemd_store_up is the last ping's result
 //

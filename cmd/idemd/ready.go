@@ -9,8 +9,9 @@ import (
 )
 
 // maxProbeTimeout bounds /readyz's store ping whatever -store-timeout says,
-// so that a readiness probe is answered within 2s.
-const maxProbeTimeout = 1500 * time.Millisecond
+// so that a readiness probe is answered within 2s even when the last
+// result is just too old to answer it (probeFresh).
+const maxProbeTimeout = time.Second
 
 // probeFresh is how long a ping's result answers /readyz before the next
 // ping: probes from many kubelets, load balancers and people cost the store

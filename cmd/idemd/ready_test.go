@@ -204,7 +204,7 @@ func TestReadinessSharesPings(t *testing.T) {
 // that is longer.
 func TestReadinessPingBound(t *testing.T) {
 	for _, tt := range []struct{ storeTimeout, want time.Duration }{
-		{time.Second, time.Second},
+		{300 * time.Millisecond, 300 * time.Millisecond},
 		{10 * time.Second, maxProbeTimeout},
 	} {
 		synctest.Test(t, func(t *testing.T) {

@@ -22,7 +22,7 @@ func env(kv map[string]string) func(string) string {
 func TestParseConfig(t *testing.T) {
 	defaults := config{
 		addr: "127.0.0.1:8080", store: "memory", ttl: 24 * time.Hour, lease: 30 * time.Second,
-		shutdownTimeout: 20 * time.Second, storeTimeout: time.Second, logFormat: "text", redisClient: "go-redis",
+		shutdownTimeout: 20 * time.Second, storeTimeout: 1500 * time.Millisecond, logFormat: "text", redisClient: "go-redis",
 		adminAddr: "127.0.0.1:8081",
 		sidecar: sidecarConfig{methods: []string{"POST", "PATCH"}, paths: []string{"/"}, identity: "authorization",
 			ambiguous: "record", upstreamTimeout: time.Minute},
