@@ -16,4 +16,8 @@
 // ../scripts/bench.sh tx; the sketches and cost breakdowns that explain
 // them are in pgtx_sketch_test.go (../scripts/bench.sh txprofile), and
 // TestTxCommitsPerOp counts their commits in the WAL.
+//
+// The sizing figures (bytes per record in Redis and PostgreSQL) come from
+// the program in ./sizing, run by ../scripts/sizing.sh with the claims-per-
+// second runs; neither runs under go test.
 package bench
