@@ -20,8 +20,8 @@ type Inspector interface {
 	ClaimStore
 
 	// RecordID returns the ID of the record of (key, identity): a string of
-	// printable ASCII, at most 255 bytes, without spaces. It does not
-	// validate key.
+	// ASCII letters, digits and the characters '-', '_', '.' and ':', safe
+	// in a URL unescaped. It does not validate key.
 	RecordID(key, identity string) string
 
 	// Inspect describes the record named id as it is now. A record that

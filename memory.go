@@ -248,7 +248,7 @@ func (s *InMemoryStore) Begin(_ context.Context, key, identity string, req Claim
 	// A new claim, or a takeover of one whose lease ran out.
 	s.fence++
 	e.x.owner, e.x.fence, e.fingerprint = req.Owner, s.fence, req.Fingerprint
-	e.until = now + int64(req.Lease)
+	e.at, e.until = now, now+int64(req.Lease) // at: when it was claimed
 	s.leaseFloor = min(s.leaseFloor, e.until)
 	return Claim{Status: ClaimAcquired, Token: e.token()}, nil
 }
@@ -492,4 +492,5 @@ func (s *InMemoryStore) Peek(ctx context.Context, key, identity string) (*Cached
 var (
 	_ ClaimStore = (*InMemoryStore)(nil)
 	_ Peeker     = (*InMemoryStore)(nil)
+	_ Inspector  = (*InMemoryStore)(nil)
 )

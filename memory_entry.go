@@ -23,7 +23,7 @@ type memEntry struct {
 	until int64
 	x     *memExtra // claim state and the handed-out record; nil until needed
 
-	at int64 // StoredAt in unix nanoseconds; TTL is until - at
+	at int64 // StoredAt in unix nanoseconds (TTL is until - at); in flight, when it was claimed
 	// status is Cached.Status; a status that does not fit is kept exactly
 	// in x.rec instead (see complete).
 	status      int32

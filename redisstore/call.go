@@ -27,6 +27,8 @@ var (
 	renewScript    = newScript(redisrec.RenewScript)
 	lookupScript   = newScript(redisrec.LookupScript)
 	storeScript    = newScript(redisrec.StoreScript)
+	inspectScript  = newScript(redisrec.InspectScript)
+	purgeScript    = newScript(redisrec.PurgeScript)
 )
 
 // A call holds the arguments of one script run. Stores keep calls in a

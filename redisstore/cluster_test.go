@@ -3,13 +3,11 @@ package redisstore
 import (
 	"context"
 	"fmt"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/idemkit/idempotency"
+	"github.com/idemkit/idempotency/redisstore/internal/redistest"
 	"github.com/idemkit/idempotency/storetest"
 	"github.com/redis/go-redis/v9"
 )
@@ -64,38 +62,33 @@ func TestCluster(t *testing.T) {
 			t.Errorf("60 records live on %d of %d masters, want them spread", holding, len(addrs))
 		}
 	})
-}
 
-// startCluster starts n redis-server processes in cluster mode on free
-// loopback ports, joins them into one cluster with n masters, waits until
-// every node reports cluster_state:ok, and kills them when t ends.
-func startCluster(t *testing.T, n int) []string {
-	t.Helper()
-	cli, err := exec.LookPath("redis-cli")
-	if err != nil {
-		unreachable(t, "redis-cli is not on PATH (%v); install Redis to run this test, which starts its own servers", err)
-	}
-	dir := t.TempDir()
-	ports := freeClusterPorts(t, n)
-	addrs := make([]string, n)
-	for i, port := range ports {
-		addrs[i] = startRedis(t, dir, port, "--cluster-enabled", "yes",
-			"--cluster-config-file", filepath.Join(dir, fmt.Sprintf("nodes-%d.conf", port)))
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	args := append([]string{"--cluster", "create"}, addrs...)
-	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
-	if out, err := exec.CommandContext(ctx, cli, args...).CombinedOutput(); err != nil {
-		t.Fatalf("redis-cli %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	for _, addr := range addrs {
-		c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
-		poll(ctx, t, addr+" to report cluster_state:ok", func() bool {
-			info, err := c.ClusterInfo(ctx).Result()
-			return err == nil && strings.Contains(info, "cluster_state:ok")
-		})
-		c.Close()
-	}
-	return addrs
+	// Claims scans every master: it lists claims whichever holds them.
+	t.Run("ClaimsOnEveryMaster", func(t *testing.T) {
+		c := newClusterClient(t)
+		st := New(c, WithPrefix(newPrefix(t, c)))
+		ctx := context.Background()
+		var want []string
+		masters := map[string]bool{}
+		for i := range 30 {
+			key := fmt.Sprint("k", i)
+			if _, err := st.Begin(ctx, key, "alice", idempotency.ClaimRequest{Owner: "o", Lease: time.Minute}); err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, st.RecordID(key, "alice"))
+			node, err := c.MasterForKey(ctx, st.recordKey(key, "alice"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			masters[node.Options().Addr] = true
+		}
+		if len(masters) < 2 {
+			t.Fatalf("30 claims live on %d masters, want them spread", len(masters))
+		}
+		claims, err := st.Claims(ctx, 0, 0)
+		if err != nil {
+			t.Fatalf("Claims = %v", err)
+		}
+		redistest.WantClaims(t, claims, want)
+	})
 }

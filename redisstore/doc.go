@@ -85,6 +85,20 @@
 // Complete. A hook that keeps a command's Args after the command has
 // returned sees them reused.
 //
+// # Inspection
+//
+// Store implements idempotency.Inspector. A record's ID is its hex record
+// key, the part of its Redis key inside the braces; Key and Identity in a
+// RecordInfo are empty, since Redis holds only their digest. Inspect and
+// Purge cost one round trip each. A claim's ClaimedAt is read from its
+// fence, which is the server's clock when the claim was made unless an
+// earlier fence of the key was ahead of that clock: then ClaimedAt is later
+// than the claim, so Claims may list such a claim late, never early. Claims
+// SCANs every key under the prefix (on every master of a cluster) and reads
+// each with a script, pipelined a thousand at a time: its cost grows with
+// the number of keys under the prefix, whatever its limit, so it suits an
+// operator's occasional look rather than a hot path.
+//
 // # Retries
 //
 // go-redis retries a command (up to MaxRetries, 3 by default) after errors

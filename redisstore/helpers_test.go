@@ -13,15 +13,6 @@ import (
 
 const defaultRedisURL = "redis://127.0.0.1:6379/0"
 
-// unreachable skips the test, or fails it when IDEMPOTENCY_REQUIRE_BACKENDS=1.
-func unreachable(tb testing.TB, format string, args ...any) {
-	tb.Helper()
-	if os.Getenv("IDEMPOTENCY_REQUIRE_BACKENDS") == "1" {
-		tb.Fatalf(format, args...)
-	}
-	tb.Skipf(format+" (IDEMPOTENCY_REQUIRE_BACKENDS=1 turns this skip into a failure)", args...)
-}
-
 // redisOptions returns the options of the test server and skips the test
 // when it does not answer.
 func redisOptions(tb testing.TB) *redis.Options {
@@ -117,4 +108,26 @@ func newReplicas(tb testing.TB, n int) []idempotency.Store {
 		stores = append(stores, New(newClient(tb), WithPrefix(prefix)))
 	}
 	return stores[:n]
+}
+
+// acquire claims (key, "alice") for owner on st, failing t unless it does.
+func acquire(t *testing.T, st *Store, key, owner string) idempotency.Token {
+	t.Helper()
+	cl, err := st.Begin(context.Background(), key, "alice", idempotency.ClaimRequest{Owner: owner, Fingerprint: "fp", Lease: time.Minute})
+	if err != nil || cl.Status != idempotency.ClaimAcquired {
+		t.Fatalf("Begin(%s, %s) = (%+v, %v), want acquired", key, owner, cl, err)
+	}
+	return cl.Token
+}
+
+// fenceAhead moves the fence of tok's record an hour ahead of the clock,
+// and returns tok with that fence.
+func fenceAhead(t *testing.T, c *redis.Client, st *Store, tok idempotency.Token) idempotency.Token {
+	t.Helper()
+	tok.Fence += uint64(time.Hour / time.Microsecond)
+	fence := fenceBytes(tok.Fence)
+	if err := c.SetRange(context.Background(), st.recordKey(tok.Key, tok.Identity), 1, string(fence[:])).Err(); err != nil {
+		t.Fatal(err)
+	}
+	return tok
 }

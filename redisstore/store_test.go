@@ -55,6 +55,9 @@ func TestUnavailable(t *testing.T) {
 		{"Release", func() error { return st.Release(ctx, tok) }},
 		{"Renew", func() error { return st.Renew(ctx, tok, time.Second) }},
 		{"Store", func() error { return st.Store(ctx, "k", "alice", idempotency.Cached{Status: 200}) }},
+		{"Inspect", func() error { _, err := st.Inspect(ctx, st.RecordID("k", "alice")); return err }},
+		{"Purge", func() error { _, err := st.Purge(ctx, st.RecordID("k", "alice")); return err }},
+		{"Claims", func() error { _, err := st.Claims(ctx, 0, 0); return err }},
 	}
 	for _, step := range steps {
 		t.Run(step.name, func(t *testing.T) {
@@ -179,21 +182,8 @@ func TestFenceAheadOfClock(t *testing.T) {
 	ctx := context.Background()
 	st := New(c, WithPrefix(newPrefix(t, c)))
 	rk := st.recordKey("k", "alice")
-	begin := func(owner string) idempotency.Token {
-		t.Helper()
-		cl, err := st.Begin(ctx, "k", "alice", idempotency.ClaimRequest{Owner: owner, Fingerprint: "fp", Lease: time.Minute})
-		if err != nil || cl.Status != idempotency.ClaimAcquired {
-			t.Fatalf("Begin(%s) = (%+v, %v), want acquired", owner, cl, err)
-		}
-		return cl.Token
-	}
-	tok := begin("owner-1")
-	// Move the fence an hour ahead of the clock.
-	tok.Fence += uint64(time.Hour / time.Microsecond)
-	fence := fenceBytes(tok.Fence)
-	if err := c.SetRange(ctx, rk, 1, string(fence[:])).Err(); err != nil {
-		t.Fatal(err)
-	}
+	begin := func(owner string) idempotency.Token { t.Helper(); return acquire(t, st, "k", owner) }
+	tok := fenceAhead(t, c, st, begin("owner-1"))
 	if err := st.Release(ctx, tok); err != nil {
 		t.Fatalf("Release = %v", err)
 	}

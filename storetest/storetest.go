@@ -8,8 +8,9 @@
 // The factory returns a fresh, empty store that sees no other test's data.
 // Stores that implement idempotency.ClaimStore are also checked against every
 // transition of the claim protocol, lease expiry, stale tokens and concurrent
-// claims; the cases are the contracts written on idempotency.Store and
-// idempotency.ClaimStore.
+// claims, and those that implement idempotency.Inspector against inspection
+// and purge; the cases are the contracts written on idempotency.Store,
+// idempotency.ClaimStore and idempotency.Inspector.
 //
 // Time: a store that takes an injected clock is run with WithClock, and the
 // suite advances the clock instead of waiting. Other stores (those that read
@@ -112,6 +113,11 @@ func Run(t *testing.T, newStore func(tb testing.TB) idempotency.Store, opts ...O
 		t.Run("EngineExactlyOnce", s.testEngineExactlyOnce)
 		t.Run("EngineWaitersGetFirstResponse", s.testEngineWait)
 	})
+	if _, ok := newStore(t).(idempotency.Inspector); ok {
+		s.runInspector(t)
+	} else {
+		t.Logf("store does not implement idempotency.Inspector: inspection cases skipped")
+	}
 	if s.cfg.replicas != nil {
 		t.Run("Replicas", func(t *testing.T) {
 			t.Run("ExactlyOnceAcrossReplicas", s.testReplicasExactlyOnce)

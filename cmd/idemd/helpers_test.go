@@ -157,7 +157,7 @@ func runningSeries(command string) string {
 func testConfig() config {
 	return config{
 		addr: "127.0.0.1:0", store: "memory", ttl: time.Hour, lease: 30 * time.Second,
-		shutdownTimeout: 5 * time.Second, logFormat: "text", redisClient: "go-redis",
+		shutdownTimeout: 5 * time.Second, storeTimeout: defaultStoreTimeout, logFormat: "text", redisClient: "go-redis",
 	}
 }
 
@@ -180,7 +180,9 @@ func newTestServerOn(t *testing.T, store idempotency.Store) (*server, client) {
 // as run pairs them.
 func newTestServerFor(t *testing.T, st openedStore) (*server, client) {
 	t.Helper()
-	return newTestServerWith(t, st.store, st.dash)
+	s, c := newTestServerWith(t, st.store, st.dash)
+	s.ready.ping = st.ping
+	return s, c
 }
 
 func newTestServerWith(t *testing.T, store idempotency.Store, dash dashboard) (*server, client) {

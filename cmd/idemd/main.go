@@ -22,12 +22,21 @@
 //	-lease duration         how long a claim lives without a heartbeat [IDEMD_LEASE] (default 30s)
 //	-shutdown-timeout d     how long SIGINT/SIGTERM waits for running commands before
 //	                        cancelling them and releasing their keys [IDEMD_SHUTDOWN_TIMEOUT] (default 20s)
+//	-store-timeout d        how long one call to a redis:// or postgres:// store may take,
+//	                        retries and the wait for a pooled connection included, before
+//	                        the request gets 503 store_unavailable [IDEMD_STORE_TIMEOUT]
+//	                        (default 1.5s; must be positive). Step timeouts in the URL
+//	                        (dial_timeout, read_timeout, write_timeout, pool_timeout;
+//	                        connect_timeout) apply within it
 //	-log-format text|json   log format on standard output [IDEMD_LOG_FORMAT] (default text)
 //	-redis-client name      client library for a redis:// store: go-redis, or rueidis
 //	                        (auto-pipelining; faster with many concurrent requests)
 //	                        [IDEMD_REDIS_CLIENT] (default go-redis)
 //	-log-level level        least level logged: debug, info (a line per command and the
 //	                        "listening" line), warn or error [IDEMD_LOG_LEVEL] (default info)
+//	-admin-token token      turns the admin API on (below); at least 16 bytes [IDEMD_ADMIN_TOKEN]
+//	                        (prefer the variable: a flag shows in ps)
+//	-admin-addr address     the admin API's own listener [IDEMD_ADMIN_ADDR] (default 127.0.0.1:8081)
 //
 // Sidecar flags (idemd -upstream URL):
 //
@@ -81,10 +90,36 @@
 // never as a truncated answer. The sidecar does not authenticate: a replay
 // goes to whoever presents the same credential (the identity is its
 // digest), without the upstream checking it again, until -ttl. idemd's own
-// endpoints are /_idemd/healthz and /_idemd/metrics. A shutdown that runs
-// out of -shutdown-timeout cuts the upstream exchanges still running, each
-// recorded as "outcome unknown". With a postgres:// store the requests are
-// not run in transactions (a rerun would send them twice).
+// endpoints are /_idemd/healthz, /_idemd/readyz and /_idemd/metrics. A
+// shutdown that runs out of -shutdown-timeout cuts the upstream exchanges
+// still running, each recorded as "outcome unknown". With a postgres://
+// store the requests are not run in transactions (a rerun would send them
+// twice).
+//
+// # Admin API
+//
+// With -admin-token set, idemd serves an admin API on -admin-addr, a
+// listener of its own (loopback by default), for looking at and repairing
+// keys. Every call needs "Authorization: Bearer <token>" (compared in
+// constant time) and is logged ("admin call", with method, path, query,
+// remote address and status):
+//
+//	GET    /admin/v1/records?key=K&identity=I   the record of key K for caller I: absent, in_flight
+//	                                            (owner, fence, claimed_at, age_ms, lease_left_ms),
+//	                                            completed (status, size, stored_at, expires_at) or tombstone
+//	DELETE /admin/v1/records?key=K&identity=I   purge it; a claim in flight is taken over: its
+//	                                            holder can no longer record a response, and the
+//	                                            next request with the key runs the command
+//	GET    /admin/v1/claims?older-than=30s      the claims in flight at least that long, oldest
+//	                                            first (limit=N, default 100)
+//
+// The caller is given as identity=, the identity as stored (anonymous, or
+// bearer: and a digest), or as credential=, the Authorization header's
+// value (in sidecar mode, the value of the -identity header), from which
+// idemd derives the identity as for a request. A record may also be named
+// by id=, as /admin/v1/claims lists it: the Redis and PostgreSQL stores
+// keep only digests of keys and identities, so the claims they list carry
+// an id and no key.
 //
 // SIGINT or SIGTERM shuts down gracefully: idemd stops accepting, lets
 // running commands finish for up to -shutdown-timeout, then cancels the rest,
@@ -110,8 +145,21 @@
 //
 // Commands: widgets.create {"name":s} → 201 data.id; widgets.list {} → 200
 // data.widgets and data.count (needs no key); reports.generate {"ms":n} →
-// waits n ms (0..10000), then 200 data.report_id. Other endpoints: GET
-// /healthz, GET /metrics (Prometheus text).
+// waits n ms (0..10000), then 200 data.report_id.
+//
+// Other endpoints (under /_idemd/ in sidecar mode):
+//
+//	GET /healthz   liveness: 200 while the process serves, whether or not the
+//	               store answers; 503 once shutdown has begun
+//	GET /readyz    readiness: 200 while the store answers a ping (PING,
+//	               SELECT 1; memory: always), else 503 store_unavailable, within
+//	               -store-timeout or 1s, whichever is less; one ping serves
+//	               the probes of 250ms; 503 once shutdown has begun
+//	GET /metrics   Prometheus text; idemd_store_up is the last ping's result
+//
+// For Kubernetes, /healthz is the livenessProbe and /readyz the
+// readinessProbe: an outage of the store takes the replicas out of
+// service without restarting them.
 //
 // The widgets form one dashboard shared by all callers. With a postgres://
 // store it lives in PostgreSQL, in the table idemd_widgets next to the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -46,7 +47,8 @@ func migrateDashboard(ctx context.Context, tx pgx.Tx) error {
 // record commits in (pgstore.TxFromContext), so a widget exists exactly
 // when its command's record does.
 type pgDashboard struct {
-	pool *pgxpool.Pool // for widgets.list, which runs outside any command's transaction
+	pool    *pgxpool.Pool // for widgets.list, which runs outside any command's transaction
+	timeout time.Duration // bounds widgets.list (0: its context only)
 }
 
 var errNoTx = errors.New("no transaction: the command does not run on pgstore's transactional store")
@@ -76,6 +78,11 @@ func (*pgDashboard) where() string { return dashInPostgres }
 
 // list reads every committed widget, oldest first.
 func (db *pgDashboard) list(ctx context.Context) ([]widget, error) {
+	if db.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = bound(ctx, db.timeout)
+		defer cancel()
+	}
 	rows, err := db.pool.Query(ctx, listWidgetsSQL)
 	if err != nil {
 		return nil, fmt.Errorf("reading the widgets: %w", err)

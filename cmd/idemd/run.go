@@ -21,16 +21,29 @@ type config struct {
 	ttl             time.Duration
 	lease           time.Duration
 	shutdownTimeout time.Duration
+	storeTimeout    time.Duration // bounds each store call, and /readyz's probe up to maxProbeTimeout
 	logFormat       string
 	logLevel        slog.Level
 	redisClient     string
 	secret          string
+	adminToken      string // "": no admin API
+	adminAddr       string
 	sidecar         sidecarConfig // sidecar.upstream != "": idemd -upstream
 
 	// observer, if set, observes the engines too, beside the metrics:
 	// OpenTelemetry's (otel.go), set by run.
 	observer *idempotency.Observer
 }
+
+// defaultStoreTimeout is -store-timeout's default. A request on a store
+// that cannot answer makes one call before it is answered 503 (its claim,
+// Begin; on PostgreSQL that includes the wait for a connection), so a hung
+// store is answered within 1.5s, inside the 2s that a client or a load
+// balancer should have to wait. It is not shorter because a store that
+// does answer may take over a second: on PostgreSQL, a storm of duplicates
+// of one key queues for the pool and for the row its first request holds
+// until it commits (1.3s seen on two busy cores).
+const defaultStoreTimeout = 1500 * time.Millisecond
 
 // usageHeader comes before the flags in -h.
 const usageHeader = `Usage: idemd [flags]
@@ -52,6 +65,12 @@ Where the dashboard's widgets live depends on -store:
                 own, and a restart empties it (the records of a redis:// store
                 remain, so a retry replays a widget that is no longer listed).
 
+idemd's own endpoints:
+  GET /healthz  liveness: 200 while the process serves, whatever the store
+  GET /readyz   readiness: 200 while the store answers a ping, else 503
+                (a ping waits up to -store-timeout, 1s at most)
+  GET /metrics  Prometheus metrics
+
 Sidecar mode, idemd -upstream URL: the same semantics in front of any HTTP
 API. Every request is proxied to URL; a covered one (-methods, -paths) with
 an Idempotency-Key is sent upstream at most once per key and caller
@@ -65,8 +84,9 @@ hop-by-hop ones, Set-Cookie or credentials), is replayed to every retry.
   upstream 500, 503, 408, 425, 429            passed on, key released: a retry sends it
   any other answer                            recorded and replayed
   an answer over 1 MiB                        streamed through; retries get 410
-idemd's own endpoints move to /_idemd/healthz and /_idemd/metrics. With
-postgres://, requests are not run in a transaction (there is no dashboard).
+idemd's own endpoints move to /_idemd/healthz, /_idemd/readyz and
+/_idemd/metrics. With postgres://, requests are not run in a transaction
+(there is no dashboard).
 
 OpenTelemetry: with OTEL_EXPORTER_OTLP_ENDPOINT (or its _TRACES_ or _METRICS_
 form) set, traces and metrics are also exported over OTLP/HTTP; the other
@@ -111,6 +131,8 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (conf
 	dur(&cfg.lease, "lease", "IDEMD_LEASE", 30*time.Second, "how long a claim lives without a heartbeat")
 	dur(&cfg.shutdownTimeout, "shutdown-timeout", "IDEMD_SHUTDOWN_TIMEOUT", 20*time.Second,
 		"how long shutdown waits for running commands before cancelling them")
+	dur(&cfg.storeTimeout, "store-timeout", "IDEMD_STORE_TIMEOUT", defaultStoreTimeout,
+		"how long one call to a redis:// or postgres:// store may take, retries included, before the request gets 503 store_unavailable; also the longest wait for a free PostgreSQL connection")
 	str(&cfg.logFormat, "log-format", "IDEMD_LOG_FORMAT", "text", "log format: text or json")
 	str(&cfg.redisClient, "redis-client", "IDEMD_REDIS_CLIENT", "go-redis",
 		"client library for a redis:// store: go-redis, or rueidis (auto-pipelining: faster with many concurrent requests)")
@@ -141,6 +163,9 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (conf
 		"sidecar: how long to wait for the upstream's answer once the request is sent (then 504, outcome unknown)")
 	str(&noReplay, "no-replay-headers", "IDEMD_NO_REPLAY_HEADERS", "",
 		"sidecar: comma-separated upstream response headers never replayed, beyond hop-by-hop, Set-Cookie and credentials")
+	str(&cfg.adminToken, "admin-token", "IDEMD_ADMIN_TOKEN", "",
+		"turns the admin API on (inspect and purge records, list stuck claims), on -admin-addr; callers send Authorization: Bearer <token>; at least 16 bytes (prefer the variable: flags show in ps)")
+	str(&cfg.adminAddr, "admin-addr", "IDEMD_ADMIN_ADDR", "127.0.0.1:8081", "listen address of the admin API (with -admin-token)")
 	var level string
 	str(&level, "log-level", "IDEMD_LOG_LEVEL", "info", "least level logged: debug, info (a line per command), warn or error")
 	cfg.secret = getenv("IDEMD_SECRET")
@@ -165,10 +190,16 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (conf
 		return config{}, fmt.Errorf("-lease %v: must be positive", cfg.lease)
 	case cfg.shutdownTimeout < 0:
 		return config{}, fmt.Errorf("-shutdown-timeout %v: must not be negative", cfg.shutdownTimeout)
+	case cfg.storeTimeout <= 0:
+		return config{}, fmt.Errorf("-store-timeout %v: must be positive", cfg.storeTimeout)
 	case cfg.logFormat != "text" && cfg.logFormat != "json":
 		return config{}, fmt.Errorf("-log-format %q: want text or json", cfg.logFormat)
 	case cfg.redisClient != "go-redis" && cfg.redisClient != "rueidis":
 		return config{}, fmt.Errorf("-redis-client %q: want go-redis or rueidis", cfg.redisClient)
+	case cfg.adminToken != "" && len(cfg.adminToken) < minAdminToken:
+		return config{}, fmt.Errorf("-admin-token: %d bytes; want at least %d (a random one: openssl rand -hex 32)", len(cfg.adminToken), minAdminToken)
+	case cfg.adminToken != "" && cfg.adminAddr == cfg.addr && !strings.HasSuffix(cfg.addr, ":0"):
+		return config{}, fmt.Errorf("-admin-addr %s: the admin API needs a listener of its own, not -addr's", cfg.adminAddr)
 	case cfg.logLevel.UnmarshalText([]byte(level)) != nil:
 		return config{}, fmt.Errorf("-log-level %q: want debug, info, warn or error", level)
 	}
@@ -207,6 +238,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return err
 	}
 	s := newServer(cfg, store.store, store.dash, log)
+	s.ready.ping = store.ping
+	if cfg.adminToken != "" {
+		stop, err := startAdmin(ctx, cfg, s, log)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		defer stop()
+	}
 	if cfg.sidecar.upstream != "" {
 		log.Info("listening", "addr", ln.Addr().String(), "store", store.name, "upstream", cfg.sidecar.upstream,
 			"methods", cfg.sidecar.methods, "paths", cfg.sidecar.paths, "identity", cfg.sidecar.identity,

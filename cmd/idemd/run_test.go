@@ -22,7 +22,8 @@ func env(kv map[string]string) func(string) string {
 func TestParseConfig(t *testing.T) {
 	defaults := config{
 		addr: "127.0.0.1:8080", store: "memory", ttl: 24 * time.Hour, lease: 30 * time.Second,
-		shutdownTimeout: 20 * time.Second, logFormat: "text", redisClient: "go-redis",
+		shutdownTimeout: 20 * time.Second, storeTimeout: 1500 * time.Millisecond, logFormat: "text", redisClient: "go-redis",
+		adminAddr: "127.0.0.1:8081",
 		sidecar: sidecarConfig{methods: []string{"POST", "PATCH"}, paths: []string{"/"}, identity: "authorization",
 			ambiguous: "record", upstreamTimeout: time.Minute},
 	}
@@ -43,6 +44,10 @@ func TestParseConfig(t *testing.T) {
 			func(c *config) { c.addr = ":8" }},
 		{"log level", []string{"-log-level", "warn"}, nil, func(c *config) { c.logLevel = slog.LevelWarn }},
 		{"redis client", []string{"-redis-client", "rueidis"}, nil, func(c *config) { c.redisClient = "rueidis" }},
+		{"store timeout", []string{"-store-timeout", "250ms"}, nil, func(c *config) { c.storeTimeout = 250 * time.Millisecond }},
+		{"store timeout from the environment", nil, map[string]string{"IDEMD_STORE_TIMEOUT": "3s"}, func(c *config) { c.storeTimeout = 3 * time.Second }},
+		{"admin API", []string{"-admin-addr", "127.0.0.1:9"}, map[string]string{"IDEMD_ADMIN_TOKEN": "0123456789abcdef"},
+			func(c *config) { c.adminToken, c.adminAddr = "0123456789abcdef", "127.0.0.1:9" }},
 		{"log level from the environment", nil, map[string]string{"IDEMD_LOG_LEVEL": "debug"}, func(c *config) { c.logLevel = slog.LevelDebug }},
 		{"sidecar", []string{"-upstream", "http://127.0.0.1:9000", "-methods", "post,PUT", "-paths", "/v1/,/v2/pay",
 			"-identity", "header:X-Api-Key", "-anonymous", "-require-key", "-upstream-ambiguous", "release",
@@ -78,6 +83,10 @@ func TestParseConfigErrors(t *testing.T) {
 		{"zero ttl", []string{"-ttl", "0s"}, nil},
 		{"negative lease", []string{"-lease", "-1s"}, nil},
 		{"negative shutdown timeout", []string{"-shutdown-timeout", "-1s"}, nil},
+		{"zero store timeout", []string{"-store-timeout", "0s"}, nil},
+		{"negative store timeout", []string{"-store-timeout", "-1s"}, nil},
+		{"zero store timeout from the environment", nil, map[string]string{"IDEMD_STORE_TIMEOUT": "0"}},
+		{"bad store timeout in the environment", nil, map[string]string{"IDEMD_STORE_TIMEOUT": "soon"}},
 		{"log format", []string{"-log-format", "xml"}, nil},
 		{"log level", []string{"-log-level", "loud"}, nil},
 		{"redis client", []string{"-redis-client", "hiredis"}, nil},
@@ -91,6 +100,8 @@ func TestParseConfigErrors(t *testing.T) {
 		{"ambiguous", []string{"-upstream", "http://h", "-upstream-ambiguous", "retry"}, nil},
 		{"upstream timeout", []string{"-upstream", "http://h", "-upstream-timeout", "0s"}, nil},
 		{"bad bool in the environment", nil, map[string]string{"IDEMD_ANONYMOUS": "maybe"}},
+		{"short admin token", []string{"-admin-token", "secret"}, nil},
+		{"admin API on the command listener", []string{"-admin-token", "0123456789abcdef", "-addr", "127.0.0.1:9", "-admin-addr", "127.0.0.1:9"}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

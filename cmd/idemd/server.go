@@ -23,7 +23,7 @@ import (
 const releaseTimeout = 10 * time.Second
 
 // adminPrefix is where a sidecar serves idemd's own endpoints (healthz,
-// metrics); every other path goes upstream.
+// readyz, metrics); every other path goes upstream.
 const adminPrefix = "/_idemd/"
 
 // errShutdown is the cause given to the commands cancelled at shutdown.
@@ -40,6 +40,7 @@ type server struct {
 	d       *dispatcher.Dispatcher
 	dash    dashboard
 	active  *gate // command requests running
+	ready   *readiness
 	handler http.Handler
 	sidecar *sidecar // idemd -upstream; nil otherwise
 
@@ -63,7 +64,17 @@ func newServer(cfg config, store idempotency.Store, dash dashboard, log *slog.Lo
 		dash:    dash,
 		active:  newGate(),
 		known:   make(map[string]bool),
+		ready:   newReadiness(nil, cfg.storeTimeout, log), // run sets its ping
 	}
+	s.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "idemd_store_up",
+		Help: "1 if the store answered the last readiness probe (/readyz), else 0.",
+	}, func() float64 {
+		if s.ready.up() {
+			return 1
+		}
+		return 0
+	}))
 	s.commands, s.stopCommands = context.WithCancelCause(context.Background())
 	s.store = store
 	if cfg.sidecar.upstream != "" {
@@ -89,6 +100,7 @@ func newServer(cfg config, store idempotency.Store, dash dashboard, log *slog.Lo
 		proxied := s.active.wrap(s.sidecar)
 		admin := http.NewServeMux()
 		admin.HandleFunc("GET "+adminPrefix+"healthz", s.healthz)
+		admin.HandleFunc("GET "+adminPrefix+"readyz", s.readyz)
 		admin.Handle("GET "+adminPrefix+"metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
 		s.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if strings.HasPrefix(r.URL.Path, adminPrefix) {
@@ -109,6 +121,7 @@ func newServer(cfg config, store idempotency.Store, dash dashboard, log *slog.Lo
 	mux := http.NewServeMux()
 	mux.Handle("/v1/commands/{name}", s.active.wrap(s.d))
 	mux.HandleFunc("GET /healthz", s.healthz)
+	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such endpoint; commands are POST /v1/commands/{name}")
@@ -180,6 +193,9 @@ func truncate(s string, n int) string {
 	return s[:n] + "…"
 }
 
+// healthz is the liveness probe: 200 while the process serves, whether or
+// not the store answers (that is readyz's question; a restart would not
+// bring the store back).
 func (s *server) healthz(w http.ResponseWriter, _ *http.Request) {
 	if s.active.isClosed() {
 		writeError(w, http.StatusServiceUnavailable, "shutting_down", "the server is shutting down")

@@ -37,6 +37,14 @@
 // cannot; configure ClientOption.Dialer.Timeout and ConnWriteTimeout so that
 // a dead server fails commands soon rather than at the caller's deadline.
 //
+// # Inspection
+//
+// Store implements idempotency.Inspector as redisstore does, with the same
+// record IDs (the hex record key) and the same costs: Inspect and Purge
+// take one round trip, Claims SCANs every key under the prefix on every
+// master (client.Nodes, replicas skipped). Key and Identity in a RecordInfo
+// are empty, and a claim's ClaimedAt is read from its fence.
+//
 // See redisstore's documentation for the guarantees (atomic steps, server
 // clock, fences), the key layout and the record encoding: they are the same.
 package rueidisstore

@@ -9,19 +9,14 @@ import (
 	"time"
 
 	"github.com/idemkit/idempotency"
+	"github.com/idemkit/idempotency/redisstore/internal/redistest"
 	"github.com/redis/rueidis"
 )
 
 const defaultRedisURL = "redis://127.0.0.1:6379/0"
 
 // unreachable skips the test, or fails it when IDEMPOTENCY_REQUIRE_BACKENDS=1.
-func unreachable(tb testing.TB, format string, args ...any) {
-	tb.Helper()
-	if os.Getenv("IDEMPOTENCY_REQUIRE_BACKENDS") == "1" {
-		tb.Fatalf(format, args...)
-	}
-	tb.Skipf(format+" (IDEMPOTENCY_REQUIRE_BACKENDS=1 turns this skip into a failure)", args...)
-}
+var unreachable = redistest.Unreachable
 
 // redisURL is the test server's URL.
 func redisURL() string {

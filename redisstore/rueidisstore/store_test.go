@@ -240,6 +240,9 @@ func TestUnavailable(t *testing.T) {
 		{"Release", func() error { return st.Release(ctx, tok) }},
 		{"Renew", func() error { return st.Renew(ctx, tok, time.Second) }},
 		{"Store", func() error { return st.Store(ctx, "k", "alice", idempotency.Cached{Status: 200}) }},
+		{"Inspect", func() error { _, err := st.Inspect(ctx, st.RecordID("k", "alice")); return err }},
+		{"Purge", func() error { _, err := st.Purge(ctx, st.RecordID("k", "alice")); return err }},
+		{"Claims", func() error { _, err := st.Claims(ctx, 0, 0); return err }},
 	}
 	for _, step := range steps {
 		t.Run(step.name, func(t *testing.T) {

@@ -165,3 +165,33 @@ if exp < 0 then exp = t + tonumber(ARGV[4]) end
 redis.call('SET', key, struct.pack('>c1I8I8I4c0I4c0I8', 'C', fence, exp, 0, '', #ARGV[1], ARGV[1], t) .. ARGV[2], 'PXAT', expireat(exp, fence))
 return 1
 `
+
+// InspectScript is the Lua source of Inspect, and of Claims for each key a
+// SCAN finds. ARGV kind: "" for any record, "F" for claims in flight alone
+// (other records answer as none, so that Claims does not fetch responses).
+// Replies with a pair: the record (an empty string for none) and the
+// server's clock in µs, which Info reads.
+const InspectScript = prelude + `
+local v = redis.call('GET', KEYS[1])
+if not v or (ARGV[1] ~= '' and string.sub(v, 1, 1) ~= ARGV[1]) then v = '' end
+return {v, now()}
+`
+
+// PurgeScript is the Lua source of Purge. It deletes the record, whatever
+// its state, as Release does a claim: a record whose fence is ahead of the
+// clock is kept, as a released claim with no owner, until the clock has
+// passed its fence. Either way no token holds it any longer. Replies as
+// InspectScript, with the record as it was.
+const PurgeScript = prelude + `
+local key = KEYS[1]
+local t = now()
+local v = redis.call('GET', key)
+if not v then return {'', t} end
+local _, fence = parse(v)
+if fence < t then
+  redis.call('DEL', key)
+else
+  redis.call('SET', key, header('F', fence, 0, '', ''), 'PXAT', expireat(0, fence))
+end
+return {v, t}
+`

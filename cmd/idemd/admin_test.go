@@ -1,0 +1,334 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/idemkit/idempotency"
+	"github.com/idemkit/idempotency/dispatcher"
+)
+
+const adminToken = "test-admin-token-0123456789"
+
+// adminClient calls an admin API over HTTP.
+type adminClient struct {
+	base  string
+	token string
+	http  *http.Client
+}
+
+func (a adminClient) call(t *testing.T, method, path string, query url.Values) (int, map[string]any) {
+	t.Helper()
+	req, err := http.NewRequest(method, a.base+path+"?"+query.Encode(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.token != "" {
+		req.Header.Set("Authorization", "Bearer "+a.token)
+	}
+	resp, err := a.http.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	var env struct {
+		OK    bool           `json:"ok"`
+		Data  map[string]any `json:"data"`
+		Error map[string]any `json:"error"`
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if err := json.Unmarshal(body, &env); err != nil {
+		t.Fatalf("%s %s: %d %q is not an envelope", method, path, resp.StatusCode, body)
+	}
+	if env.OK != (resp.StatusCode == 200) {
+		t.Fatalf("%s %s: %d with ok %v: %s", method, path, resp.StatusCode, env.OK, body)
+	}
+	if !env.OK {
+		return resp.StatusCode, env.Error
+	}
+	return resp.StatusCode, env.Data
+}
+
+// record GETs one record and returns it.
+func (a adminClient) record(t *testing.T, q url.Values) map[string]any {
+	t.Helper()
+	status, data := a.call(t, "GET", "/admin/v1/records", q)
+	if status != 200 {
+		t.Fatalf("GET records?%s: %d %v", q.Encode(), status, data)
+	}
+	return data["record"].(map[string]any)
+}
+
+// newAdminServer is newTestServerFor with a lease of its own and the admin
+// API served beside it.
+func newAdminServer(t *testing.T, st openedStore, lease time.Duration) (client, adminClient) {
+	t.Helper()
+	cfg := testConfig()
+	cfg.lease = lease
+	s := newServer(cfg, st.store, st.dash, newLogger(cfg.logFormat, cfg.logLevel, t.Output()))
+	hs := httptest.NewServer(s.handler)
+	t.Cleanup(hs.Close)
+	t.Cleanup(func() { s.stopCommands(context.Canceled) })
+	as := httptest.NewServer(newAdminAPI(s, adminToken).handler())
+	t.Cleanup(as.Close)
+	return client{base: hs.URL, http: hs.Client()}, adminClient{base: as.URL, token: adminToken, http: as.Client()}
+}
+
+func memoryStore() openedStore {
+	return openedStore{store: idempotency.NewInMemoryStore(), dash: &memDashboard{}, name: "memory", close: func() {}}
+}
+
+func TestAdminNeedsTheToken(t *testing.T) {
+	_, admin := newAdminServer(t, memoryStore(), time.Minute)
+	q := url.Values{"key": {"k"}, "identity": {"anonymous"}}
+	for _, token := range []string{"", "wrong-token-0123456789", adminToken + "x", adminToken[:len(adminToken)-1]} {
+		a := admin
+		a.token = token
+		if status, e := a.call(t, "GET", "/admin/v1/records", q); status != 401 || e["code"] != "unauthorized" {
+			t.Errorf("token %q: %d %v, want 401", token, status, e)
+		}
+		if status, _ := a.call(t, "DELETE", "/admin/v1/records", q); status != 401 {
+			t.Errorf("DELETE with token %q: %d, want 401", token, status)
+		}
+	}
+	// Another scheme with the right token is refused too.
+	req, _ := http.NewRequest("GET", admin.base+"/admin/v1/claims", nil)
+	req.Header.Set("Authorization", "Basic "+adminToken)
+	resp, err := admin.http.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 401 || resp.Header.Get("WWW-Authenticate") == "" {
+		t.Errorf("Basic scheme: %d %v, want 401 with WWW-Authenticate", resp.StatusCode, resp.Header)
+	}
+	if status, _ := admin.call(t, "GET", "/admin/v1/records", q); status != 200 {
+		t.Errorf("right token: %d, want 200", status)
+	}
+}
+
+func TestAdminBadRequests(t *testing.T) {
+	_, admin := newAdminServer(t, memoryStore(), time.Minute)
+	for _, tt := range []struct {
+		method, path string
+		q            url.Values
+		status       int
+	}{
+		{"GET", "/admin/v1/records", url.Values{}, 400},
+		{"GET", "/admin/v1/records", url.Values{"key": {"k"}}, 400},
+		{"GET", "/admin/v1/records", url.Values{"key": {"k"}, "identity": {"a"}, "credential": {"Bearer x"}}, 400},
+		{"GET", "/admin/v1/records", url.Values{"id": {"x"}, "key": {"k"}}, 400},
+		{"GET", "/admin/v1/records", url.Values{"id": {"not an id"}}, 400},
+		{"GET", "/admin/v1/records", url.Values{"key": {"bad\x01key"}, "identity": {"a"}}, 400},
+		{"DELETE", "/admin/v1/records", url.Values{"key": {"k"}}, 400},
+		{"GET", "/admin/v1/claims", url.Values{"older-than": {"soon"}}, 400},
+		{"GET", "/admin/v1/claims", url.Values{"older-than": {"-1s"}}, 400},
+		{"GET", "/admin/v1/claims", url.Values{"limit": {"0"}}, 400},
+		{"GET", "/admin/v1/nope", url.Values{}, 404},
+		{"POST", "/admin/v1/records", url.Values{"key": {"k"}, "identity": {"a"}}, 405},
+	} {
+		if status, e := admin.call(t, tt.method, tt.path, tt.q); status != tt.status || e["message"] == "" {
+			t.Errorf("%s %s?%s: %d %v, want %d with a message", tt.method, tt.path, tt.q.Encode(), status, e, tt.status)
+		}
+	}
+}
+
+// adminStores are the stores the admin API is tested on: memory and every
+// backend.
+func adminStores(t *testing.T, run func(t *testing.T, open func() openedStore)) {
+	t.Run("memory", func(t *testing.T) { run(t, memoryStore) })
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			url, secret := backendURL(t, b), testSecret(t)
+			run(t, func() openedStore { return openBackend(t, b, url, secret) })
+		})
+	}
+}
+
+// TestAdminInspectAndPurge: a record looked at by key and credential, by
+// key and identity, and by id; purged; the command then runs again.
+func TestAdminInspectAndPurge(t *testing.T) {
+	adminStores(t, func(t *testing.T, open func() openedStore) {
+		c, admin := newAdminServer(t, open(), time.Minute)
+		const key, cred = "order-42", "Bearer alice-token"
+		first := c.post(t, "widgets.create", `{"name":"w"}`, "Idempotency-Key", key, "Authorization", cred)
+		if first.status != 201 {
+			t.Fatalf("widgets.create: %d %s", first.status, first.body)
+		}
+		byCred := admin.record(t, url.Values{"key": {key}, "credential": {cred}})
+		r := &http.Request{Header: http.Header{"Authorization": {cred}}}
+		byIdentity := admin.record(t, url.Values{"key": {key}, "identity": {dispatcher.BearerIdentity(r)}})
+		byID := admin.record(t, url.Values{"id": {byCred["id"].(string)}})
+		for _, got := range []map[string]any{byCred, byIdentity, byID} {
+			if got["state"] != "completed" || got["status"] != float64(201) || got["size"] != float64(len(first.body)) ||
+				got["id"] != byCred["id"] || got["stored_at"] == nil || got["expires_at"] == nil {
+				t.Errorf("record = %v, want the completed 201 of %d bytes", got, len(first.body))
+			}
+		}
+		if got := admin.record(t, url.Values{"key": {key}, "credential": {"Bearer bob-token"}}); got["state"] != "absent" {
+			t.Errorf("another caller's record = %v, want absent", got)
+		}
+		status, data := admin.call(t, "DELETE", "/admin/v1/records", url.Values{"key": {key}, "credential": {cred}})
+		if status != 200 || data["purged"] != true || data["record"].(map[string]any)["state"] != "completed" {
+			t.Fatalf("DELETE: %d %v, want the completed record purged", status, data)
+		}
+		if got := admin.record(t, url.Values{"id": {byCred["id"].(string)}}); got["state"] != "absent" {
+			t.Errorf("after the purge: %v, want absent", got)
+		}
+		if status, data := admin.call(t, "DELETE", "/admin/v1/records", url.Values{"id": {byCred["id"].(string)}}); status != 200 || data["purged"] != false {
+			t.Errorf("second DELETE: %d %v, want nothing purged", status, data)
+		}
+		again := c.post(t, "widgets.create", `{"name":"w"}`, "Idempotency-Key", key, "Authorization", cred)
+		if again.status != 201 || again.body == first.body || again.header.Get("Idempotent-Replayed") != "" {
+			t.Errorf("after the purge: %d %s, want the command run again (a new widget)", again.status, again.body)
+		}
+	})
+}
+
+// TestAdminStuckClaim: a command that runs on and on is found among the
+// claims, purged, and its key run again by a retry; the stuck holder is
+// refused afterwards: it never answers with a recorded response, and the
+// retry's response is the one replayed.
+func TestAdminStuckClaim(t *testing.T) {
+	adminStores(t, func(t *testing.T, open func() openedStore) {
+		c, admin := newAdminServer(t, open(), 1500*time.Millisecond)
+		const key = "stuck-1"
+		stale := make(chan reply, 1)
+		go func() {
+			r, err := c.send("reports.generate", `{"ms":8000}`, "Idempotency-Key", key)
+			if err != nil {
+				r.body = err.Error()
+			}
+			stale <- r
+		}()
+		var claim map[string]any
+		deadline := time.Now().Add(20 * time.Second)
+		for claim == nil {
+			if time.Now().After(deadline) {
+				t.Fatal("the running command's claim was never listed")
+			}
+			status, data := admin.call(t, "GET", "/admin/v1/claims", url.Values{"older-than": {"200ms"}})
+			if status != 200 {
+				t.Fatalf("GET claims: %d %v", status, data)
+			}
+			if list := data["claims"].([]any); len(list) > 0 {
+				if len(list) != 1 || data["count"] != float64(1) {
+					t.Fatalf("claims = %v, want one", data)
+				}
+				claim = list[0].(map[string]any)
+			} else {
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+		want := admin.record(t, url.Values{"key": {key}, "identity": {dispatcher.AnonymousIdentity}})
+		if claim["state"] != "in_flight" || claim["id"] != want["id"] || claim["fence"] == nil || claim["age_ms"].(float64) < 200 {
+			t.Fatalf("claim = %v, want the in-flight claim of %v, at least 200 ms old", claim, want["id"])
+		}
+		if r := c.post(t, "reports.generate", `{"ms":8000}`, "Idempotency-Key", key); r.status != 409 {
+			t.Fatalf("retry before the purge: %d %s, want 409", r.status, r.body)
+		}
+		status, data := admin.call(t, "DELETE", "/admin/v1/records", url.Values{"id": {claim["id"].(string)}})
+		if status != 200 || data["purged"] != true || data["record"].(map[string]any)["state"] != "in_flight" {
+			t.Fatalf("DELETE: %d %v, want the claim purged", status, data)
+		}
+		retry := c.post(t, "reports.generate", `{"ms":0}`, "Idempotency-Key", key)
+		if retry.status != 200 {
+			t.Fatalf("retry after the purge: %d %s, want 200", retry.status, retry.body)
+		}
+		select {
+		case r := <-stale:
+			if r.status == 200 {
+				t.Errorf("the purged holder answered 200 %s", r.body)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("the purged holder never answered")
+		}
+		replay := c.post(t, "reports.generate", `{"ms":0}`, "Idempotency-Key", key)
+		if replay.body != retry.body || replay.header.Get("Idempotent-Replayed") != "true" {
+			t.Errorf("replay: %d %s, want the retry's %s", replay.status, replay.body, retry.body)
+		}
+		if status, data := admin.call(t, "GET", "/admin/v1/claims", url.Values{}); status != 200 || data["count"] != float64(0) {
+			t.Errorf("claims at the end: %d %v, want none", status, data)
+		}
+	})
+}
+
+// TestRunServesTheAdminAPI: run with -admin-token serves the API on
+// -admin-addr, and logs every call.
+func TestRunServesTheAdminAPI(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"-addr", "127.0.0.1:0", "-admin-addr", "127.0.0.1:0"},
+			env(map[string]string{"IDEMD_LOG_FORMAT": "json", "IDEMD_ADMIN_TOKEN": adminToken}), pw)
+		pw.Close()
+	}()
+	addrs := make(chan string, 2)
+	logged := make(chan map[string]any, 16)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			var l map[string]any
+			if json.Unmarshal(sc.Bytes(), &l) != nil {
+				continue
+			}
+			switch l["msg"] {
+			case "listening", "admin API listening":
+				addrs <- l["msg"].(string) + " " + l["addr"].(string)
+			case "admin call":
+				logged <- l
+			}
+		}
+	}()
+	var cmdAddr, adminAddr string
+	for cmdAddr == "" || adminAddr == "" {
+		select {
+		case a := <-addrs:
+			if v, ok := strings.CutPrefix(a, "admin API listening "); ok {
+				adminAddr = v
+			} else {
+				cmdAddr = strings.TrimPrefix(a, "listening ")
+			}
+		case err := <-done:
+			t.Fatalf("run returned: %v", err)
+		}
+	}
+	c := client{base: "http://" + cmdAddr, http: &http.Client{}}
+	c.post(t, "widgets.create", `{"name":"x"}`, "Idempotency-Key", "run-admin-1").data(t, 201, &struct{}{})
+	admin := adminClient{base: "http://" + adminAddr, token: adminToken, http: &http.Client{}}
+	got := admin.record(t, url.Values{"key": {"run-admin-1"}, "identity": {"anonymous"}})
+	if got["state"] != "completed" {
+		t.Errorf("record = %v, want completed", got)
+	}
+	select {
+	case l := <-logged:
+		if l["method"] != "GET" || l["path"] != "/admin/v1/records" || l["status"] != float64(200) || l["remote"] == "" {
+			t.Errorf("admin call logged as %v", l)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the admin call was not logged")
+	}
+	// The command listener does not serve the admin API.
+	resp, err := http.Get(c.base + "/admin/v1/claims")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 404 {
+		t.Errorf("admin path on the command listener: %d, want 404", resp.StatusCode)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("run: %v", err)
+	}
+}
