@@ -129,6 +129,20 @@
 // IDEMD_SECRET, when set, keys the HMAC that names records in a shared store
 // (every replica must use the same value).
 //
+// # OpenTelemetry
+//
+// When OTEL_EXPORTER_OTLP_ENDPOINT is set (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+// OTEL_EXPORTER_OTLP_METRICS_ENDPOINT for one signal), idemd exports traces
+// and metrics over OTLP/HTTP (http/protobuf; package idemotel): a span per
+// execution with child spans for its store calls, and the idempotency.*
+// metrics, beside the Prometheus ones. OTEL_BSP_SCHEDULE_DELAY and
+// OTEL_METRIC_EXPORT_INTERVAL (milliseconds) set how often they are sent,
+// OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES the resource (service.name
+// defaults to idemd), and the exporters read their other OTEL_EXPORTER_OTLP_*
+// variables (headers, timeout, compression). Spans carry no key or identity,
+// only their digest, keyed with IDEMD_SECRET or else with a secret random
+// per process. What is left is sent on exit.
+//
 // Commands: widgets.create {"name":s} → 201 data.id; widgets.list {} → 200
 // data.widgets and data.count (needs no key); reports.generate {"ms":n} →
 // waits n ms (0..10000), then 200 data.report_id.

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/idemkit/idempotency"
 )
 
 // config is idemd's configuration, from flags over environment variables.
@@ -27,6 +29,10 @@ type config struct {
 	adminToken      string // "": no admin API
 	adminAddr       string
 	sidecar         sidecarConfig // sidecar.upstream != "": idemd -upstream
+
+	// observer, if set, observes the engines too, beside the metrics:
+	// OpenTelemetry's (otel.go), set by run.
+	observer *idempotency.Observer
 }
 
 // defaultStoreTimeout is -store-timeout's default. A request on a store
@@ -81,6 +87,11 @@ hop-by-hop ones, Set-Cookie or credentials), is replayed to every retry.
 idemd's own endpoints move to /_idemd/healthz, /_idemd/readyz and
 /_idemd/metrics. With postgres://, requests are not run in a transaction
 (there is no dashboard).
+
+OpenTelemetry: with OTEL_EXPORTER_OTLP_ENDPOINT (or its _TRACES_ or _METRICS_
+form) set, traces and metrics are also exported over OTLP/HTTP; the other
+OTEL_* variables apply (OTEL_SERVICE_NAME, default idemd; OTEL_METRIC_EXPORT_INTERVAL…).
+Spans carry a digest of each key, never the key.
 
 Flags (each also read from the environment variable in brackets):
 `
@@ -216,6 +227,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return err
 	}
 	defer store.close()
+	tel, err := newTelemetry(ctx, cfg, getenv, storeKind(cfg.store))
+	if err != nil {
+		return err
+	}
+	defer tel.close(ctx, log)
+	cfg.observer = tel.engineObserver()
 	ln, err := net.Listen("tcp", cfg.addr)
 	if err != nil {
 		return err

@@ -80,7 +80,8 @@ func newServer(cfg config, store idempotency.Store, dash dashboard, log *slog.Lo
 	if cfg.sidecar.upstream != "" {
 		s.sidecar = newSidecar(cfg.sidecar, log, func(record func(idempotency.Response) bool) *idempotency.Engine {
 			return idempotency.NewEngine(s.store, idempotency.WithLease(cfg.lease), idempotency.WithDetachedRun(true),
-				idempotency.WithRecordPolicy(record), idempotency.WithObserver(s.metrics.observer(log)))
+				idempotency.WithRecordPolicy(record), idempotency.WithObserver(s.metrics.observer(log)),
+				idempotency.WithObserver(cfg.observer))
 		})
 		// A shutdown out of time cuts the upstream exchanges still running:
 		// each gets its "outcome unknown" answer recorded.
@@ -110,7 +111,8 @@ func newServer(cfg config, store idempotency.Store, dash dashboard, log *slog.Lo
 		})
 		return s
 	}
-	s.engine = idempotency.NewEngine(s.store, idempotency.WithLease(cfg.lease), idempotency.WithObserver(s.metrics.observer(log)))
+	s.engine = idempotency.NewEngine(s.store, idempotency.WithLease(cfg.lease), idempotency.WithObserver(s.metrics.observer(log)),
+		idempotency.WithObserver(cfg.observer))
 	s.d = dispatcher.New(s.engine, dispatcher.WithObserver(s.observe), dispatcher.WithCommandContext(s.commands))
 	s.register("widgets.create", createWidget(s.dash))
 	s.register("widgets.list", listWidgets(s.dash), dispatcher.NoKey())
