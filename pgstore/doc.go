@@ -63,7 +63,8 @@
 // # Schema
 //
 // Migrate creates the table, its fence sequence, its expiry index and the
-// claim function Begin calls; SchemaSQL returns the same SQL for other
+// functions the claims call, and adds the claimed_at column to a table
+// created before it; SchemaSQL returns the same SQL for other
 // options, for users who apply migrations with their own tools. With the
 // default options it is:
 //
@@ -88,18 +89,21 @@
 //
 //	CREATE INDEX IF NOT EXISTS "idempotency_records_expires_at_idx" ON "idempotency_records" (expires_at);
 //
+//	ALTER TABLE "idempotency_records" ADD COLUMN IF NOT EXISTS claimed_at timestamptz;
+//
 //	CREATE OR REPLACE FUNCTION "idempotency_records_claim"(p_id bytea, p_owner text, p_fingerprint text, p_lease_us bigint)
 //	RETURNS bigint LANGUAGE plpgsql VOLATILE AS $claim$
 //	DECLARE
 //	    acquired bigint;
 //	BEGIN
-//	    INSERT INTO "idempotency_records" AS r (id, state, owner, fence, fingerprint, expires_at)
+//	    INSERT INTO "idempotency_records" AS r (id, state, owner, fence, fingerprint, expires_at, claimed_at)
 //	    VALUES (p_id, 1, p_owner, nextval('"idempotency_records_fence_seq"'), p_fingerprint,
-//	        clock_timestamp() + p_lease_us * interval '1 microsecond')
+//	        clock_timestamp() + p_lease_us * interval '1 microsecond', clock_timestamp())
 //	    ON CONFLICT (id) DO UPDATE SET
 //	        state = 1, owner = excluded.owner, fence = nextval('"idempotency_records_fence_seq"'),
 //	        fingerprint = excluded.fingerprint,
 //	        expires_at = clock_timestamp() + p_lease_us * interval '1 microsecond',
+//	        claimed_at = excluded.claimed_at,
 //	        status = NULL, body = NULL, header = NULL, tombstone = false, stored_at = NULL, ttl_ns = NULL
 //	    WHERE r.state = 0 OR r.expires_at <= clock_timestamp()
 //	    RETURNING r.fence INTO acquired;
@@ -115,13 +119,14 @@
 //	    IF NOT pg_try_advisory_xact_lock_shared(('x' || encode(substring(p_id from 1 for 8), 'hex'))::bit(64)::bigint) THEN
 //	        RETURN -1;
 //	    END IF;
-//	    INSERT INTO "idempotency_records" AS r (id, state, owner, fence, fingerprint, expires_at)
+//	    INSERT INTO "idempotency_records" AS r (id, state, owner, fence, fingerprint, expires_at, claimed_at)
 //	    VALUES (p_id, 1, p_owner, nextval('"idempotency_records_fence_seq"'), p_fingerprint,
-//	        clock_timestamp() + p_lease_us * interval '1 microsecond')
+//	        clock_timestamp() + p_lease_us * interval '1 microsecond', clock_timestamp())
 //	    ON CONFLICT (id) DO UPDATE SET
 //	        state = 1, owner = excluded.owner, fence = nextval('"idempotency_records_fence_seq"'),
 //	        fingerprint = excluded.fingerprint,
 //	        expires_at = clock_timestamp() + p_lease_us * interval '1 microsecond',
+//	        claimed_at = excluded.claimed_at,
 //	        status = NULL, body = NULL, header = NULL, tombstone = false, stored_at = NULL, ttl_ns = NULL
 //	    WHERE r.state = 0 OR r.expires_at <= clock_timestamp()
 //	    RETURNING r.fence INTO acquired;
@@ -138,12 +143,16 @@
 //	        RETURN;
 //	    END IF;
 //	    PERFORM set_config('idle_in_transaction_session_timeout', p_idle_ms::text, true);
-//	    RETURN QUERY
 //	    SELECT r.state, r.fingerprint, r.expires_at - n.now,
 //	        CASE WHEN coalesce(r.state IN (1, 2) AND r.expires_at > n.now, false) THEN NULL
 //	            ELSE coalesce(p_fence, nextval('"idempotency_records_fence_seq"')) END,
 //	        r.status, r.body, r.header, r.tombstone, r.stored_at, r.ttl_ns
+//	    INTO o_state, o_fingerprint, o_left, o_fence, o_status, o_body, o_header, o_tombstone, o_stored_at, o_ttl_ns
 //	    FROM (SELECT clock_timestamp() AS now) n LEFT JOIN "idempotency_records" r ON r.id = p_id;
+//	    IF o_fence IS NOT NULL THEN
+//	        PERFORM set_config('application_name', 'ik:' || rtrim(translate(encode(p_id, 'base64'), '+/', '-_'), '=') || ':' || to_hex(o_fence), true);
+//	    END IF;
+//	    RETURN NEXT;
 //	END
 //	$claim_tx$;
 //
@@ -189,7 +198,9 @@
 // functions' CREATE OR REPLACE FUNCTION statements from SchemaSQL to be
 // applied); the table, its rows and its index stay as they are. Until then
 // every Begin fails with an error wrapping idempotency.ErrStoreMisconfigured
-// (the function does not exist, SQLSTATE 42883).
+// (the function does not exist, SQLSTATE 42883). The claimed_at column,
+// which only inspection reads, came later still: rows claimed before it
+// existed, or by a replica still running an earlier version, have none.
 //
 // # Transactional commands
 //
@@ -228,6 +239,53 @@
 // for messages to other systems, an Outbox: messages enqueued in the
 // command's transaction, which commit with its record, and relayed later,
 // at least once.
+//
+// # Inspection
+//
+// Store and TxStore implement idempotency.Inspector, for an operator's
+// tools (idemd's admin API): Inspect describes one record, Purge deletes
+// one, Claims lists the claims in flight for longer than a given time. A
+// record's ID (RecordID) is its id column in lowercase hexadecimal: the
+// table keeps no key or identity, so RecordInfo's Key and Identity are
+// empty, and Claims is how an operator finds the IDs.
+//
+// A plain claim is its row: Inspect reads owner, fence, fingerprint, the
+// lease left and claimed_at. A transactional claim has no row until it
+// commits; what other sessions see of it is its advisory lock (pg_locks)
+// and its session (pg_stat_activity). So that they can tell which record
+// and fence it holds, the claim function sets the transaction's
+// application_name to a marker: "ik:", the record's id in unpadded
+// base64url (43 characters), ':' and the fence in hexadecimal, at most 63
+// bytes, which application_name holds whole. It is set with SET LOCAL's
+// scope: the session's own application_name (in pg_stat_activity, in log
+// lines) is replaced for the duration of a transactional command and comes
+// back at its COMMIT or ROLLBACK. A transactional claim's ClaimedAt is when
+// its transaction began; its Owner, Fingerprint and LeaseLeft (what
+// remains of the idle timeout that is its lease) are known only to the
+// process that holds it, and zero in what other processes see. Sessions of
+// another role show pg_stat_activity's times only to members of
+// pg_read_all_stats: without it, their claims are listed undated.
+//
+// Purge deletes the row in one DELETE; a plain claim's holder then finds
+// nothing to compare its token with, and gets idempotency.ErrLeaseLost.
+// A transactional claim's session is ended with pg_terminate_backend,
+// which rolls back its transaction (nothing the command wrote commits)
+// and frees the key; Purge waits for it to end (which takes PostgreSQL 14
+// or later), and the holder's Complete, Release and Renew return
+// ErrLeaseLost. Ending another session takes the same role or membership
+// in pg_signal_backend; without it Purge fails, as it does when the
+// record's lock is held by a session that is not a claim of it (its
+// application_name is not the record's marker): it never ends a session
+// it cannot tell is the claim.
+//
+// Costs: the marker is one set_config in the claim function, and two
+// ParameterStatus messages on the connection (the server reports every
+// change of application_name). Inspect and Purge read pg_locks, which
+// briefly takes every lock-manager partition lock of the server; Claims
+// reads pg_locks and pg_stat_activity once each, and every live row of the
+// table (no index tells claims from records: one more index would cost
+// every claim and renewal a write). They are meant for an operator, not
+// for the request path.
 //
 // # Configuration errors
 //

@@ -83,18 +83,21 @@ func ExampleSchemaSQL() {
 	//
 	// CREATE INDEX IF NOT EXISTS "idem_expires_at_idx" ON "billing"."idem" (expires_at);
 	//
+	// ALTER TABLE "billing"."idem" ADD COLUMN IF NOT EXISTS claimed_at timestamptz;
+	//
 	// CREATE OR REPLACE FUNCTION "billing"."idem_claim"(p_id bytea, p_owner text, p_fingerprint text, p_lease_us bigint)
 	// RETURNS bigint LANGUAGE plpgsql VOLATILE AS $claim$
 	// DECLARE
 	//     acquired bigint;
 	// BEGIN
-	//     INSERT INTO "billing"."idem" AS r (id, state, owner, fence, fingerprint, expires_at)
+	//     INSERT INTO "billing"."idem" AS r (id, state, owner, fence, fingerprint, expires_at, claimed_at)
 	//     VALUES (p_id, 1, p_owner, nextval('"billing"."idem_fence_seq"'), p_fingerprint,
-	//         clock_timestamp() + p_lease_us * interval '1 microsecond')
+	//         clock_timestamp() + p_lease_us * interval '1 microsecond', clock_timestamp())
 	//     ON CONFLICT (id) DO UPDATE SET
 	//         state = 1, owner = excluded.owner, fence = nextval('"billing"."idem_fence_seq"'),
 	//         fingerprint = excluded.fingerprint,
 	//         expires_at = clock_timestamp() + p_lease_us * interval '1 microsecond',
+	//         claimed_at = excluded.claimed_at,
 	//         status = NULL, body = NULL, header = NULL, tombstone = false, stored_at = NULL, ttl_ns = NULL
 	//     WHERE r.state = 0 OR r.expires_at <= clock_timestamp()
 	//     RETURNING r.fence INTO acquired;
@@ -110,13 +113,14 @@ func ExampleSchemaSQL() {
 	//     IF NOT pg_try_advisory_xact_lock_shared(('x' || encode(substring(p_id from 1 for 8), 'hex'))::bit(64)::bigint) THEN
 	//         RETURN -1;
 	//     END IF;
-	//     INSERT INTO "billing"."idem" AS r (id, state, owner, fence, fingerprint, expires_at)
+	//     INSERT INTO "billing"."idem" AS r (id, state, owner, fence, fingerprint, expires_at, claimed_at)
 	//     VALUES (p_id, 1, p_owner, nextval('"billing"."idem_fence_seq"'), p_fingerprint,
-	//         clock_timestamp() + p_lease_us * interval '1 microsecond')
+	//         clock_timestamp() + p_lease_us * interval '1 microsecond', clock_timestamp())
 	//     ON CONFLICT (id) DO UPDATE SET
 	//         state = 1, owner = excluded.owner, fence = nextval('"billing"."idem_fence_seq"'),
 	//         fingerprint = excluded.fingerprint,
 	//         expires_at = clock_timestamp() + p_lease_us * interval '1 microsecond',
+	//         claimed_at = excluded.claimed_at,
 	//         status = NULL, body = NULL, header = NULL, tombstone = false, stored_at = NULL, ttl_ns = NULL
 	//     WHERE r.state = 0 OR r.expires_at <= clock_timestamp()
 	//     RETURNING r.fence INTO acquired;
@@ -133,12 +137,16 @@ func ExampleSchemaSQL() {
 	//         RETURN;
 	//     END IF;
 	//     PERFORM set_config('idle_in_transaction_session_timeout', p_idle_ms::text, true);
-	//     RETURN QUERY
 	//     SELECT r.state, r.fingerprint, r.expires_at - n.now,
 	//         CASE WHEN coalesce(r.state IN (1, 2) AND r.expires_at > n.now, false) THEN NULL
 	//             ELSE coalesce(p_fence, nextval('"billing"."idem_fence_seq"')) END,
 	//         r.status, r.body, r.header, r.tombstone, r.stored_at, r.ttl_ns
+	//     INTO o_state, o_fingerprint, o_left, o_fence, o_status, o_body, o_header, o_tombstone, o_stored_at, o_ttl_ns
 	//     FROM (SELECT clock_timestamp() AS now) n LEFT JOIN "billing"."idem" r ON r.id = p_id;
+	//     IF o_fence IS NOT NULL THEN
+	//         PERFORM set_config('application_name', 'ik:' || rtrim(translate(encode(p_id, 'base64'), '+/', '-_'), '=') || ':' || to_hex(o_fence), true);
+	//     END IF;
+	//     RETURN NEXT;
 	// END
 	// $claim_tx$;
 	//

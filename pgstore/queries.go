@@ -9,11 +9,13 @@ type queries struct {
 	lookup, store, begin, complete, release, renew, deleteExpired string
 
 	peek, claimTx, recordTx, resolveTx string // the transactional claim's (see tx.go)
+
+	inspect, purge, claimRows, claimSessions string // Inspector's (see inspect.go)
 }
 
 func buildQueries(n names) queries {
 	r := strings.NewReplacer("{table}", n.table, "{seq}", quoteLiteral(n.sequence), "{claim}", n.tryClaim,
-		"{claim_tx}", n.claimTx, "{record_tx}", n.recordTx)
+		"{claim_tx}", n.claimTx, "{record_tx}", n.recordTx, "{table_oid}", quoteLiteral(n.table)+"::regclass")
 	return queries{
 		lookup:        r.Replace(lookupSQL),
 		store:         r.Replace(storeSQL),
@@ -26,6 +28,10 @@ func buildQueries(n names) queries {
 		claimTx:       r.Replace(claimTxSQL),
 		recordTx:      r.Replace(recordTxSQL),
 		resolveTx:     r.Replace(resolveTxSQL),
+		inspect:       r.Replace(inspectSQL),
+		purge:         r.Replace(purgeSQL),
+		claimRows:     r.Replace(claimRowsSQL),
+		claimSessions: r.Replace(claimSessionsSQL),
 	}
 }
 

@@ -72,11 +72,21 @@ func schemaStatements(n names) []string {
     CHECK (state IN (0, 1, 2))
 )`,
 		"CREATE INDEX IF NOT EXISTS "+n.index+" ON "+n.table+" (expires_at)",
+		claimedAtColumn(n),
 		claimFunction(n),
 		tryClaimFunction(n),
 		claimTxFunction(n),
 		recordTxFunction(n),
 	)
+}
+
+// claimedAtColumn is the statement that adds the claimed_at column to a
+// table created before it existed: when the claim in flight was made, by
+// the server's clock (NULL in rows claimed by a version that did not set
+// it). Only Inspector reads it. Migrate skips it when the column exists,
+// since ALTER TABLE takes the table's ACCESS EXCLUSIVE lock even then.
+func claimedAtColumn(n names) string {
+	return "ALTER TABLE " + n.table + " ADD COLUMN IF NOT EXISTS claimed_at timestamptz"
 }
 
 // lockKey is the SQL expression of the advisory lock that a claim takes on
@@ -88,13 +98,14 @@ const lockKey = `('x' || encode(substring(p_id from 1 for 8), 'hex'))::bit(64)::
 // claimInsert is the body shared by the claim functions: the insert, or
 // the takeover of a dead row, returning the new fence.
 func claimInsert(n names) string {
-	return `    INSERT INTO ` + n.table + ` AS r (id, state, owner, fence, fingerprint, expires_at)
+	return `    INSERT INTO ` + n.table + ` AS r (id, state, owner, fence, fingerprint, expires_at, claimed_at)
     VALUES (p_id, 1, p_owner, nextval(` + quoteLiteral(n.sequence) + `), p_fingerprint,
-        clock_timestamp() + p_lease_us * interval '1 microsecond')
+        clock_timestamp() + p_lease_us * interval '1 microsecond', clock_timestamp())
     ON CONFLICT (id) DO UPDATE SET
         state = 1, owner = excluded.owner, fence = nextval(` + quoteLiteral(n.sequence) + `),
         fingerprint = excluded.fingerprint,
         expires_at = clock_timestamp() + p_lease_us * interval '1 microsecond',
+        claimed_at = excluded.claimed_at,
         status = NULL, body = NULL, header = NULL, tombstone = false, stored_at = NULL, ttl_ns = NULL
     WHERE r.state = 0 OR r.expires_at <= clock_timestamp()
     RETURNING r.fence INTO acquired;
@@ -134,7 +145,9 @@ $claim$`
 // as beginSQL does; the fence is p_fence, or a new one from the sequence
 // when p_fence is NULL, if the row is absent or dead (the caller holds the
 // key), and NULL when the row is live (a record to replay, or another
-// caller's plain claim).
+// caller's plain claim). Once it holds the key, it sets the transaction's
+// application_name to the claim's marker (see markerSQL), which is how
+// other sessions find the claim (Store.Claims).
 func claimTxFunction(n names) string {
 	return "CREATE OR REPLACE FUNCTION " + n.claimTx + `(p_id bytea, p_fence bigint, p_idle_ms integer)
 RETURNS TABLE (o_state smallint, o_fingerprint text, o_left interval, o_fence bigint,
@@ -145,15 +158,26 @@ BEGIN
         RETURN;
     END IF;
     PERFORM set_config('idle_in_transaction_session_timeout', p_idle_ms::text, true);
-    RETURN QUERY
     SELECT r.state, r.fingerprint, r.expires_at - n.now,
         CASE WHEN coalesce(r.state IN (1, 2) AND r.expires_at > n.now, false) THEN NULL
             ELSE coalesce(p_fence, nextval(` + quoteLiteral(n.sequence) + `)) END,
         r.status, r.body, r.header, r.tombstone, r.stored_at, r.ttl_ns
+    INTO o_state, o_fingerprint, o_left, o_fence, o_status, o_body, o_header, o_tombstone, o_stored_at, o_ttl_ns
     FROM (SELECT clock_timestamp() AS now) n LEFT JOIN ` + n.table + ` r ON r.id = p_id;
+    IF o_fence IS NOT NULL THEN
+        PERFORM set_config('application_name', ` + markerSQL + `, true);
+    END IF;
+    RETURN NEXT;
 END
 $claim_tx$`
 }
+
+// markerSQL is the SQL expression of a transactional claim's marker, the
+// application_name its transaction runs under: "ik:", the record's id in
+// unpadded base64url (43 characters), ':' and the fence in hexadecimal (at
+// most 16 digits), so at most 63 bytes, which application_name holds
+// without truncating. parseMarker reads it back.
+const markerSQL = `'` + markerPrefix + `' || rtrim(translate(encode(p_id, 'base64'), '+/', '-_'), '=') || ':' || to_hex(o_fence)`
 
 // recordTxFunction is the CREATE statement of the function that writes a
 // transactional claim's record, in its transaction, just before COMMIT.
@@ -209,14 +233,19 @@ $claim$`
 }
 
 // Migrate creates the store's schema (when WithSchema names one), fence
-// sequence, table and expiry index if they do not exist, and creates or
-// replaces the claim function Begin calls, in one transaction under an
-// advisory lock, so replicas may all call it at start-up. It never alters
-// an existing table, so it brings a table created by an earlier version up
-// to date (that version had no claim function). The SQL is SchemaSQL's,
-// except that a schema which exists is not created again: CREATE SCHEMA IF
-// NOT EXISTS needs the CREATE privilege on the database even then, and a
-// role given only CREATE on a schema someone else made may still migrate.
+// sequence, table and expiry index if they do not exist, adds the
+// claimed_at column to a table created without it, and creates or replaces
+// the functions Begin and the transactional claims call, in one
+// transaction under an advisory lock, so replicas may all call it at
+// start-up. So it brings a table created by an earlier version up to date,
+// its rows kept. The SQL is SchemaSQL's, except that a schema which exists
+// is not created again (CREATE SCHEMA IF NOT EXISTS needs the CREATE
+// privilege on the database even then, and a role given only CREATE on a
+// schema someone else made may still migrate), and the column is not added
+// again: ALTER TABLE takes the table's ACCESS EXCLUSIVE lock even when
+// there is nothing to add, which would queue every statement on the table
+// behind the longest transaction reading it. The one Migrate that adds the
+// column does take that lock, briefly, once.
 //
 // It returns an error wrapping idempotency.ErrStoreMisconfigured when the
 // server refuses the statements (the role may not create the objects, an
@@ -247,7 +276,16 @@ func (s *Store) MigrateWith(ctx context.Context, more func(ctx context.Context, 
 				stmts = stmts[1:] // CREATE SCHEMA
 			}
 		}
+		var hasClaimedAt bool
+		err := tx.QueryRow(ctx, hasClaimedAtSQL, s.names().table).Scan(&hasClaimedAt)
+		if err != nil {
+			return err
+		}
+		addColumn := claimedAtColumn(s.names())
 		for _, stmt := range stmts {
+			if hasClaimedAt && stmt == addColumn {
+				continue // not even the lock ALTER TABLE would take
+			}
 			if _, err := tx.Exec(ctx, stmt); err != nil {
 				return fmt.Errorf("%s: %w", strings.SplitN(stmt, " (", 2)[0], err)
 			}
@@ -262,3 +300,9 @@ func (s *Store) MigrateWith(ctx context.Context, more func(ctx context.Context, 
 	}
 	return nil
 }
+
+// hasClaimedAtSQL: $1 the table's quoted name. False when the table does
+// not exist yet.
+const hasClaimedAtSQL = `
+SELECT EXISTS (SELECT FROM pg_attribute
+    WHERE attrelid = to_regclass($1) AND attname = 'claimed_at' AND NOT attisdropped)`

@@ -122,21 +122,24 @@ func TestMigrate(t *testing.T) {
 	}
 }
 
-// A table created by an earlier version of the schema (no functions) is
-// brought up to date by Migrate, its rows kept; until then
-// Begin fails closed, saying the store is misconfigured (a retry would not
-// help, Migrate does).
+// A table created by the earliest version of the schema (no claimed_at
+// column, no functions) is brought up to date by Migrate, its rows kept;
+// until then Begin fails closed, saying the store is misconfigured (a retry
+// would not help, Migrate does).
 func TestMigrateFromPreviousVersion(t *testing.T) {
 	pool := testPool(t)
 	schema := testSchema(t, pool)
 	ctx := context.Background()
 	st := newUnmigrated(t, pool, WithSchema(schema))
 	stmts := schemaStatements(st.names())
-	// This version added three functions after the claim function; the
-	// version before it had none of the four.
-	previous := stmts[:len(stmts)-4]
-	if next := stmts[len(previous)]; !strings.HasPrefix(next, "CREATE OR REPLACE FUNCTION "+st.names().claim+"(") {
-		t.Fatalf("the first statement after the earliest schema is not the claim function: %s", next)
+	// Later versions added the claimed_at column and four functions; the
+	// earliest had none of them.
+	previous := stmts[:len(stmts)-5]
+	if next := stmts[len(previous)]; next != claimedAtColumn(st.names()) {
+		t.Fatalf("the first statement after the earliest schema does not add claimed_at: %s", next)
+	}
+	if next := stmts[len(previous)+1]; !strings.HasPrefix(next, "CREATE OR REPLACE FUNCTION "+st.names().claim+"(") {
+		t.Fatalf("the second statement after the earliest schema is not the claim function: %s", next)
 	}
 	for _, stmt := range previous {
 		if _, err := pool.Exec(ctx, stmt); err != nil {
@@ -146,8 +149,15 @@ func TestMigrateFromPreviousVersion(t *testing.T) {
 	if err := st.Store(ctx, "k", "alice", idempotency.Cached{Status: 201, WireBody: []byte("kept")}); err != nil {
 		t.Fatal(err)
 	}
+	// A claim in flight, made as that version made them.
+	_, err := pool.Exec(ctx, "INSERT INTO "+st.names().table+" (id, state, owner, fence, fingerprint, expires_at) "+
+		"VALUES ($1, 1, 'old', nextval("+quoteLiteral(st.names().sequence)+"), '', clock_timestamp() + interval '1 minute')",
+		st.recordID("old", "alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	req := idempotency.ClaimRequest{Owner: "o", Lease: time.Minute}
-	_, err := st.Begin(ctx, "fresh", "alice", req)
+	_, err = st.Begin(ctx, "fresh", "alice", req)
 	if !errors.Is(err, idempotency.ErrStoreMisconfigured) || errors.Is(err, idempotency.ErrStoreUnavailable) {
 		t.Errorf("Begin before Migrate = %v; want ErrStoreMisconfigured, not ErrStoreUnavailable", err)
 	}
@@ -162,6 +172,19 @@ func TestMigrateFromPreviousVersion(t *testing.T) {
 	}
 	if cl, err := st.Begin(ctx, "fresh", "alice", req); err != nil || cl.Status != idempotency.ClaimAcquired {
 		t.Errorf("Begin on a fresh key = %+v, %v; want acquired", cl, err)
+	}
+	// The old claim is listed whatever its age (it has no date); the
+	// fresh one, dated by the column Migrate added, only when young
+	// claims are asked for.
+	old := st.RecordID("old", "alice")
+	if got, err := st.Claims(ctx, time.Hour, 0); err != nil || len(got) != 1 || got[0].ID != old || got[0].Owner != "old" || !got[0].ClaimedAt.IsZero() {
+		t.Errorf("Claims(1h) = %+v, %v; want the old claim alone, undated", got, err)
+	}
+	if got, err := st.Claims(ctx, 0, 0); err != nil || len(got) != 2 || got[0].ID != old || got[1].ClaimedAt.IsZero() {
+		t.Errorf("Claims(0) = %+v, %v; want the old claim, then the fresh one, dated", got, err)
+	}
+	if err := st.Migrate(ctx); err != nil {
+		t.Fatalf("Migrate again = %v", err)
 	}
 }
 

@@ -192,10 +192,11 @@ type txClaim struct {
 	fp   string
 	idle int32 // ms
 
-	cmd  atomic.Pointer[cmdTx] // the current run's, for TxFromContext
-	seen atomic.Bool           // a conflict in this run
-	pid  atomic.Uint32         // the holder's backend, for Renew
-	act  activity
+	cmd    atomic.Pointer[cmdTx] // the current run's, for TxFromContext
+	seen   atomic.Bool           // a conflict in this run
+	pid    atomic.Uint32         // the holder's backend, for Renew
+	purged atomic.Bool           // its session ended by Store.Purge
+	act    activity
 
 	mu       sync.Mutex // Complete, Release and Again
 	conn     *pgxpool.Conn
@@ -216,7 +217,7 @@ func (t *TxStore) Begin(ctx context.Context, key, identity string, req idempoten
 		c := v.(*txClaim)
 		if c.tok.Key == key && c.tok.Identity == identity {
 			c.mu.Lock()
-			open := c.state == txOpen && !c.finished
+			open := c.state == txOpen && !c.finished && !c.purged.Load()
 			c.mu.Unlock()
 			if open {
 				return idempotency.Claim{Status: idempotency.ClaimAcquired, Token: c.tok}, nil
@@ -347,18 +348,18 @@ func (c *txClaim) watch() {
 }
 
 // rollback rolls the claim's transaction back, once no renewal uses it.
-func (c *txClaim) rollback() {
+func (c *txClaim) rollback() error {
 	c.act.enter()
 	defer c.act.leave()
-	rollback(c.tx)
+	return rollback(c.tx)
 }
 
 // rollback ends tx, on its own bound: a connection that cannot say
 // ROLLBACK is closed by pgx, which ends the transaction on the server.
-func rollback(tx pgx.Tx) {
+func rollback(tx pgx.Tx) error {
 	ctx, cancel := context.WithTimeout(context.Background(), DefaultTimeout)
 	defer cancel()
-	_ = tx.Rollback(ctx)
+	return tx.Rollback(ctx)
 }
 
 // drop gives the connection back (after a COMMIT or ROLLBACK; the pool
@@ -410,6 +411,12 @@ func (t *TxStore) Complete(ctx context.Context, tok idempotency.Token, c idempot
 	case txUnknown:
 		return cl.resolve(ctx)
 	}
+	if cl.purged.Load() {
+		cl.state = txRolledBack
+		cl.notDone = errPurged
+		cl.drop(true)
+		return cl.notDone
+	}
 	header, err := encodeHeader(c.Header)
 	if err != nil {
 		return fmt.Errorf("pgstore: complete: %w", err)
@@ -460,9 +467,13 @@ func (c *txClaim) rolledBack(err error) {
 	c.state = txRolledBack
 	var pgErr *pgconn.PgError
 	switch {
-	case errors.As(err, &pgErr) && (pgErr.Code == "IK001" || pgErr.Code == "25P03"):
+	case c.purged.Load():
+		c.notDone = fmt.Errorf("%w: %w", errPurged, err)
+	case errors.As(err, &pgErr) && (pgErr.Code == "IK001" || pgErr.Code == "25P03" || pgErr.Code == "57P01"):
 		// IK001: recordTxFunction found the record taken; 25P03: the server
-		// ended the session after it sat idle for the lease.
+		// ended the session after it sat idle for the lease; 57P01: someone
+		// ended it (Store.Purge, or a server shutting down). Either way the
+		// transaction rolled back and the key is free.
 		c.notDone = fmt.Errorf("%w: %w: %w", ErrNotCommitted, idempotency.ErrLeaseLost, err)
 	case conflict(err) || c.seen.Load():
 		c.rerun = true
@@ -520,10 +531,17 @@ func (t *TxStore) Release(ctx context.Context, tok idempotency.Token) error {
 	if cl.state != txOpen {
 		return fmt.Errorf("pgstore: release: %w", idempotency.ErrLeaseLost)
 	}
-	cl.rollback()
+	err := cl.rollback()
 	cl.state = txRolledBack
-	cl.notDone = fmt.Errorf("%w: released", ErrNotCommitted)
 	cl.drop(false)
+	if cl.purged.Load() || err != nil {
+		// The session had ended (Store.Purge, the idle timeout) or could
+		// not be told: either way the server ends the transaction, not
+		// this Release.
+		cl.notDone = fmt.Errorf("%w: %w: the claim's session ended before its release", ErrNotCommitted, idempotency.ErrLeaseLost)
+		return fmt.Errorf("pgstore: release: %w: the claim's session ended before its release", idempotency.ErrLeaseLost)
+	}
+	cl.notDone = fmt.Errorf("%w: released", ErrNotCommitted)
 	return nil
 }
 
@@ -540,24 +558,31 @@ func (t *TxStore) Renew(ctx context.Context, tok idempotency.Token, lease time.D
 	if lease <= 0 {
 		return fmt.Errorf("pgstore: renew: %w: lease %v is not positive", idempotency.ErrInvalidArgument, lease)
 	}
+	if cl.purged.Load() {
+		return fmt.Errorf("pgstore: renew: %w: the claim was purged", idempotency.ErrLeaseLost)
+	}
 	ctx, cancel := t.bound(ctx)
 	defer cancel()
+	var pingErr error
 	if cl.act.tryRenew() {
 		// The connection is idle: a statement on it shows the session alive
 		// (and the lock with it) and restarts the server's idle timer.
-		err := cl.ping(ctx)
+		pingErr = cl.ping(ctx)
 		cl.act.renewed()
 		var pgErr *pgconn.PgError
 		switch {
-		case err == nil:
+		case pingErr == nil:
 			return nil
-		case errors.Is(err, errClaimGone), errors.As(err, &pgErr):
-			return fmt.Errorf("pgstore: renew: %w: %w", idempotency.ErrLeaseLost, err)
+		case errors.Is(pingErr, errClaimGone), errors.As(pingErr, &pgErr):
+			return fmt.Errorf("pgstore: renew: %w: %w", idempotency.ErrLeaseLost, pingErr)
 		}
-		return t.fail("renew", err)
+		// No answer on the claim's connection, which pgx has now closed:
+		// the session is lost if the server no longer shows it holding the
+		// lock (Store.Purge ended it, say), and the store unavailable if it
+		// cannot be asked.
 	}
-	// A statement of the command's is running: ask the server, on another
-	// connection, whether the holder's session still holds the lock.
+	// Ask the server, on another connection, whether the holder's session
+	// still holds the lock (a statement of the command's may be running).
 	u := uint64(cl.lock)
 	var held bool
 	err := t.pool.QueryRow(ctx, heldTxSQL, int64(cl.pid.Load()), int64(u>>32), int64(u&math.MaxUint32)).Scan(&held)
@@ -567,10 +592,17 @@ func (t *TxStore) Renew(ctx context.Context, tok idempotency.Token, lease time.D
 	if !held {
 		return fmt.Errorf("pgstore: renew: %w: the holder's session no longer holds the claim", idempotency.ErrLeaseLost)
 	}
+	if pingErr != nil {
+		return t.fail("renew", pingErr)
+	}
 	return nil
 }
 
 var errClaimGone = errors.New("the claim's transaction has ended")
+
+// errPurged is what a transactional claim's Complete returns once
+// Store.Purge has ended its session.
+var errPurged = fmt.Errorf("%w: %w: the claim was purged", ErrNotCommitted, idempotency.ErrLeaseLost)
 
 // ping runs a statement on the claim's own connection, which tryRenew
 // has reserved (so nothing else uses or drops it meanwhile). It must not
