@@ -139,7 +139,8 @@
 // OTEL_METRIC_EXPORT_INTERVAL (milliseconds) set how often they are sent,
 // OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES the resource (service.name
 // defaults to idemd), and the exporters read their other OTEL_EXPORTER_OTLP_*
-// variables (headers, timeout, compression). Spans carry no key or identity,
+// variables (headers, timeout, compression). A request's W3C traceparent
+// header makes its execution's span part of the caller's trace. Spans carry no key or identity,
 // only their digest, keyed with IDEMD_SECRET or else with a secret random
 // per process. What is left is sent on exit.
 //

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/metric"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/propagation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -135,6 +137,19 @@ func millis(getenv func(string) string, name string) (time.Duration, bool, error
 
 // engineObserver is the observer to add to the engines; nil (none) on a
 // nil telemetry.
+// propagate gives each request the W3C trace context (traceparent,
+// tracestate) its caller sent, so that its execution's span joins the
+// caller's trace. Without traces exported, h is returned as it is.
+func (t *telemetry) propagate(h http.Handler) http.Handler {
+	if t == nil || t.tp == nil {
+		return h
+	}
+	var prop propagation.TraceContext
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(w, r.WithContext(prop.Extract(r.Context(), propagation.HeaderCarrier(r.Header))))
+	})
+}
+
 func (t *telemetry) engineObserver() *idempotency.Observer {
 	if t == nil {
 		return nil

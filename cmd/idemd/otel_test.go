@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -89,6 +90,7 @@ func (r *otlpReceiver) serve(w http.ResponseWriter, req *http.Request) {
 type exportedSpan struct {
 	name, service string
 	id, parent    string
+	trace         string
 	attrs         map[string]string
 }
 
@@ -118,7 +120,7 @@ func (r *otlpReceiver) spans() []exportedSpan {
 						}
 					}
 					out = append(out, exportedSpan{name: s.GetName(), service: service,
-						id: string(s.GetSpanId()), parent: string(s.GetParentSpanId()), attrs: attrs})
+						id: string(s.GetSpanId()), parent: string(s.GetParentSpanId()), trace: string(s.GetTraceId()), attrs: attrs})
 				}
 			}
 		}
@@ -228,7 +230,11 @@ func TestOTLPExport(t *testing.T) {
 		"OTEL_BSP_SCHEDULE_DELAY":     "50",
 		"OTEL_METRIC_EXPORT_INTERVAL": "100",
 	})
-	c.post(t, "widgets.create", `{"name":"w"}`, "Idempotency-Key", key).data(t, 201, &struct{}{})
+	// The first request comes with a caller's trace context: its
+	// execution's span joins that trace.
+	const traceID, parentID = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+	c.post(t, "widgets.create", `{"name":"w"}`, "Idempotency-Key", key,
+		"traceparent", "00-"+traceID+"-"+parentID+"-01").data(t, 201, &struct{}{})
 	c.post(t, "widgets.create", `{"name":"w"}`, "Idempotency-Key", key).data(t, 201, &struct{}{})
 
 	outcomes := recv.executions
@@ -243,6 +249,12 @@ func TestOTLPExport(t *testing.T) {
 
 	x := outcomes()
 	executed, replayed := x["executed"], x["replayed"]
+	if hex.EncodeToString([]byte(executed.trace)) != traceID || hex.EncodeToString([]byte(executed.parent)) != parentID {
+		t.Errorf("executed span in trace %x under %x, want the caller's trace %s under %s", executed.trace, executed.parent, traceID, parentID)
+	}
+	if hex.EncodeToString([]byte(replayed.trace)) == traceID {
+		t.Error("the replay, sent without a traceparent, joined the first request's trace")
+	}
 	if executed.service != "idemd" {
 		t.Errorf("service.name %q, want idemd", executed.service)
 	}

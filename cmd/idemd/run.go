@@ -239,6 +239,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	s := newServer(cfg, store.store, store.dash, log)
 	s.ready.ping = store.ping
+	s.handler = tel.propagate(s.handler)
 	if cfg.adminToken != "" {
 		stop, err := startAdmin(ctx, cfg, s, log)
 		if err != nil {
