@@ -143,16 +143,12 @@
 //	        RETURN;
 //	    END IF;
 //	    PERFORM set_config('idle_in_transaction_session_timeout', p_idle_ms::text, true);
+//	    RETURN QUERY
 //	    SELECT r.state, r.fingerprint, r.expires_at - n.now,
 //	        CASE WHEN coalesce(r.state IN (1, 2) AND r.expires_at > n.now, false) THEN NULL
 //	            ELSE coalesce(p_fence, nextval('"idempotency_records_fence_seq"')) END,
 //	        r.status, r.body, r.header, r.tombstone, r.stored_at, r.ttl_ns
-//	    INTO o_state, o_fingerprint, o_left, o_fence, o_status, o_body, o_header, o_tombstone, o_stored_at, o_ttl_ns
 //	    FROM (SELECT clock_timestamp() AS now) n LEFT JOIN "idempotency_records" r ON r.id = p_id;
-//	    IF o_fence IS NOT NULL THEN
-//	        PERFORM set_config('application_name', 'ik:' || rtrim(translate(encode(p_id, 'base64'), '+/', '-_'), '=') || ':' || to_hex(o_fence), true);
-//	    END IF;
-//	    RETURN NEXT;
 //	END
 //	$claim_tx$;
 //
@@ -251,18 +247,17 @@
 //
 // A plain claim is its row: Inspect reads owner, fence, fingerprint, the
 // lease left and claimed_at. A transactional claim has no row until it
-// commits; what other sessions see of it is its advisory lock (pg_locks)
-// and its session (pg_stat_activity). So that they can tell which record
-// and fence it holds, the claim function sets the transaction's
-// application_name to a marker: "ik:", the record's id in unpadded
-// base64url (43 characters), ':' and the fence in hexadecimal, at most 63
-// bytes, which application_name holds whole. It is set with SET LOCAL's
-// scope: the session's own application_name (in pg_stat_activity, in log
-// lines) is replaced for the duration of a transactional command and comes
-// back at its COMMIT or ROLLBACK. A transactional claim's ClaimedAt is when
-// its transaction began; its Owner, Fingerprint and LeaseLeft (what
-// remains of the idle timeout that is its lease) are known only to the
-// process that holds it, and zero in what other processes see. Sessions of
+// commits, and the claim writes nothing and sets nothing that others
+// could read (the claim costs nothing for inspection's sake): what other
+// sessions see of it is its advisory lock, held exclusively (pg_locks),
+// by a session that has read this store's table, and that session
+// (pg_stat_activity). Its ClaimedAt is when its transaction began. Its
+// Owner, Fence, Fingerprint and LeaseLeft (what remains of the idle
+// timeout that is its lease) are known only to the process that holds it:
+// there Claims names it by its record's ID; elsewhere by a short ID, the
+// first 16 hex digits of that ID (the lock), which Inspect and Purge take
+// too, with those fields zero. An exclusive advisory lock that a command
+// takes in its own transaction is listed as a claim as well. Sessions of
 // another role show pg_stat_activity's times only to members of
 // pg_read_all_stats: without it, their claims are listed undated.
 //
@@ -274,18 +269,16 @@
 // or later), and the holder's Complete, Release and Renew return
 // ErrLeaseLost. Ending another session takes the same role or membership
 // in pg_signal_backend; without it Purge fails, as it does when the
-// record's lock is held by a session that is not a claim of it (its
-// application_name is not the record's marker): it never ends a session
-// it cannot tell is the claim.
+// record's lock is held by a session that has not read this store's
+// table (a lock the application holds for reasons of its own): it never
+// ends a session it cannot tell is a claim.
 //
-// Costs: the marker is one set_config in the claim function, and two
-// ParameterStatus messages on the connection (the server reports every
-// change of application_name). Inspect and Purge read pg_locks, which
-// briefly takes every lock-manager partition lock of the server; Claims
-// reads pg_locks and pg_stat_activity once each, and every live row of the
-// table (no index tells claims from records: one more index would cost
-// every claim and renewal a write). They are meant for an operator, not
-// for the request path.
+// Costs: nothing on the request path. Inspect and Purge read pg_locks,
+// which briefly takes every lock-manager partition lock of the server;
+// Claims reads pg_locks and pg_stat_activity once each, and every live row
+// of the table (no index tells claims from records: one more index would
+// cost every claim and renewal a write). They are meant for an operator,
+// not for the request path.
 //
 // # Configuration errors
 //

@@ -137,16 +137,12 @@ func ExampleSchemaSQL() {
 	//         RETURN;
 	//     END IF;
 	//     PERFORM set_config('idle_in_transaction_session_timeout', p_idle_ms::text, true);
+	//     RETURN QUERY
 	//     SELECT r.state, r.fingerprint, r.expires_at - n.now,
 	//         CASE WHEN coalesce(r.state IN (1, 2) AND r.expires_at > n.now, false) THEN NULL
 	//             ELSE coalesce(p_fence, nextval('"billing"."idem_fence_seq"')) END,
 	//         r.status, r.body, r.header, r.tombstone, r.stored_at, r.ttl_ns
-	//     INTO o_state, o_fingerprint, o_left, o_fence, o_status, o_body, o_header, o_tombstone, o_stored_at, o_ttl_ns
 	//     FROM (SELECT clock_timestamp() AS now) n LEFT JOIN "billing"."idem" r ON r.id = p_id;
-	//     IF o_fence IS NOT NULL THEN
-	//         PERFORM set_config('application_name', 'ik:' || rtrim(translate(encode(p_id, 'base64'), '+/', '-_'), '=') || ':' || to_hex(o_fence), true);
-	//     END IF;
-	//     RETURN NEXT;
 	// END
 	// $claim_tx$;
 	//

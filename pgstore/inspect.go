@@ -5,14 +5,12 @@ import (
 	"cmp"
 	"context"
 	"crypto/sha256"
-	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -24,54 +22,63 @@ import (
 // Inspection (idempotency.Inspector). A plain claim is a row; a
 // transactional claim is an exclusive advisory lock held by a transaction
 // that has written nothing yet, so what other sessions can see of it is
-// the lock (pg_locks), the holder's session (pg_stat_activity) and the
-// marker that claimTxFunction puts in the session's application_name.
-
-// markerPrefix starts the application_name of a transactional claim's
-// transaction (see markerSQL).
-const markerPrefix = "ik:"
+// the lock (pg_locks) and the holder's session (pg_stat_activity). A
+// session that holds a record's lock exclusively and has read this
+// store's table (the claim function reads it) is taken for a claim of it.
 
 // errForeignLock: the record's advisory lock is held, exclusively, by a
 // session that is not a transactional claim of it, which Purge must not end.
 var errForeignLock = errors.New("the record's lock is held by a session that is not an idemkit claim")
 
+// shortIDLen is the length of a short ID: the first 8 bytes of a record's
+// id, in hexadecimal, which is its advisory lock. Claims names another
+// process's transactional claims so, since nothing else of them shows.
+const shortIDLen = 16
+
 // RecordID implements idempotency.Inspector: the record's id column, in
 // lowercase hexadecimal (64 characters). The table keeps only that digest,
-// so Inspect and Purge leave RecordInfo's Key and Identity empty.
+// so Inspect and Purge leave RecordInfo's Key and Identity empty. They
+// also take a short ID, the first 16 of those digits, which is how Claims
+// names another process's transactional claims.
 func (s *Store) RecordID(key, identity string) string {
 	return hex.EncodeToString(s.recordID(key, identity))
 }
 
-// parseRecordID is the inverse of RecordID: exactly 64 lowercase hex digits.
-func parseRecordID(id string) ([]byte, error) {
-	ok := len(id) == 2*sha256.Size
+// recordRef is a record as an ID names it: the range of ids it covers
+// (from, and below to; to is nil for no bound) and its advisory lock.
+type recordRef struct {
+	from, to []byte
+	lock     int64
+}
+
+// parseRecordID reads an ID: 64 lowercase hex digits (RecordID), or 16
+// (a short ID: every record whose id starts with those 8 bytes, which
+// share one lock; two records share them with a chance of 2^-64).
+func parseRecordID(id string) (recordRef, error) {
+	ok := len(id) == 2*sha256.Size || len(id) == shortIDLen
 	for i := 0; ok && i < len(id); i++ {
 		c := id[i]
 		ok = c >= '0' && c <= '9' || c >= 'a' && c <= 'f'
 	}
 	if !ok {
-		return nil, fmt.Errorf("%w: %q is not a record ID of a PostgreSQL store (64 lowercase hex digits)", idempotency.ErrInvalidArgument, id)
+		return recordRef{}, fmt.Errorf("%w: %q is not a record ID of a PostgreSQL store (64 lowercase hex digits, or the first 16)", idempotency.ErrInvalidArgument, id)
 	}
-	return hex.DecodeString(id)
-}
-
-// parseMarker reads a marker (see markerSQL) back: the record's id and the
-// claim's fence. ok is false for any other application_name.
-func parseMarker(app string) (id []byte, fence uint64, ok bool) {
-	rest, found := strings.CutPrefix(app, markerPrefix)
-	const idLen = 43 // 32 bytes, unpadded base64url
-	if !found || len(rest) < idLen+2 || rest[idLen] != ':' {
-		return nil, 0, false
+	b, _ := hex.DecodeString(id)
+	ref := recordRef{from: b, lock: lockOf(b)}
+	if len(b) == sha256.Size {
+		ref.to = append(bytes.Clone(b), 0) // the one id between
+		return ref, nil
 	}
-	id, err := base64.RawURLEncoding.Strict().DecodeString(rest[:idLen])
-	if err != nil || len(id) != sha256.Size {
-		return nil, 0, false
+	// The ids below the next 8-byte prefix, if there is one.
+	for i := len(b) - 1; i >= 0; i-- {
+		if b[i] != 0xff {
+			ref.to = bytes.Clone(b)
+			ref.to[i]++
+			clear(ref.to[i+1:])
+			break
+		}
 	}
-	fence, err = strconv.ParseUint(rest[idLen+1:], 16, 63)
-	if err != nil {
-		return nil, 0, false
-	}
-	return id, fence, true
+	return ref, nil
 }
 
 // inspectRow is what inspectSQL reads: the row, if any, and the session
@@ -128,24 +135,23 @@ func (r *recordRow) info(id string) (idempotency.RecordInfo, error) {
 // holder is the session holding a record's advisory lock exclusively.
 type holder struct {
 	pid       pgtype.Int4
-	app       pgtype.Text
+	readTable pgtype.Bool        // it holds a lock on this store's table: a claim
 	xactStart pgtype.Timestamptz // NULL when another role's session hides it
 	state     pgtype.Text
 	idleFor   pgtype.Interval // since its state last changed
 }
 
 func (h *holder) dest() []any {
-	return []any{&h.pid, &h.app, &h.xactStart, &h.state, &h.idleFor}
+	return []any{&h.pid, &h.readTable, &h.xactStart, &h.state, &h.idleFor}
 }
 
-// claim describes the transactional claim of record id (rid) that h holds,
-// as Inspect does, with this process's claim of it (nil when another
-// process holds it). ok is false when h is no claim of that record: a
-// session holding the lock for reasons of its own, or an idemkit claim of
-// a version without the marker.
-func (s *Store) claim(id string, rid []byte, h *holder) (info idempotency.RecordInfo, c *txClaim, ok bool) {
+// claim describes the transactional claim of lock that h holds, as
+// Inspect does under id, with this process's claim of it (nil when
+// another process holds it). ok is false when h is no claim: a session
+// holding the lock for reasons of its own.
+func (s *Store) claim(id string, lock int64, h *holder) (info idempotency.RecordInfo, c *txClaim, ok bool) {
 	info = idempotency.RecordInfo{ID: id, State: idempotency.RecordInFlight, ClaimedAt: h.xactStart.Time}
-	if c = s.ownClaim(rid, uint32(h.pid.Int32)); c != nil {
+	if c = s.ownClaim(lock, uint32(h.pid.Int32)); c != nil {
 		info.Owner, info.Fence, info.Fingerprint = c.tok.Owner, c.tok.Fence, c.fp
 		lease := time.Duration(c.idle) * time.Millisecond
 		info.LeaseLeft = lease
@@ -154,21 +160,19 @@ func (s *Store) claim(id string, rid []byte, h *holder) (info idempotency.Record
 		}
 		return info, c, true
 	}
-	mid, fence, ok := parseMarker(h.app.String)
-	if !ok || !bytes.Equal(mid, rid) {
+	if !h.readTable.Bool {
 		return idempotency.RecordInfo{ID: id, State: idempotency.RecordInFlight}, nil, false
 	}
-	info.Fence = fence
 	return info, nil, true
 }
 
-// ownClaim returns this process's transactional claim of record id in s
-// whose session is pid, or nil.
-func (s *Store) ownClaim(id []byte, pid uint32) *txClaim {
+// ownClaim returns this process's transactional claim in s of a record
+// whose lock is lock, whose session is pid, or nil.
+func (s *Store) ownClaim(lock int64, pid uint32) *txClaim {
 	var found *txClaim
 	txClaims.Range(func(_, v any) bool {
 		c := v.(*txClaim)
-		if c.s.storeBase == s && c.pid.Load() == pid && bytes.Equal(c.id, id) {
+		if c.s.storeBase == s && c.pid.Load() == pid && lockOf(c.id) == lock {
 			found = c
 			return false
 		}
@@ -181,20 +185,19 @@ func (s *Store) ownClaim(id []byte, pid uint32) *txClaim {
 // the row and whether another session holds the record's advisory lock
 // exclusively (a transactional claim in flight). A live row is described
 // as it is. Otherwise a held lock is a claim in flight: ClaimedAt is when
-// its transaction began; Owner, Fingerprint and LeaseLeft (what remains of
-// the idle timeout that is its lease) are known only when this process
-// holds the claim, Fence also from the claim's marker (see the package
-// documentation). A lock that some other session holds, for reasons of
+// its transaction began; Owner, Fence, Fingerprint and LeaseLeft (what
+// remains of the idle timeout that is its lease) are known only when this
+// process holds the claim (see the package documentation). A lock that some other session holds, for reasons of
 // its own, makes Begin answer "in flight" too: Inspect says so, with
 // nothing else known.
 func (s *Store) Inspect(ctx context.Context, id string) (idempotency.RecordInfo, error) {
-	rid, err := parseRecordID(id)
+	ref, err := parseRecordID(id)
 	if err != nil {
 		return idempotency.RecordInfo{}, fmt.Errorf("pgstore: inspect: %w", err)
 	}
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	r, err := s.inspect(ctx, rid)
+	r, err := s.inspect(ctx, ref)
 	if err != nil {
 		return idempotency.RecordInfo{}, s.fail("inspect", err)
 	}
@@ -205,21 +208,27 @@ func (s *Store) Inspect(ctx context.Context, id string) (idempotency.RecordInfo,
 		}
 		return info, nil
 	}
-	info, _, _ := s.claim(id, rid, &r.holder)
+	info, _, _ := s.claim(id, ref.lock, &r.holder)
 	return info, nil
 }
 
-func (s *Store) inspect(ctx context.Context, rid []byte) (*inspectRow, error) {
-	u := uint64(lockOf(rid))
+func (s *Store) inspect(ctx context.Context, ref recordRef) (*inspectRow, error) {
+	hi, lo := lockHalves(ref.lock)
 	r := new(inspectRow)
-	err := s.pool.QueryRow(ctx, s.q.inspect, rid, int64(u>>32), int64(u&math.MaxUint32)).
+	err := s.pool.QueryRow(ctx, s.q.inspect, ref.from, ref.to, hi, lo).
 		Scan(append(r.row.dest(), r.holder.dest()...)...)
 	return r, err
 }
 
+// lockHalves splits a bigint advisory key as pg_locks shows it: classid
+// the high 32 bits, objid the low.
+func lockHalves(lock int64) (hi, lo int64) {
+	u := uint64(lock)
+	return int64(u >> 32), int64(u & math.MaxUint32)
+}
+
 // Purge implements idempotency.Inspector. It reads what Inspect reads;
-// when a transactional claim holds the record (its marker or this process
-// says so), it ends the claim's session with pg_terminate_backend, which
+// when a transactional claim holds the record, it ends the claim's session with pg_terminate_backend, which
 // rolls its transaction back, so that nothing the command wrote commits,
 // and waits for the session to end; then it deletes the row, in one
 // DELETE. Its holder's Complete, Release and Renew then return
@@ -234,23 +243,23 @@ func (s *Store) inspect(ctx context.Context, rid []byte) (*inspectRow, error) {
 // store's timeout (it was told to, and may end later), and waiting for it
 // takes PostgreSQL 14 or later.
 func (s *Store) Purge(ctx context.Context, id string) (idempotency.RecordInfo, error) {
-	rid, err := parseRecordID(id)
+	ref, err := parseRecordID(id)
 	if err != nil {
 		return idempotency.RecordInfo{}, fmt.Errorf("pgstore: purge: %w", err)
 	}
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	r, err := s.inspect(ctx, rid)
+	r, err := s.inspect(ctx, ref)
 	if err != nil {
 		return idempotency.RecordInfo{}, s.fail("purge", err)
 	}
 	was := idempotency.RecordInfo{ID: id}
 	if !r.row.live() && r.holder.pid.Valid {
-		info, c, ok := s.claim(id, rid, &r.holder)
+		info, c, ok := s.claim(id, ref.lock, &r.holder)
 		if !ok {
 			return idempotency.RecordInfo{}, fmt.Errorf("pgstore: purge: %w (pid %d)", errForeignLock, r.holder.pid.Int32)
 		}
-		if err := s.terminate(ctx, &r.holder); err != nil {
+		if err := s.terminate(ctx, &r.holder, ref.lock); err != nil {
 			return idempotency.RecordInfo{}, err
 		}
 		if c != nil {
@@ -260,7 +269,7 @@ func (s *Store) Purge(ctx context.Context, id string) (idempotency.RecordInfo, e
 	}
 	var row recordRow
 	for range maxAttempts {
-		err = s.pool.QueryRow(ctx, s.q.purge, rid).Scan(row.dest()...)
+		err = s.pool.QueryRow(ctx, s.q.purge, ref.from, ref.to).Scan(row.dest()...)
 		if !retryable(err) {
 			break
 		}
@@ -281,16 +290,17 @@ func (s *Store) Purge(ctx context.Context, id string) (idempotency.RecordInfo, e
 	return info, nil
 }
 
-// terminate ends the session of h, if it is still h's (the same
-// application_name), and waits for it to end.
-func (s *Store) terminate(ctx context.Context, h *holder) error {
+// terminate ends the session of h, if it still holds lock, and waits for
+// it to end.
+func (s *Store) terminate(ctx context.Context, h *holder, lock int64) error {
 	wait := s.timeout
 	if d, ok := ctx.Deadline(); ok {
 		wait = time.Until(d)
 	}
 	ms := max(1, (wait * 3 / 4).Milliseconds())
 	var ended pgtype.Bool
-	err := s.pool.QueryRow(ctx, terminateSQL, h.pid.Int32, h.app.String, ms).Scan(&ended)
+	hi, lo := lockHalves(lock)
+	err := s.pool.QueryRow(ctx, terminateSQL, h.pid.Int32, hi, lo, ms).Scan(&ended)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows): // it ended by itself
 		return nil
@@ -308,10 +318,14 @@ func (s *Store) terminate(ctx context.Context, h *holder) error {
 // records): a cost proportional to the table, for an operator's tool, not
 // for the request path. Rows claimed by a version that did not date its
 // claims are listed whatever olderThan is, with a zero ClaimedAt.
-// Transactional claims are the sessions whose application_name is a
-// marker, that hold its record's advisory lock and have read this table;
-// they are dated by the start of their transaction, and described as
-// Inspect describes them.
+// Transactional claims are the sessions that hold an advisory lock
+// exclusively and have read this table; they are dated by the start of
+// their transaction, and described as Inspect describes them. This
+// process's own are named by their record's ID; another process's by a
+// short ID, the first 16 hex digits of it (its lock), with no owner or
+// fence, which only the process holding the claim knows. An exclusive
+// advisory lock that a command takes in its own transaction is listed as
+// a claim too.
 func (s *Store) Claims(ctx context.Context, olderThan time.Duration, limit int) ([]idempotency.RecordInfo, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
@@ -355,17 +369,19 @@ func (s *Store) Claims(ctx context.Context, olderThan time.Duration, limit int) 
 		if err := rows.Scan(append(h.dest(), &hi, &lo)...); err != nil {
 			return nil, s.fail("claims", err)
 		}
-		rid, _, ok := parseMarker(h.app.String)
-		if !ok || uint64(lockOf(rid)) != uint64(hi)<<32|uint64(lo) {
-			continue // not a claim, or a session holding another lock besides its claim's
+		lock := int64(uint64(hi)<<32 | uint64(lo))
+		if lock == migrateLock {
+			continue // a Migrate, which reads the table too
 		}
-		id := hex.EncodeToString(rid)
-		if seen[id] {
-			continue
+		var key [8]byte
+		binary.BigEndian.PutUint64(key[:], uint64(lock))
+		info, c, _ := s.claim(hex.EncodeToString(key[:]), lock, &h)
+		if c != nil {
+			info.ID = hex.EncodeToString(c.id)
 		}
-		if info, _, ok := s.claim(id, rid, &h); ok {
+		if !seen[info.ID] {
 			out = append(out, info)
-			seen[id] = true
+			seen[info.ID] = true
 		}
 	}
 	if err := rows.Err(); err != nil {
@@ -391,36 +407,44 @@ func durationOf(iv pgtype.Interval) time.Duration {
 
 // The inspection statements (see Inspect, Purge and Claims).
 const (
-	// inspectSQL: $1 id, $2 and $3 the high and low 32 bits of its lock
-	// (a bigint advisory key shows in pg_locks as classid, objid and
-	// objsubid 1). The row's columns are recordRow's, then the lock
-	// holder's session (holder).
+	// inspectSQL: $1 and $2 the range of ids (recordRef; $2 NULL: no
+	// bound), $3 and $4 the high and low 32 bits of its lock (a bigint
+	// advisory key shows in pg_locks as classid, objid and objsubid 1).
+	// The row's columns are recordRow's, then the lock holder's session
+	// (holder).
 	inspectSQL = `
 SELECT r.state, r.owner, r.fence, r.fingerprint, r.expires_at - n.now, r.claimed_at,
     r.status, r.body, r.header, r.tombstone, r.stored_at, r.ttl_ns,
-    h.pid, h.application_name, h.xact_start, h.state, n.now - h.state_change
+    h.pid, h.read_table, h.xact_start, h.state, n.now - h.state_change
 FROM (SELECT clock_timestamp() AS now) n
-LEFT JOIN {table} r ON r.id = $1
 LEFT JOIN LATERAL (
-    SELECT l.pid, a.application_name, a.xact_start, a.state, a.state_change
+    SELECT * FROM {table} r WHERE r.id >= $1 AND ($2::bytea IS NULL OR r.id < $2) ORDER BY r.id LIMIT 1) r ON true
+LEFT JOIN LATERAL (
+    SELECT l.pid, a.xact_start, a.state, a.state_change,
+        EXISTS (SELECT FROM pg_locks t WHERE t.pid = l.pid AND t.locktype = 'relation'
+            AND t.relation = {table_oid} AND t.granted) AS read_table
     FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
     WHERE l.locktype = 'advisory' AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-        AND l.classid::bigint = $2 AND l.objid::bigint = $3 AND l.objsubid = 1
+        AND l.classid::bigint = $3 AND l.objid::bigint = $4 AND l.objsubid = 1
         AND l.mode = 'ExclusiveLock' AND l.granted AND l.pid <> pg_backend_pid()
     LIMIT 1) h ON true`
 
-	// purgeSQL: $1 id. The row deleted, as inspectSQL reads it.
+	// purgeSQL: $1 and $2 the range of ids, as in inspectSQL. The row
+	// deleted, as inspectSQL reads it.
 	purgeSQL = `
-DELETE FROM {table} r USING (SELECT clock_timestamp() AS now) n WHERE r.id = $1
+DELETE FROM {table} r USING (SELECT clock_timestamp() AS now) n WHERE r.id >= $1 AND ($2::bytea IS NULL OR r.id < $2)
 RETURNING r.state, r.owner, r.fence, r.fingerprint, r.expires_at - n.now, r.claimed_at,
     r.status, r.body, r.header, r.tombstone, r.stored_at, r.ttl_ns`
 
-	// terminateSQL: $1 pid, $2 its application_name, $3 how long to wait
-	// for it to end, in milliseconds. No row when the session is gone or
-	// is another's.
+	// terminateSQL: $1 pid, $2 and $3 the halves of the lock it holds, $4
+	// how long to wait for it to end, in milliseconds. No row when the
+	// session no longer holds the lock (it ended, or the pid is another's).
 	terminateSQL = `
-SELECT pg_terminate_backend(pid, $3::bigint) FROM pg_stat_activity
-WHERE pid = $1 AND application_name = $2`
+SELECT pg_terminate_backend(l.pid, $4::bigint) FROM pg_locks l
+WHERE l.pid = $1 AND l.locktype = 'advisory' AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+    AND l.classid::bigint = $2 AND l.objid::bigint = $3 AND l.objsubid = 1
+    AND l.mode = 'ExclusiveLock' AND l.granted
+LIMIT 1`
 
 	// claimRowsSQL: $1 minimum age in microseconds, $2 limit (NULL: all).
 	claimRowsSQL = `
@@ -431,18 +455,17 @@ FROM (SELECT clock_timestamp() AS now) n JOIN {table} r
 ORDER BY r.claimed_at NULLS FIRST, r.fence
 LIMIT $2`
 
-	// claimSessionsSQL: $1 minimum age in microseconds. The sessions
-	// whose application_name looks like a marker, that have read the
-	// table in their transaction, each with every advisory lock it holds
-	// exclusively (the caller keeps the one its marker names). A session
-	// whose transaction start another role's privileges hide is kept.
+	// claimSessionsSQL: $1 minimum age in microseconds. The sessions that
+	// have read the table in their transaction, each with every bigint
+	// advisory lock it holds exclusively. A session whose transaction
+	// start another role's privileges hide is kept.
 	claimSessionsSQL = `
 WITH n AS (SELECT clock_timestamp() AS now, (SELECT oid FROM pg_database WHERE datname = current_database()) AS db),
 l AS MATERIALIZED (SELECT * FROM pg_locks WHERE granted AND database = (SELECT db FROM n))
-SELECT a.pid, a.application_name, a.xact_start, a.state, n.now - a.state_change, k.classid::bigint, k.objid::bigint
+SELECT a.pid, true, a.xact_start, a.state, n.now - a.state_change, k.classid::bigint, k.objid::bigint
 FROM n JOIN pg_stat_activity a ON a.datid = n.db
 JOIN l k ON k.pid = a.pid AND k.locktype = 'advisory' AND k.objsubid = 1 AND k.mode = 'ExclusiveLock'
-WHERE a.application_name LIKE '` + markerPrefix + `%' AND a.pid <> pg_backend_pid()
+WHERE a.pid <> pg_backend_pid()
     AND (a.xact_start IS NULL OR a.xact_start <= n.now - $1::bigint * interval '1 microsecond')
     AND EXISTS (SELECT FROM l t WHERE t.pid = a.pid AND t.locktype = 'relation' AND t.relation = {table_oid})`
 )

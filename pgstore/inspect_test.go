@@ -2,6 +2,7 @@ package pgstore
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"strings"
 	"sync/atomic"
@@ -15,10 +16,12 @@ import (
 
 // A transactional claim held by one process (here: a store on a pool of
 // its own, which this process's registry of claims does not serve) is
-// listed by another process's Claims, by its marker, with its record's ID
-// and fence; that process's Purge ends the claim's session, so nothing the
-// command wrote commits, its Complete fails with ErrLeaseLost, and the
-// retry runs the command again, once.
+// listed by another process's Claims, under the short ID of its lock (the
+// first 16 hex digits of its record's ID), with no owner or fence (only
+// its own process knows them); that process's Purge of that ID ends the
+// claim's session, so nothing the command wrote commits, its Complete
+// fails with ErrLeaseLost, and the retry runs the command again, once.
+// Inspect and Purge by the full ID find it too.
 func TestPurgeTxClaimOfAnotherProcess(t *testing.T) {
 	ctx := context.Background()
 	poolA := testPool(t)
@@ -61,29 +64,38 @@ func TestPurgeTxClaimOfAnotherProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id := b.RecordID(req.Key, req.Identity)
-	if len(claims) != 1 || claims[0].ID != id || claims[0].Fence != fence || claims[0].State != idempotency.RecordInFlight {
-		t.Fatalf("Claims from another pool = %+v; want the transactional claim %s, fence %d", claims, id, fence)
+	full := b.RecordID(req.Key, req.Identity)
+	id := full[:shortIDLen]
+	if len(claims) != 1 || claims[0].ID != id || claims[0].Fence != 0 || claims[0].State != idempotency.RecordInFlight {
+		t.Fatalf("Claims from another pool = %+v; want the transactional claim %s (fence %d, not known there)", claims, id, fence)
 	}
 	if c := claims[0]; c.ClaimedAt.IsZero() || time.Since(c.ClaimedAt) > time.Minute || c.Owner != "" {
 		t.Errorf("claim = %+v; want its transaction's start, and no owner (another process's)", c)
 	}
+	if own, err := a.Claims(ctx, 0, 0); err != nil || len(own) != 1 || own[0].ID != full || own[0].Fence != fence || own[0].Owner == "" {
+		t.Errorf("Claims in the holder's process = %+v, %v; want the claim under %s, fence %d, with its owner", own, err, full, fence)
+	}
+	if info, err := b.Inspect(ctx, full); err != nil || info.State != idempotency.RecordInFlight || info.ClaimedAt.IsZero() {
+		t.Errorf("Inspect by the full ID = %+v, %v; want the claim in flight", info, err)
+	}
 	if got, err := b.Claims(ctx, time.Hour, 0); err != nil || len(got) != 0 {
 		t.Errorf("Claims(1h) = %+v, %v; want none", got, err)
 	}
-	if info, err := b.Inspect(ctx, id); err != nil || info.State != idempotency.RecordInFlight || info.Fence != fence {
-		t.Errorf("Inspect = %+v, %v; want the claim in flight, fence %d", info, err, fence)
+	if info, err := b.Inspect(ctx, id); err != nil || info.State != idempotency.RecordInFlight || info.ID != id {
+		t.Errorf("Inspect = %+v, %v; want the claim in flight", info, err)
 	}
 
 	was, err := b.Purge(ctx, id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if was.State != idempotency.RecordInFlight || was.Fence != fence {
-		t.Errorf("Purge = %+v; want the claim it took over, fence %d", was, fence)
+	if was.State != idempotency.RecordInFlight {
+		t.Errorf("Purge = %+v; want the claim it took over", was)
 	}
-	if info, err := b.Inspect(ctx, id); err != nil || info.State != idempotency.RecordAbsent {
-		t.Errorf("Inspect after Purge = %+v, %v; want absent", info, err)
+	for _, id := range []string{id, full} {
+		if info, err := b.Inspect(ctx, id); err != nil || info.State != idempotency.RecordAbsent {
+			t.Errorf("Inspect(%s) after Purge = %+v, %v; want absent", id, info, err)
+		}
 	}
 	close(unblock)
 	if err := <-first; !errors.Is(err, idempotency.ErrLeaseLost) || !errors.Is(err, ErrNotCommitted) {
@@ -184,60 +196,65 @@ func TestPurgeRefusesForeignLock(t *testing.T) {
 	}
 }
 
-func TestParseMarker(t *testing.T) {
-	id := make([]byte, 32)
-	for i := range id {
-		id[i] = byte(0xf0 + i)
-	}
-	cases := []struct {
-		app   string
-		fence uint64
-		ok    bool
+func TestParseRecordID(t *testing.T) {
+	full := strings.Repeat("ab", 32)
+	for _, tc := range []struct {
+		id       string
+		from, to string // hex; to "" for no bound
+		ok       bool
 	}{
-		{"ik:8PHy8_T19vf4-fr7_P3-_wABAgMEBQYHCAkKCwwNDg8:2a", 42, true},
-		{"ik:8PHy8_T19vf4-fr7_P3-_wABAgMEBQYHCAkKCwwNDg8:7fffffffffffffff", 1<<63 - 1, true},
-		{"ik:8PHy8_T19vf4-fr7_P3-_wABAgMEBQYHCAkKCwwNDg8:", 0, false},
-		{"ik:8PHy8_T19vf4-fr7_P3-_wABAgMEBQYHCAkKCwwNDg8", 0, false},
-		{"ik:8PHy8_T19vf4-fr7_P3-_wABAgMEBQYHCAkKCwwNDg+:2a", 0, false},
-		{"psql", 0, false},
-	}
-	for _, tc := range cases {
-		got, fence, ok := parseMarker(tc.app)
-		if ok != tc.ok || fence != tc.fence || ok && string(got) != string(id) {
-			t.Errorf("parseMarker(%q) = %x, %d, %v; want %x, %d, %v", tc.app, got, fence, ok, id, tc.fence, tc.ok)
+		{full, full, full + "00", true},
+		{"0123456789abcdef", "0123456789abcdef", "0123456789abcdf0", true},
+		{"00000000000000ff", "00000000000000ff", "0000000000000100", true},
+		{"ffffffffffffffff", "ffffffffffffffff", "", true},
+		{strings.ToUpper(full), "", "", false},
+		{full[:62], "", "", false},
+		{"0123456789abcde", "", "", false},
+		{"", "", "", false},
+	} {
+		ref, err := parseRecordID(tc.id)
+		if (err == nil) != tc.ok {
+			t.Errorf("parseRecordID(%q) = %v, want ok %v", tc.id, err, tc.ok)
+			continue
 		}
-		if len(tc.app) > 63 {
-			t.Errorf("%q is longer than application_name holds", tc.app)
+		if !tc.ok {
+			if !errors.Is(err, idempotency.ErrInvalidArgument) {
+				t.Errorf("parseRecordID(%q) = %v, want ErrInvalidArgument", tc.id, err)
+			}
+			continue
+		}
+		if got := hex.EncodeToString(ref.from); got != tc.from {
+			t.Errorf("parseRecordID(%q).from = %s, want %s", tc.id, got, tc.from)
+		}
+		if got := hex.EncodeToString(ref.to); got != tc.to || (tc.to == "") != (ref.to == nil) {
+			t.Errorf("parseRecordID(%q).to = %s, want %q", tc.id, got, tc.to)
+		}
+		if want := lockOf(ref.from); ref.lock != want {
+			t.Errorf("parseRecordID(%q).lock = %x, want %x", tc.id, ref.lock, want)
 		}
 	}
 }
 
-// The marker claimTxFunction sets is what parseMarker reads.
-func TestMarkerOfTxClaim(t *testing.T) {
+// A transactional claim changes nothing that others see of its session
+// but its locks: no application_name, no write before COMMIT.
+func TestTxClaimLeavesApplicationName(t *testing.T) {
 	ctx := context.Background()
 	st := newStore(t).Transactional()
 	cl, err := st.Begin(ctx, "k", "alice", idempotency.ClaimRequest{Owner: "o", Lease: time.Minute})
 	if err != nil || cl.Status != idempotency.ClaimAcquired {
 		t.Fatalf("Begin = %+v, %v", cl, err)
 	}
+	defer st.Release(ctx, cl.Token)
 	c := claimOf(cl.Token)
 	var app string
 	if err := st.pool.QueryRow(ctx, "SELECT application_name FROM pg_stat_activity WHERE pid = $1", int32(c.pid.Load())).Scan(&app); err != nil {
 		t.Fatal(err)
 	}
-	id, fence, ok := parseMarker(app)
-	if !ok || string(id) != string(st.recordID("k", "alice")) || fence != cl.Token.Fence {
-		t.Errorf("application_name %q: id %x, fence %d, %v; want the record's and fence %d", app, id, fence, ok, cl.Token.Fence)
-	}
-	if err := st.Release(ctx, cl.Token); err != nil {
+	var own string
+	if err := st.pool.QueryRow(ctx, "SELECT current_setting('application_name')").Scan(&own); err != nil {
 		t.Fatal(err)
 	}
-	// The connection's own application_name is back.
-	var after string
-	if err := st.pool.QueryRow(ctx, "SELECT application_name FROM pg_stat_activity WHERE pid = $1", int32(c.pid.Load())).Scan(&after); err != nil {
-		t.Fatal(err)
-	}
-	if strings.HasPrefix(after, markerPrefix) {
-		t.Errorf("application_name after the release = %q, want the session's own", after)
+	if app != own {
+		t.Errorf("the claim's session runs as %q, the pool's others as %q", app, own)
 	}
 }

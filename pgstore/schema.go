@@ -145,9 +145,8 @@ $claim$`
 // as beginSQL does; the fence is p_fence, or a new one from the sequence
 // when p_fence is NULL, if the row is absent or dead (the caller holds the
 // key), and NULL when the row is live (a record to replay, or another
-// caller's plain claim). Once it holds the key, it sets the transaction's
-// application_name to the claim's marker (see markerSQL), which is how
-// other sessions find the claim (Store.Claims).
+// caller's plain claim). Other sessions see the claim as the lock, held
+// by a session that has read the table (Store.Claims).
 func claimTxFunction(n names) string {
 	return "CREATE OR REPLACE FUNCTION " + n.claimTx + `(p_id bytea, p_fence bigint, p_idle_ms integer)
 RETURNS TABLE (o_state smallint, o_fingerprint text, o_left interval, o_fence bigint,
@@ -158,26 +157,15 @@ BEGIN
         RETURN;
     END IF;
     PERFORM set_config('idle_in_transaction_session_timeout', p_idle_ms::text, true);
+    RETURN QUERY
     SELECT r.state, r.fingerprint, r.expires_at - n.now,
         CASE WHEN coalesce(r.state IN (1, 2) AND r.expires_at > n.now, false) THEN NULL
             ELSE coalesce(p_fence, nextval(` + quoteLiteral(n.sequence) + `)) END,
         r.status, r.body, r.header, r.tombstone, r.stored_at, r.ttl_ns
-    INTO o_state, o_fingerprint, o_left, o_fence, o_status, o_body, o_header, o_tombstone, o_stored_at, o_ttl_ns
     FROM (SELECT clock_timestamp() AS now) n LEFT JOIN ` + n.table + ` r ON r.id = p_id;
-    IF o_fence IS NOT NULL THEN
-        PERFORM set_config('application_name', ` + markerSQL + `, true);
-    END IF;
-    RETURN NEXT;
 END
 $claim_tx$`
 }
-
-// markerSQL is the SQL expression of a transactional claim's marker, the
-// application_name its transaction runs under: "ik:", the record's id in
-// unpadded base64url (43 characters), ':' and the fence in hexadecimal (at
-// most 16 digits), so at most 63 bytes, which application_name holds
-// without truncating. parseMarker reads it back.
-const markerSQL = `'` + markerPrefix + `' || rtrim(translate(encode(p_id, 'base64'), '+/', '-_'), '=') || ':' || to_hex(o_fence)`
 
 // recordTxFunction is the CREATE statement of the function that writes a
 // transactional claim's record, in its transaction, just before COMMIT.
