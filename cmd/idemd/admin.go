@@ -81,8 +81,10 @@ func identityFunc(cfg config) func(string) string {
 
 func (a *adminAPI) handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /admin/v1/records", a.inspect)
-	mux.HandleFunc("DELETE /admin/v1/records", a.purge)
+	if a.store != nil { // else every call is answered 501, below
+		mux.HandleFunc("GET /admin/v1/records", a.onRecord(a.store.Inspect, a.inspected))
+		mux.HandleFunc("DELETE /admin/v1/records", a.onRecord(a.store.Purge, a.purged))
+	}
 	mux.HandleFunc("GET /admin/v1/claims", a.claims)
 	for path, allow := range map[string]string{"/admin/v1/records": "GET, DELETE", "/admin/v1/claims": "GET"} {
 		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
@@ -154,37 +156,34 @@ func (a *adminAPI) recordID(r *http.Request) (string, error) {
 	return a.store.RecordID(key, identity), nil
 }
 
-func (a *adminAPI) inspect(w http.ResponseWriter, r *http.Request) {
-	id, err := a.recordID(r)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
-		return
+// onRecord serves a call on the record the query names: op inspects or
+// purges it, and data is the answer's data given what op returned.
+func (a *adminAPI) onRecord(op func(context.Context, string) (idempotency.RecordInfo, error),
+	data func(id string, info idempotency.RecordInfo) map[string]any) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id, err := a.recordID(r)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), a.timeout)
+		defer cancel()
+		info, err := op(ctx, id)
+		if err != nil {
+			a.storeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, okEnvelope{OK: true, Data: data(id, info)})
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), a.timeout)
-	defer cancel()
-	info, err := a.store.Inspect(ctx, id)
-	if err != nil {
-		a.storeError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, okEnvelope{OK: true, Data: map[string]any{"record": recordJSON(info, time.Now())}})
 }
 
-func (a *adminAPI) purge(w http.ResponseWriter, r *http.Request) {
-	id, err := a.recordID(r)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), a.timeout)
-	defer cancel()
-	was, err := a.store.Purge(ctx, id)
-	if err != nil {
-		a.storeError(w, err)
-		return
-	}
+func (a *adminAPI) inspected(_ string, info idempotency.RecordInfo) map[string]any {
+	return map[string]any{"record": recordJSON(info, time.Now())}
+}
+
+func (a *adminAPI) purged(id string, was idempotency.RecordInfo) map[string]any {
 	a.log.Warn("record purged", "id", id, "was", was.State.String(), "fence", was.Fence)
-	writeJSON(w, http.StatusOK, okEnvelope{OK: true, Data: map[string]any{"purged": was.State != idempotency.RecordAbsent, "record": recordJSON(was, time.Now())}})
+	return map[string]any{"purged": was.State != idempotency.RecordAbsent, "record": recordJSON(was, time.Now())}
 }
 
 func (a *adminAPI) claims(w http.ResponseWriter, r *http.Request) {

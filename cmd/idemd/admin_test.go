@@ -345,3 +345,20 @@ func TestRunServesTheAdminAPI(t *testing.T) {
 		t.Errorf("run: %v", err)
 	}
 }
+
+// A store that cannot be inspected (a plain Store of the application's
+// own) is answered 501 on every call, after the token is checked.
+func TestAdminStoreNotInspectable(t *testing.T) {
+	st := memoryStore()
+	st.store = plainStore{idempotency.NewInMemoryStore()}
+	_, admin := newAdminServer(t, st, time.Minute)
+	for _, path := range []string{"/admin/v1/records", "/admin/v1/claims"} {
+		if status, e := admin.call(t, "GET", path, url.Values{"key": {"k"}, "identity": {"a"}}); status != 501 || e["code"] != "not_inspectable" {
+			t.Errorf("GET %s: %d %v, want 501 not_inspectable", path, status, e)
+		}
+	}
+	admin.token = "wrong-token-0123456789"
+	if status, _ := admin.call(t, "GET", "/admin/v1/claims", url.Values{}); status != 401 {
+		t.Errorf("wrong token: %d, want 401 first", status)
+	}
+}
