@@ -101,7 +101,7 @@ func (a *adminAPI) handler() http.Handler {
 		switch {
 		case !a.authorized(r):
 			rec.Header().Set("WWW-Authenticate", `Bearer realm="idemd admin"`)
-			writeError(rec, http.StatusUnauthorized, "unauthorized", "missing or wrong admin token (Authorization: Bearer <-admin-token>)")
+			writeError(rec, http.StatusUnauthorized, "unauthorized", "missing or wrong admin token: send Authorization: Bearer and the -admin-token")
 		case a.store == nil:
 			writeError(rec, http.StatusNotImplemented, "not_inspectable", "this store cannot be inspected")
 		default:
