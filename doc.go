@@ -41,6 +41,13 @@
 // guarantee. The storetest package is the conformance suite every store
 // passes.
 //
+// Every built-in store is also an Inspector, for an operator's tools
+// (idemd's admin API): Inspect describes one record (absent, in flight
+// with its owner, fence and lease, completed with its status and size, or
+// a tombstone), Purge deletes one — a claim in flight is taken over, so
+// its holder can no longer complete it — and Claims lists the claims in
+// flight for longer than a given time.
+//
 // # The engine
 //
 // Engine.Do runs a command at most once per (key, identity):
