@@ -14,6 +14,7 @@ import (
 
 	"github.com/idemkit/idempotency"
 	"github.com/idemkit/idempotency/dispatcher"
+	"github.com/idemkit/idempotency/idemhttp"
 )
 
 const adminToken = "test-admin-token-0123456789"
@@ -360,5 +361,30 @@ func TestAdminStoreNotInspectable(t *testing.T) {
 	admin.token = "wrong-token-0123456789"
 	if status, _ := admin.call(t, "GET", "/admin/v1/claims", url.Values{}); status != 401 {
 		t.Errorf("wrong token: %d, want 401 first", status)
+	}
+}
+
+// credential= derives the identity as the serving mode does for a request.
+func TestAdminCredentialIdentity(t *testing.T) {
+	req := func(name, value string) *http.Request {
+		return &http.Request{Header: http.Header{name: {value}}}
+	}
+	cfg := testConfig()
+	if got, want := identityFunc(cfg)("Bearer tok"), dispatcher.BearerIdentity(req("Authorization", "Bearer tok")); got != want {
+		t.Errorf("dashboard: %q, want the dispatcher's %q", got, want)
+	}
+	if got := identityFunc(cfg)(""); got != dispatcher.AnonymousIdentity {
+		t.Errorf("dashboard, no credential: %q, want %q", got, dispatcher.AnonymousIdentity)
+	}
+	cfg.sidecar.upstream, cfg.sidecar.identity = "http://127.0.0.1:9", "authorization"
+	if got, want := identityFunc(cfg)("Bearer tok"), idemhttp.DefaultIdentity(req("Authorization", "Bearer tok")); got != want || got == "" {
+		t.Errorf("sidecar: %q, want idemhttp's %q", got, want)
+	}
+	cfg.sidecar.identity = "header:X-Api-Key"
+	if got, want := identityFunc(cfg)("key-1"), headerIdentity("X-Api-Key")(req("X-Api-Key", "key-1")); got != want || got == "" {
+		t.Errorf("sidecar header:X-Api-Key: %q, want %q", got, want)
+	}
+	if identityFunc(cfg)("key-1") == identityFunc(cfg)("key-2") {
+		t.Error("two credentials, one identity")
 	}
 }
