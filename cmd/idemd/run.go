@@ -71,6 +71,14 @@ idemd's own endpoints:
                 (a ping waits up to -store-timeout, 1s at most)
   GET /metrics  Prometheus metrics
 
+Admin API, with -admin-token, on -admin-addr (a listener of its own), each
+call with Authorization: Bearer <token>, each logged:
+  GET    /admin/v1/records?key=K&identity=I   the record (or credential=C, the
+                                            caller's Authorization value; or id=)
+  DELETE /admin/v1/records?key=K&identity=I   purge it: a claim in flight is
+                                            taken over, the next request runs
+  GET    /admin/v1/claims?older-than=30s      claims in flight that long
+
 Sidecar mode, idemd -upstream URL: the same semantics in front of any HTTP
 API. Every request is proxied to URL; a covered one (-methods, -paths) with
 an Idempotency-Key is sent upstream at most once per key and caller
