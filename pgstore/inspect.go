@@ -26,9 +26,12 @@ import (
 // session that holds a record's lock exclusively and has read this
 // store's table (the claim function reads it) is taken for a claim of it.
 
-// errForeignLock: the record's advisory lock is held, exclusively, by a
-// session that is not a transactional claim of it, which Purge must not end.
-var errForeignLock = errors.New("the record's lock is held by a session that is not an idemkit claim")
+// ErrLockNotAClaim is returned by Purge when the record's advisory lock is
+// held, exclusively, by a session that is not a transactional claim of it
+// (one that has not read this store's table: a lock the application takes
+// for reasons of its own), which Purge does not end. Begin answers such a
+// record "in flight" until the session lets the lock go.
+var ErrLockNotAClaim = errors.New("the record's lock is held by a session that is not an idemkit claim")
 
 // shortIDLen is the length of a short ID: the first 8 bytes of a record's
 // id, in hexadecimal, which is its advisory lock. Claims names another
@@ -238,7 +241,7 @@ func lockHalves(lock int64) (hi, lo int64) {
 // Ending another session takes the privilege to signal it: the same role,
 // or membership in pg_signal_backend. Without it Purge fails (a
 // misconfiguration), changing nothing, as it does when the record's lock
-// is held by a session that is not a claim of it (errForeignLock). It
+// is held by a session that is not a claim of it (ErrLockNotAClaim). It
 // also fails when the session does not end within three quarters of the
 // store's timeout (it was told to, and may end later), and waiting for it
 // takes PostgreSQL 14 or later.
@@ -257,7 +260,7 @@ func (s *Store) Purge(ctx context.Context, id string) (idempotency.RecordInfo, e
 	if !r.row.live() && r.holder.pid.Valid {
 		info, c, ok := s.claim(id, ref.lock, &r.holder)
 		if !ok {
-			return idempotency.RecordInfo{}, fmt.Errorf("pgstore: purge: %w (pid %d)", errForeignLock, r.holder.pid.Int32)
+			return idempotency.RecordInfo{}, fmt.Errorf("pgstore: purge: %w (pid %d)", ErrLockNotAClaim, r.holder.pid.Int32)
 		}
 		if err := s.terminate(ctx, &r.holder, ref.lock); err != nil {
 			return idempotency.RecordInfo{}, err

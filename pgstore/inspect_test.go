@@ -188,8 +188,8 @@ func TestPurgeRefusesForeignLock(t *testing.T) {
 	if got, err := st.Claims(ctx, 0, 0); err != nil || len(got) != 0 {
 		t.Errorf("Claims = %+v, %v; want none", got, err)
 	}
-	if _, err := st.Purge(ctx, id); !errors.Is(err, errForeignLock) {
-		t.Errorf("Purge = %v; want %v", err, errForeignLock)
+	if _, err := st.Purge(ctx, id); !errors.Is(err, ErrLockNotAClaim) {
+		t.Errorf("Purge = %v; want %v", err, ErrLockNotAClaim)
 	}
 	if _, err := tx.Exec(ctx, "SELECT 1"); err != nil {
 		t.Errorf("the lock holder's session after Purge: %v; want it alive", err)

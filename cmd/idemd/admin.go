@@ -16,6 +16,7 @@ import (
 	"github.com/idemkit/idempotency"
 	"github.com/idemkit/idempotency/dispatcher"
 	"github.com/idemkit/idempotency/idemhttp"
+	"github.com/idemkit/idempotency/pgstore"
 )
 
 // The admin API: on a listener of its own (-admin-addr), off unless
@@ -224,6 +225,8 @@ func (a *adminAPI) storeError(w http.ResponseWriter, err error) {
 	switch {
 	case errors.Is(err, idempotency.ErrInvalidArgument):
 		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+	case errors.Is(err, pgstore.ErrLockNotAClaim):
+		writeError(w, http.StatusConflict, "lock_not_a_claim", err.Error())
 	case errors.Is(err, idempotency.ErrStoreUnavailable), errors.Is(err, context.DeadlineExceeded):
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusServiceUnavailable, "store_unavailable", err.Error())

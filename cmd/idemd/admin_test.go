@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/idemkit/idempotency"
 	"github.com/idemkit/idempotency/dispatcher"
 	"github.com/idemkit/idempotency/idemhttp"
@@ -386,5 +388,39 @@ func TestAdminCredentialIdentity(t *testing.T) {
 	}
 	if identityFunc(cfg)("key-1") == identityFunc(cfg)("key-2") {
 		t.Error("two credentials, one identity")
+	}
+}
+
+// On PostgreSQL, a record whose lock a session holds for reasons of its own
+// (not a claim) is not purged: 409 lock_not_a_claim, the session left alone.
+func TestAdminPurgeRefusesForeignLock(t *testing.T) {
+	b := backends[len(backends)-1]
+	if b.env != postgresEnv {
+		t.Fatal("the last backend is not PostgreSQL")
+	}
+	u := backendURL(t, b)
+	_, admin := newAdminServer(t, openBackend(t, b, u, testSecret(t)), time.Minute)
+	id := admin.record(t, url.Values{"key": {"k"}, "identity": {"anonymous"}})["id"].(string)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	// The record's lock is its id's first 8 bytes, as a bigint.
+	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(('x' || $1)::bit(64)::bigint)", id[:16]); err != nil {
+		t.Fatal(err)
+	}
+	status, e := admin.call(t, "DELETE", "/admin/v1/records", url.Values{"id": {id}})
+	if status != 409 || e["code"] != "lock_not_a_claim" {
+		t.Errorf("DELETE: %d %v, want 409 lock_not_a_claim", status, e)
+	}
+	if _, err := tx.Exec(ctx, "SELECT 1"); err != nil {
+		t.Errorf("the lock holder's session: %v, want it alive", err)
 	}
 }

@@ -142,7 +142,8 @@
 // variables (headers, timeout, compression). A request's W3C traceparent
 // header makes its execution's span part of the caller's trace. Spans carry no key or identity,
 // only their digest, keyed with IDEMD_SECRET or else with a secret random
-// per process. What is left is sent on exit.
+// per process. What is left is sent on exit. OTEL_SDK_DISABLED=true turns
+// it all off.
 //
 // Commands: widgets.create {"name":s} → 201 data.id; widgets.list {} → 200
 // data.widgets and data.count (needs no key); reports.generate {"ms":n} →

@@ -54,6 +54,9 @@ const otelShutdownTimeout = 5 * time.Second
 // IDEMD_SECRET, or without it with a random secret of this process, so
 // that a digest then correlates the spans of one process only.
 func newTelemetry(ctx context.Context, cfg config, getenv func(string) string, storeName string) (*telemetry, error) {
+	if strings.EqualFold(strings.TrimSpace(getenv("OTEL_SDK_DISABLED")), "true") {
+		return nil, nil // the specification's switch: no telemetry at all
+	}
 	traces := otlpEndpoint(getenv, "TRACES", "/v1/traces")
 	metrics := otlpEndpoint(getenv, "METRICS", "/v1/metrics")
 	if traces == "" && metrics == "" {

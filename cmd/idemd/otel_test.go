@@ -347,7 +347,12 @@ func TestOTelWithoutEndpointNoExporter(t *testing.T) {
 	if err := tel.shutdown(context.Background()); err != nil {
 		t.Errorf("shutdown of none = %v", err)
 	}
-
+	// OTEL_SDK_DISABLED turns it off even with an endpoint.
+	tel, err = newTelemetry(context.Background(), testConfig(),
+		env(map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_SDK_DISABLED": "true"}), "memory")
+	if err != nil || tel != nil {
+		t.Errorf("newTelemetry with OTEL_SDK_DISABLED=true = (%v, %v), want none", tel, err)
+	}
 }
 
 func TestOTelEndpoints(t *testing.T) {
