@@ -117,23 +117,16 @@ func (s *crashStore) Release(ctx context.Context, tok idempotency.Token) error {
 	return s.h.release(func() error { return s.ClaimStore.Release(ctx, tok) })
 }
 
-// crashTxStore is a transactional store with the crash hooks on its calls;
-// the embedded TxStore gives it Again, so that it is an idempotency.TxStore.
+// crashTxStore is a transactional store with the crash hooks on its calls:
+// crashStore's, over the TxStore, and the TxStore's Again, so that it is an
+// idempotency.TxStore.
 type crashTxStore struct {
-	*pgstore.TxStore
-	h *crashHooks
+	crashStore
+	tx *pgstore.TxStore
 }
 
-func (s *crashTxStore) Complete(ctx context.Context, tok idempotency.Token, c idempotency.Cached) error {
-	return s.h.complete(func() error { return s.TxStore.Complete(ctx, tok, c) })
-}
-
-func (s *crashTxStore) Renew(ctx context.Context, tok idempotency.Token, lease time.Duration) error {
-	return s.h.renew(func() error { return s.TxStore.Renew(ctx, tok, lease) })
-}
-
-func (s *crashTxStore) Release(ctx context.Context, tok idempotency.Token) error {
-	return s.h.release(func() error { return s.TxStore.Release(ctx, tok) })
+func (s *crashTxStore) Again(ctx context.Context, tok idempotency.Token, err error, runs int) bool {
+	return s.tx.Again(ctx, tok, err, runs)
 }
 
 var _ idempotency.TxStore = (*crashTxStore)(nil)
@@ -172,7 +165,7 @@ func crashHolder(ctx context.Context, store idempotency.ClaimStore, stdin *bufio
 		return nil
 	}
 	if tx {
-		s = &crashTxStore{TxStore: store.(*pgstore.TxStore), h: h}
+		s = &crashTxStore{crashStore: crashStore{ClaimStore: store, h: h}, tx: store.(*pgstore.TxStore)}
 		table := os.Getenv("RELIABILITY_LEDGER")
 		effect = func(ctx context.Context) error {
 			if err := txEffect(ctx, table, key, "first"); err != nil {
