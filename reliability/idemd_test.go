@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -37,14 +36,7 @@ func startIdemd(tb testing.TB, bin, spec string, lease time.Duration) *idemdProc
 	// Records are named by an HMAC under a secret of this run's own, so
 	// that they cannot meet anyone else's under idemd's fixed Redis prefix.
 	cmd.Env = append(os.Environ(), "IDEMD_SECRET="+driver.NewOwner())
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		tb.Fatal(err)
-	}
+	out := startPiped(tb, cmd)
 	p := &idemdProc{cmd: cmd}
 	listening := make(chan string, 1)
 	go func() {
@@ -73,17 +65,6 @@ func startIdemd(tb testing.TB, bin, spec string, lease time.Duration) *idemdProc
 			}
 		}
 	}()
-	tb.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	})
 	select {
 	case p.addr = <-listening:
 	case <-time.After(30 * time.Second):

@@ -11,7 +11,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -87,9 +86,10 @@ func runCountingUpstream() error {
 	return http.Serve(ln, mux)
 }
 
-// startProcess starts cmd, waits for the line its listening returns an
-// address from, and stops the process (SIGTERM, then kill) when tb ends.
-func startProcess(tb testing.TB, cmd *exec.Cmd, listening func(line string) string) string {
+// startPiped starts cmd with its stderr on the test's and returns its
+// stdout; the process is stopped (SIGTERM, then kill after 15s) when tb
+// ends.
+func startPiped(tb testing.TB, cmd *exec.Cmd) io.Reader {
 	tb.Helper()
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
@@ -110,6 +110,14 @@ func startProcess(tb testing.TB, cmd *exec.Cmd, listening func(line string) stri
 			<-done
 		}
 	})
+	return out
+}
+
+// startProcess starts cmd, waits for the line its listening returns an
+// address from, and stops the process (SIGTERM, then kill) when tb ends.
+func startProcess(tb testing.TB, cmd *exec.Cmd, listening func(line string) string) string {
+	tb.Helper()
+	out := startPiped(tb, cmd)
 	addr := make(chan string, 1)
 	go func() {
 		s := bufio.NewScanner(out)
@@ -129,17 +137,6 @@ func startProcess(tb testing.TB, cmd *exec.Cmd, listening func(line string) stri
 		tb.Fatalf("%s did not start listening", cmd.Path)
 		return ""
 	}
-}
-
-// buildIdemd builds cmd/idemd into a temporary directory.
-func buildIdemd(tb testing.TB) string {
-	tb.Helper()
-	bin := filepath.Join(tb.TempDir(), "idemd")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/idemkit/idempotency/cmd/idemd").CombinedOutput()
-	if err != nil {
-		tb.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
 }
 
 // lossyProxy forwards to target and loses the answer to the first attempt
@@ -202,7 +199,7 @@ func TestSidecarEveryRequestRunsUpstreamOnce(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: builds and runs idemd and an upstream process")
 	}
-	bin := buildIdemd(t)
+	bin := idemdBinary(t)
 	rc := retryablehttp.NewClient()
 	rc.Logger = nil
 	rc.RetryMax = 5
