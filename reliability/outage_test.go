@@ -199,7 +199,6 @@ func plainOutageLimit(fault outageFault, n int) int {
 
 // outageReport is what one outage run measured.
 type outageReport struct {
-	keys       int
 	doubled    int           // keys whose command ran twice
 	worse      int           // keys whose command ran more than twice
 	extra      int           // effects beyond each key's first
@@ -324,7 +323,7 @@ func outage(t *testing.T, f *fixture, fault outageFault, tx bool) {
 	wg.Wait()
 	t.Logf("%s, store %v: %d keys, 2 callers each: %s", name, fault.mode, keys, &counts)
 
-	rep := outageReport{keys: keys}
+	var rep outageReport
 	if len(succeeded) != keys {
 		t.Errorf("%d of %d keys succeeded", len(succeeded), keys)
 	}
@@ -387,14 +386,15 @@ func outage(t *testing.T, f *fixture, fault outageFault, tx bool) {
 	}
 	// Plain handlers: the documented limit.
 	t.Logf("%s, store %v for %v, lease %v: %d claims answered a lease or more after their Begin was sent", name, fault.mode, fault.length, fault.lease, late.Load())
-	if limit := plainOutageLimit(fault, keys); rep.extra > limit {
+	limit := plainOutageLimit(fault, keys)
+	if rep.extra > limit {
 		t.Errorf("%d effects beyond each key's first (%d keys ran twice, %d more often), want at most %d (the plain handlers' outage limit): %v",
 			rep.extra, rep.doubled, rep.worse, limit, ledgerErr)
 	}
 	if ledgerErr != nil && rep.extra == 0 {
 		t.Errorf("effects: %v", ledgerErr) // a success that never ran
 	}
-	if limit := plainOutageLimit(fault, keys); rep.unrecorded > limit {
+	if rep.unrecorded > limit {
 		t.Errorf("%d keys answered with a success have no record (a later retry runs them again), want at most %d (the plain handlers' outage limit): %v",
 			rep.unrecorded, limit, unrecorded)
 	}
@@ -416,17 +416,6 @@ func (s *lateClaims) Begin(ctx context.Context, key, identity string, req idempo
 		s.n.Add(1)
 	}
 	return cl, err
-}
-
-// doubleRuns counts the pairs that ran more than once.
-func doubleRuns(l *Ledger, pairs []string) int {
-	n := 0
-	for _, p := range pairs {
-		if l.Count(p) > 1 {
-			n++
-		}
-	}
-	return n
 }
 
 // TestOutageWhileCompleting cuts the store while a command runs and lets
