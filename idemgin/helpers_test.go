@@ -94,3 +94,23 @@ func wantProblem(t *testing.T, got response, status int, typ string) {
 		t.Errorf("problem = %+v, want type …/%s and status %d", p, typ, status)
 	}
 }
+
+// inFlightDuplicate sends a keyed POST of body to url and, once its handler
+// has started (it closes started and waits for release), the same request
+// again; then it lets the first finish. It checks that the duplicate got
+// the in-flight 409 with Retry-After 1, and returns the first's response.
+func inFlightDuplicate(t *testing.T, client *http.Client, url, body string, started, release chan struct{}) response {
+	t.Helper()
+	firstc := make(chan response, 1)
+	go func() { firstc <- post(client, url, body, keyed("k")...) }()
+	<-started
+	dup := post(client, url, body, keyed("k")...)
+	close(release)
+	first := <-firstc
+
+	wantProblem(t, dup, http.StatusConflict, "idempotency-key-in-flight")
+	if got := dup.header.Get("Retry-After"); got != "1" {
+		t.Errorf("Retry-After = %q, want 1", got)
+	}
+	return first
+}

@@ -138,17 +138,7 @@ func TestInFlight(t *testing.T) {
 	}, charge(&runs))
 	srv := serve(t, r)
 
-	firstc := make(chan response, 1)
-	go func() { firstc <- post(srv.Client(), srv.URL+"/charges", `{"amount":1}`, keyed("k")...) }()
-	<-started
-	dup := post(srv.Client(), srv.URL+"/charges", `{"amount":1}`, keyed("k")...)
-	close(release)
-	first := <-firstc
-
-	wantProblem(t, dup, http.StatusConflict, "idempotency-key-in-flight")
-	if got := dup.header.Get("Retry-After"); got != "1" {
-		t.Errorf("Retry-After = %q, want 1", got)
-	}
+	first := inFlightDuplicate(t, srv.Client(), srv.URL+"/charges", `{"amount":1}`, started, release)
 	wantStatus(t, first, http.StatusCreated)
 	retry := post(srv.Client(), srv.URL+"/charges", `{"amount":1}`, keyed("k")...)
 	wantStatus(t, retry, http.StatusCreated)

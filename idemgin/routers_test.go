@@ -100,17 +100,7 @@ func TestEchoInFlight(t *testing.T) {
 	})
 	srv := serve(t, e)
 
-	firstc := make(chan response, 1)
-	go func() { firstc <- post(srv.Client(), srv.URL+"/pay", `{}`, keyed("k")...) }()
-	<-started
-	dup := post(srv.Client(), srv.URL+"/pay", `{}`, keyed("k")...)
-	close(release)
-	first := <-firstc
-
-	wantProblem(t, dup, http.StatusConflict, "idempotency-key-in-flight")
-	if got := dup.header.Get("Retry-After"); got != "1" {
-		t.Errorf("Retry-After = %q, want 1", got)
-	}
+	first := inFlightDuplicate(t, srv.Client(), srv.URL+"/pay", `{}`, started, release)
 	wantStatus(t, first, http.StatusCreated)
 	retry := post(srv.Client(), srv.URL+"/pay", `{}`, keyed("k")...)
 	wantReplayed(t, retry, true)
