@@ -120,8 +120,8 @@ func (s *InMemoryStore) info(e *memEntry, id string, now int64) RecordInfo {
 	}
 	c := e.handedOut()
 	if c == nil {
-		c = &Cached{Status: int(e.status), WireBody: e.body, Header: e.header, StoredAt: e.storedAt(),
-			TTL: time.Duration(e.until - e.at), Fingerprint: e.fingerprint, Tombstone: e.flags&memTombstone != 0}
+		built := e.cached() // not kept: inspecting is no hand-out
+		c = &built
 	}
 	info := InfoOf(id, c)
 	info.Key, info.Identity = e.key, e.identity
