@@ -131,8 +131,9 @@ func (e *memEntry) handedOut() *Cached {
 	return e.x.rec
 }
 
-func (e *memEntry) build() *Cached {
-	c := Cached{
+// cached rebuilds the completed record from e's fields.
+func (e *memEntry) cached() Cached {
+	return Cached{
 		Status:      int(e.status),
 		WireBody:    e.body,
 		StoredAt:    e.storedAt(),
@@ -141,6 +142,10 @@ func (e *memEntry) build() *Cached {
 		Fingerprint: e.fingerprint,
 		Tombstone:   e.flags&memTombstone != 0,
 	}
+}
+
+func (e *memEntry) build() *Cached {
+	c := e.cached()
 	if e.x != nil {
 		e.x.rec = &c
 		return &c

@@ -44,23 +44,20 @@ func parseMemID(id string) (key, identity string, err error) {
 
 // Inspect implements Inspector.
 func (s *InMemoryStore) Inspect(_ context.Context, id string) (RecordInfo, error) {
-	key, identity, err := parseMemID(id)
-	if err != nil {
-		return RecordInfo{}, fmt.Errorf("inspect: %w", err)
-	}
-	now := s.now().UnixNano()
-	h := s.hash(key, identity)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.info(s.find(h, key, identity), id, now), nil
+	return s.inspect("inspect", id, false)
 }
 
 // Purge implements Inspector. The store's fences are global, so the next
 // claim of the key draws a greater one.
 func (s *InMemoryStore) Purge(_ context.Context, id string) (RecordInfo, error) {
+	return s.inspect("purge", id, true)
+}
+
+// inspect describes the record named id, and removes it when purge is set.
+func (s *InMemoryStore) inspect(op, id string, purge bool) (RecordInfo, error) {
 	key, identity, err := parseMemID(id)
 	if err != nil {
-		return RecordInfo{}, fmt.Errorf("purge: %w", err)
+		return RecordInfo{}, fmt.Errorf("%s: %w", op, err)
 	}
 	now := s.now().UnixNano()
 	h := s.hash(key, identity)
@@ -68,7 +65,7 @@ func (s *InMemoryStore) Purge(_ context.Context, id string) (RecordInfo, error) 
 	defer s.mu.Unlock()
 	e := s.find(h, key, identity)
 	info := s.info(e, id, now)
-	if e != nil {
+	if purge && e != nil {
 		s.remove(e, h)
 	}
 	return info, nil
@@ -120,8 +117,8 @@ func (s *InMemoryStore) info(e *memEntry, id string, now int64) RecordInfo {
 	}
 	c := e.handedOut()
 	if c == nil {
-		c = &Cached{Status: int(e.status), WireBody: e.body, Header: e.header, StoredAt: e.storedAt(),
-			TTL: time.Duration(e.until - e.at), Fingerprint: e.fingerprint, Tombstone: e.flags&memTombstone != 0}
+		built := e.cached() // not kept: inspecting is no hand-out
+		c = &built
 	}
 	info := InfoOf(id, c)
 	info.Key, info.Identity = e.key, e.identity

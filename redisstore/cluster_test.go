@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"testing"
-	"time"
 
 	"github.com/idemkit/idempotency"
 	"github.com/idemkit/idempotency/redisstore/internal/redistest"
@@ -67,28 +66,12 @@ func TestCluster(t *testing.T) {
 	t.Run("ClaimsOnEveryMaster", func(t *testing.T) {
 		c := newClusterClient(t)
 		st := New(c, WithPrefix(newPrefix(t, c)))
-		ctx := context.Background()
-		var want []string
-		masters := map[string]bool{}
-		for i := range 30 {
-			key := fmt.Sprint("k", i)
-			if _, err := st.Begin(ctx, key, "alice", idempotency.ClaimRequest{Owner: "o", Lease: time.Minute}); err != nil {
-				t.Fatal(err)
-			}
-			want = append(want, st.RecordID(key, "alice"))
-			node, err := c.MasterForKey(ctx, st.recordKey(key, "alice"))
+		redistest.ClaimsOnEveryMaster(t, st, func(key string) (string, error) {
+			node, err := c.MasterForKey(context.Background(), st.recordKey(key, "alice"))
 			if err != nil {
-				t.Fatal(err)
+				return "", err
 			}
-			masters[node.Options().Addr] = true
-		}
-		if len(masters) < 2 {
-			t.Fatalf("30 claims live on %d masters, want them spread", len(masters))
-		}
-		claims, err := st.Claims(ctx, 0, 0)
-		if err != nil {
-			t.Fatalf("Claims = %v", err)
-		}
-		redistest.WantClaims(t, claims, want)
+			return node.Options().Addr, nil
+		})
 	})
 }

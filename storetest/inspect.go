@@ -203,13 +203,7 @@ func (s *suite) testPurgeCompleted(t *testing.T) {
 		t.Errorf("Purge returned %+v, want the record it deleted", was)
 	}
 	wantState(t, "after purge", mustInspect(t, st, id), idempotency.RecordAbsent)
-	wantMiss(t, st, "k", "alice")
-	cl := s.begin(t, st, "k", "alice", "owner-2", "fp2")
-	wantStatus(t, cl, idempotency.ClaimAcquired)
-	if cl.Token.Fence <= tok.Fence {
-		t.Fatalf("fence after purge = %d, want > %d", cl.Token.Fence, tok.Fence)
-	}
-	mustComplete(t, st, cl.Token, response("fixed"))
+	mustComplete(t, st, s.claimAfterPurge(t, st, tok, "fp2"), response("fixed"))
 	wantHit(t, st, "k", "alice", "fixed")
 }
 
@@ -230,15 +224,23 @@ func (s *suite) testPurgeInFlight(t *testing.T) {
 	wantErr(t, "purged holder's Renew", st.Renew(ctx, old, s.lease), idempotency.ErrLeaseLost)
 	wantErr(t, "purged holder's Complete", st.Complete(ctx, old, response("stale")), idempotency.ErrLeaseLost)
 	wantErr(t, "purged holder's Release", st.Release(ctx, old), idempotency.ErrLeaseLost)
-	wantMiss(t, st, "k", "alice")
-	cl := s.begin(t, st, "k", "alice", "owner-2", "fp")
-	wantStatus(t, cl, idempotency.ClaimAcquired)
-	if cl.Token.Fence <= old.Fence {
-		t.Fatalf("fence after purge = %d, want > %d", cl.Token.Fence, old.Fence)
-	}
-	mustComplete(t, st, cl.Token, response("new holder"))
+	mustComplete(t, st, s.claimAfterPurge(t, st, old, "fp"), response("new holder"))
 	wantErr(t, "purged holder's Complete after the new one", st.Complete(ctx, old, response("stale")), idempotency.ErrLeaseLost)
 	wantHit(t, st, "k", "alice", "new holder")
+}
+
+// claimAfterPurge checks that the purged record of ("k", "alice") is gone
+// and that owner-2's claim of it, with fingerprint fp, is acquired with a
+// fence greater than purged's; it returns owner-2's token.
+func (s *suite) claimAfterPurge(t *testing.T, st idempotency.Inspector, purged idempotency.Token, fp string) idempotency.Token {
+	t.Helper()
+	wantMiss(t, st, "k", "alice")
+	cl := s.begin(t, st, "k", "alice", "owner-2", fp)
+	wantStatus(t, cl, idempotency.ClaimAcquired)
+	if cl.Token.Fence <= purged.Fence {
+		t.Fatalf("fence after purge = %d, want > %d", cl.Token.Fence, purged.Fence)
+	}
+	return cl.Token
 }
 
 func (s *suite) testPurgeAbsent(t *testing.T) {

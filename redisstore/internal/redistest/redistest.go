@@ -158,3 +158,34 @@ func WantClaims(t testing.TB, claims []idempotency.RecordInfo, want []string) {
 		t.Errorf("Claims = %d claims, missing %d of the %d made", len(claims), len(missing), len(want))
 	}
 }
+
+// ClaimsOnEveryMaster makes 30 claims with st, ("k0".."k29", "alice"), and
+// checks that master (the master, or the part of the slots, that holds the
+// record of key) spreads them over two masters at least, and that Claims
+// lists each of them.
+func ClaimsOnEveryMaster(t testing.TB, st idempotency.Inspector, master func(key string) (string, error)) {
+	t.Helper()
+	ctx := context.Background()
+	var want []string
+	masters := map[string]bool{}
+	for i := range 30 {
+		key := fmt.Sprint("k", i)
+		if _, err := st.Begin(ctx, key, "alice", idempotency.ClaimRequest{Owner: "o", Lease: time.Minute}); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, st.RecordID(key, "alice"))
+		m, err := master(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		masters[m] = true
+	}
+	if len(masters) < 2 {
+		t.Fatalf("30 claims live on %d masters, want them spread", len(masters))
+	}
+	claims, err := st.Claims(ctx, 0, 0)
+	if err != nil {
+		t.Fatalf("Claims = %v", err)
+	}
+	WantClaims(t, claims, want)
+}
