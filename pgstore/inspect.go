@@ -108,9 +108,7 @@ func (r *recordRow) dest() []any {
 }
 
 // live reports whether the row is a claim in flight or a record, as Begin judges it.
-func (r *recordRow) live() bool {
-	return (r.state.Int16 == stateInFlight || r.state.Int16 == stateCompleted) && durationOf(r.left) > 0
-}
+func (r *recordRow) live() bool { return liveRow(r.state, r.left) }
 
 // info describes the row as Inspect does (id names it).
 func (r *recordRow) info(id string) (idempotency.RecordInfo, error) {
