@@ -224,43 +224,47 @@ func (s *txSketch) optimizedSameConn(ctx context.Context) error {
 }
 
 func (s *txSketch) optimizedOn(ctx context.Context, conn *pgx.Conn, id []byte) error {
-	{
-		var r claimRow
-		var locked bool
-		var old string
-		b := &pgx.Batch{}
-		b.Queue("BEGIN")
-		b.Queue(s.lock, int64(binary.BigEndian.Uint64(id[:8])), "60000")
-		b.Queue(s.read, id)
-		br := conn.SendBatch(ctx, b)
-		_, err := br.Exec()
-		if err == nil {
-			err = br.QueryRow().Scan(&locked, &old)
-		}
-		if err == nil {
-			err = br.QueryRow().Scan(r.dest()...)
-		}
-		if cerr := br.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return err
-		}
-		if !locked || r.fence == nil {
-			return fmt.Errorf("claim: not acquired")
-		}
-		if _, err := conn.Exec(ctx, s.f.widgets, s.f.wid.Add(1), "widget"); err != nil {
-			return err
-		}
-		rec := s.record
-		if r.state == nil {
-			rec = s.plainIns
-		}
-		b = &pgx.Batch{}
-		b.Queue(rec, recordArgs(id, *r.fence)...)
-		b.Queue("COMMIT")
-		return conn.SendBatch(ctx, b).Close()
+	r, locked, err := s.claimStatements(ctx, conn, id)
+	if err != nil {
+		return err
 	}
+	if !locked || r.fence == nil {
+		return fmt.Errorf("claim: not acquired")
+	}
+	if _, err := conn.Exec(ctx, s.f.widgets, s.f.wid.Add(1), "widget"); err != nil {
+		return err
+	}
+	rec := s.record
+	if r.state == nil {
+		rec = s.plainIns
+	}
+	b := &pgx.Batch{}
+	b.Queue(rec, recordArgs(id, *r.fence)...)
+	b.Queue("COMMIT")
+	return conn.SendBatch(ctx, b).Close()
+}
+
+// claimStatements sends BEGIN and the claim function's two statements (the
+// lock, with the idle timeout, and the read) in one batch, and reads
+// whether the lock was taken and the claim's row.
+func (s *txSketch) claimStatements(ctx context.Context, conn *pgx.Conn, id []byte) (r claimRow, locked bool, err error) {
+	var old string
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	b.Queue(s.lock, int64(binary.BigEndian.Uint64(id[:8])), "60000")
+	b.Queue(s.read, id)
+	br := conn.SendBatch(ctx, b)
+	_, err = br.Exec()
+	if err == nil {
+		err = br.QueryRow().Scan(&locked, &old)
+	}
+	if err == nil {
+		err = br.QueryRow().Scan(r.dest()...)
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	return r, locked, err
 }
 
 // floor: the bare transaction plus the record row, written by a plain
@@ -552,26 +556,7 @@ WHERE (r.state = 0 OR r.expires_at <= clock_timestamp()) AND r.fence < excluded.
 			return c.QueryRow(ctx, s.claim, s.id(), nil, int32(60000)).Scan(r.dest()...)
 		})},
 		{"bare+claim-statements-batched-with-begin", func(c *pgx.Conn) error {
-			id := s.id()
-			var r claimRow
-			var locked bool
-			var old string
-			bt := &pgx.Batch{}
-			bt.Queue("begin")
-			bt.Queue(s.lock, int64(binary.BigEndian.Uint64(id[:8])), "60000")
-			bt.Queue(s.read, id)
-			br := c.SendBatch(ctx, bt)
-			_, err := br.Exec()
-			if err == nil {
-				err = br.QueryRow().Scan(&locked, &old)
-			}
-			if err == nil {
-				err = br.QueryRow().Scan(r.dest()...)
-			}
-			if cerr := br.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
+			if _, _, err := s.claimStatements(ctx, c, s.id()); err != nil {
 				return err
 			}
 			if err := insert(c); err != nil {

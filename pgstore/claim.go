@@ -230,22 +230,20 @@ func (r *beginRow) claim(key, identity string, req idempotency.ClaimRequest) (cl
 		if r.fence.Valid { // the caller's own claim
 			return idempotency.Claim{Status: idempotency.ClaimAcquired, Token: token(r.fence.Int64)}, true, nil
 		}
-		return idempotency.Claim{Status: idempotency.ClaimInFlight, RetryAfter: time.Duration(r.leftMicros()) * time.Microsecond}, true, nil
+		return idempotency.Claim{Status: idempotency.ClaimInFlight, RetryAfter: durationOf(r.left)}, true, nil
 	}
 	return idempotency.Claim{}, false, nil
-}
-
-// leftMicros is the time left until the row's lease ends or its record
-// expires, in microseconds (an interval between timestamps has no months).
-func (r *beginRow) leftMicros() int64 {
-	return r.left.Microseconds + int64(r.left.Days)*(24*60*60*1_000_000)
 }
 
 // live reports whether the row is a record or a claim that is still
 // alive, as beginSQL judges it: state in (1, 2) and expires_at after the
 // clock.
-func (r *beginRow) live() bool {
-	return (r.state.Int16 == stateInFlight || r.state.Int16 == stateCompleted) && r.left.Valid && r.leftMicros() > 0
+func (r *beginRow) live() bool { return liveRow(r.state, r.left) }
+
+// liveRow reports whether a row in state, left (expires_at minus the
+// clock) before it expires, is a claim in flight or a record.
+func liveRow(state pgtype.Int2, left pgtype.Interval) bool {
+	return (state.Int16 == stateInFlight || state.Int16 == stateCompleted) && durationOf(left) > 0
 }
 
 // mismatch reports whether two request fingerprints are both known and differ.

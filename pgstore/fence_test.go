@@ -167,13 +167,14 @@ func TestFencePlainHandler(t *testing.T) {
 		return idempotency.Response{Status: 201, Body: []byte("paid")}, nil
 	}
 
-	t.Run("StaleBeforeItsEffect", func(t *testing.T) {
-		// A claims and stalls past its lease before charging; B takes the
-		// key over, charges, settles and answers; A's charge, after B's,
-		// is refused.
-		req := idempotency.Request{Key: "order-1", Identity: "alice", Fingerprint: "fp"}
+	// takeover runs req on A with before and after (see fenceStall), lets
+	// A's lease run out while it stalls, has B take the key over and
+	// record, then wakes A and checks that A's write (what) is refused.
+	// It returns B's result.
+	takeover := func(t *testing.T, req idempotency.Request, before func(context.Context) error, after idempotency.Func, what string) idempotency.Result {
+		t.Helper()
 		claimed, wake := make(chan idempotency.Token), make(chan struct{})
-		doneA := fenceStall(replicaA, req, claimed, wake, nil, chargeCmd)
+		doneA := fenceStall(replicaA, req, claimed, wake, before, after)
 		stale := <-claimed
 		fenceExpireClaims(t, pool, schema)
 		resB, err := replicaB.Do(ctx, req, chargeCmd)
@@ -182,8 +183,17 @@ func TestFencePlainHandler(t *testing.T) {
 		}
 		close(wake)
 		if got := <-doneA; !errors.Is(got.err, errFenceStale) {
-			t.Errorf("stale holder: Do error = %v, want its charge refused (errFenceStale)", got.err)
+			t.Errorf("stale holder: Do error = %v, want its %s refused (errFenceStale)", got.err, what)
 		}
+		return resB
+	}
+
+	t.Run("StaleBeforeItsEffect", func(t *testing.T) {
+		// A claims and stalls past its lease before charging; B takes the
+		// key over, charges, settles and answers; A's charge, after B's,
+		// is refused.
+		req := idempotency.Request{Key: "order-1", Identity: "alice", Fingerprint: "fp"}
+		resB := takeover(t, req, nil, chargeCmd, "charge")
 		balance, fence, status := bk.state(t, req.Key)
 		if balance != 900 || fence != int64(resB.Fence) || status != "settled" {
 			t.Errorf("downstream: balance %d, fence %d, status %q; want 900 (one charge), %d, settled", balance, fence, status, resB.Fence)
@@ -195,7 +205,6 @@ func TestFencePlainHandler(t *testing.T) {
 		// the key over and adopts A's charge instead of charging again; A's
 		// settle, after B's, is refused.
 		req := idempotency.Request{Key: "order-2", Identity: "alice", Fingerprint: "fp"}
-		claimed, wake := make(chan idempotency.Token), make(chan struct{})
 		before := func(ctx context.Context) error {
 			tok, _ := idempotency.TokenFromContext(ctx)
 			if charged, err := bk.charge(ctx, tok, "acct-1", 100); err != nil || !charged {
@@ -203,23 +212,13 @@ func TestFencePlainHandler(t *testing.T) {
 			}
 			return nil
 		}
-		doneA := fenceStall(replicaA, req, claimed, wake, before, func(ctx context.Context) (idempotency.Response, error) {
+		resB := takeover(t, req, before, func(ctx context.Context) (idempotency.Response, error) {
 			tok, _ := idempotency.TokenFromContext(ctx)
 			if err := bk.settle(ctx, tok); err != nil {
 				return idempotency.Response{}, err
 			}
 			return idempotency.Response{Status: 201, Body: []byte("paid by the stale holder")}, nil
-		})
-		stale := <-claimed
-		fenceExpireClaims(t, pool, schema)
-		resB, err := replicaB.Do(ctx, req, chargeCmd)
-		if err != nil || !resB.Recorded || resB.Fence <= stale.Fence {
-			t.Fatalf("takeover: Do = (%+v, %v), want recorded with a fence > %d", resB, err, stale.Fence)
-		}
-		close(wake)
-		if got := <-doneA; !errors.Is(got.err, errFenceStale) {
-			t.Errorf("stale holder: Do error = %v, want its settle refused (errFenceStale)", got.err)
-		}
+		}, "settle")
 		balance, fence, status := bk.state(t, req.Key)
 		if balance != 800 || fence != int64(resB.Fence) || status != "settled" {
 			t.Errorf("downstream: balance %d, fence %d, status %q; want 800 (one more charge), %d, settled", balance, fence, status, resB.Fence)

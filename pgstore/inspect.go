@@ -108,9 +108,7 @@ func (r *recordRow) dest() []any {
 }
 
 // live reports whether the row is a claim in flight or a record, as Begin judges it.
-func (r *recordRow) live() bool {
-	return (r.state.Int16 == stateInFlight || r.state.Int16 == stateCompleted) && durationOf(r.left) > 0
-}
+func (r *recordRow) live() bool { return liveRow(r.state, r.left) }
 
 // info describes the row as Inspect does (id names it).
 func (r *recordRow) info(id string) (idempotency.RecordInfo, error) {
@@ -190,9 +188,9 @@ func (s *Store) ownClaim(lock int64, pid uint32) *txClaim {
 // as it is. Otherwise a held lock is a claim in flight: ClaimedAt is when
 // its transaction began; Owner, Fence, Fingerprint and LeaseLeft (what
 // remains of the idle timeout that is its lease) are known only when this
-// process holds the claim (see the package documentation). A lock that some other session holds, for reasons of
-// its own, makes Begin answer "in flight" too: Inspect says so, with
-// nothing else known.
+// process holds the claim (see the package documentation). A lock that
+// some other session holds, for reasons of its own, makes Begin answer
+// "in flight" too: Inspect says so, with nothing else known.
 func (s *Store) Inspect(ctx context.Context, id string) (idempotency.RecordInfo, error) {
 	ref, err := parseRecordID(id)
 	if err != nil {
@@ -231,10 +229,10 @@ func lockHalves(lock int64) (hi, lo int64) {
 }
 
 // Purge implements idempotency.Inspector. It reads what Inspect reads;
-// when a transactional claim holds the record, it ends the claim's session with pg_terminate_backend, which
-// rolls its transaction back, so that nothing the command wrote commits,
-// and waits for the session to end; then it deletes the row, in one
-// DELETE. Its holder's Complete, Release and Renew then return
+// when a transactional claim holds the record, it ends the claim's
+// session with pg_terminate_backend, which rolls its transaction back, so
+// that nothing the command wrote commits, and waits for the session to
+// end; then it deletes the row, in one DELETE. Its holder's Complete, Release and Renew then return
 // idempotency.ErrLeaseLost. Fences come from the sequence, so the next
 // claim's is greater.
 //

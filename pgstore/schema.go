@@ -121,17 +121,10 @@ func claimInsert(n names) string {
 // between them, as before). It returns -1 when a transactional claim holds
 // the lock: the key is in flight, and nothing was written.
 func tryClaimFunction(n names) string {
-	return "CREATE OR REPLACE FUNCTION " + n.tryClaim + `(p_id bytea, p_owner text, p_fingerprint text, p_lease_us bigint)
-RETURNS bigint LANGUAGE plpgsql VOLATILE AS $claim$
-DECLARE
-    acquired bigint;
-BEGIN
-    IF NOT pg_try_advisory_xact_lock_shared(` + lockKey + `) THEN
+	return claimFunctionNamed(n, n.tryClaim, `    IF NOT pg_try_advisory_xact_lock_shared(`+lockKey+`) THEN
         RETURN -1;
     END IF;
-` + claimInsert(n) + `
-END
-$claim$`
+`)
 }
 
 // claimTxFunction is the CREATE statement of the function a transactional
@@ -209,13 +202,17 @@ $record_tx$`
 // is held, so it is greater than the fence of the claim that held the row
 // before. It returns the new fence, or NULL when the key was claimed by
 // another call first.
-func claimFunction(n names) string {
-	return "CREATE OR REPLACE FUNCTION " + n.claim + `(p_id bytea, p_owner text, p_fingerprint text, p_lease_us bigint)
+func claimFunction(n names) string { return claimFunctionNamed(n, n.claim, "") }
+
+// claimFunctionNamed is the CREATE statement of a claim function named
+// name: guard (PL/pgSQL statements, or "") and then claimInsert's body.
+func claimFunctionNamed(n names, name, guard string) string {
+	return "CREATE OR REPLACE FUNCTION " + name + `(p_id bytea, p_owner text, p_fingerprint text, p_lease_us bigint)
 RETURNS bigint LANGUAGE plpgsql VOLATILE AS $claim$
 DECLARE
     acquired bigint;
 BEGIN
-` + claimInsert(n) + `
+` + guard + claimInsert(n) + `
 END
 $claim$`
 }

@@ -583,9 +583,9 @@ func (t *TxStore) Renew(ctx context.Context, tok idempotency.Token, lease time.D
 	}
 	// Ask the server, on another connection, whether the holder's session
 	// still holds the lock (a statement of the command's may be running).
-	u := uint64(cl.lock)
+	hi, lo := lockHalves(cl.lock)
 	var held bool
-	err := t.pool.QueryRow(ctx, heldTxSQL, int64(cl.pid.Load()), int64(u>>32), int64(u&math.MaxUint32)).Scan(&held)
+	err := t.pool.QueryRow(ctx, heldTxSQL, int64(cl.pid.Load()), hi, lo).Scan(&held)
 	if err != nil {
 		return t.fail("renew", err)
 	}

@@ -237,6 +237,16 @@ func (o *outcomes) observer() *idempotency.Observer {
 	}}
 }
 
+// firstRunsMeet returns meet, which makes the first runs of two commands
+// overlap: the first call of meet(i) by command i (0 or 1) returns once
+// both have made theirs; later runs' calls return at once.
+func firstRunsMeet() (meet func(i int)) {
+	var barrier sync.WaitGroup
+	barrier.Add(2)
+	var once [2]sync.Once
+	return func(i int) { once[i].Do(func() { barrier.Done(); barrier.Wait() }) }
+}
+
 // Two commands that read and write the same counter at SERIALIZABLE, made
 // to overlap in their first runs: one fails with a serialization failure,
 // runs again in a fresh transaction, and both end executed, the counter
@@ -247,9 +257,7 @@ func TestTxSerializationFailureRunsAgain(t *testing.T) {
 	e := idempotency.NewEngine(f.tx, idempotency.WithObserver(obs.observer()))
 	ctx := context.Background()
 	var runs atomic.Int32
-	var barrier sync.WaitGroup
-	barrier.Add(2)
-	var once [2]sync.Once
+	meet := firstRunsMeet()
 	command := func(i int) func(context.Context, pgx.Tx) (idempotency.Response, error) {
 		return func(ctx context.Context, tx pgx.Tx) (idempotency.Response, error) {
 			runs.Add(1)
@@ -257,7 +265,7 @@ func TestTxSerializationFailureRunsAgain(t *testing.T) {
 			if err := tx.QueryRow(ctx, `SELECT n FROM `+f.schema+`.counters WHERE id = 1`).Scan(&n); err != nil {
 				return idempotency.Response{}, err
 			}
-			once[i].Do(func() { barrier.Done(); barrier.Wait() }) // both have read before either writes
+			meet(i) // both have read before either writes
 			if _, err := tx.Exec(ctx, `UPDATE `+f.schema+`.counters SET n = $1 WHERE id = 1`, n+1); err != nil {
 				return idempotency.Response{}, err
 			}
@@ -300,9 +308,7 @@ func TestTxDeadlockRunsAgain(t *testing.T) {
 	e := idempotency.NewEngine(f.tx)
 	ctx := context.Background()
 	var runs atomic.Int32
-	var barrier sync.WaitGroup
-	barrier.Add(2)
-	var once [2]sync.Once
+	meet := firstRunsMeet()
 	command := func(i int) func(context.Context, pgx.Tx) (idempotency.Response, error) {
 		first, second := 1+i, 2-i
 		return func(ctx context.Context, tx pgx.Tx) (idempotency.Response, error) {
@@ -310,7 +316,7 @@ func TestTxDeadlockRunsAgain(t *testing.T) {
 			if _, err := tx.Exec(ctx, `UPDATE `+f.schema+`.counters SET n = n + 1 WHERE id = $1`, first); err != nil {
 				return idempotency.Response{}, err
 			}
-			once[i].Do(func() { barrier.Done(); barrier.Wait() })
+			meet(i)
 			if _, err := tx.Exec(ctx, `UPDATE `+f.schema+`.counters SET n = n + 1 WHERE id = $1`, second); err != nil {
 				return idempotency.Response{Status: 500}, nil // swallowed
 			}
