@@ -91,12 +91,11 @@ func (s *Store) misconfiguration(op string, err error) string {
 		return "objects under the store's names do not fit its schema: compare them with SchemaSQL"
 	case code == "42501":
 		return "the database role lacks privileges on " + n.table + ": grant it USAGE on the schema, " +
-			"SELECT, INSERT, UPDATE and DELETE on the table, USAGE on " + n.sequence + " and EXECUTE on " + n.tryClaim +
-			" (and, for Transactional, on " + n.claimTx + " and " + n.recordTx + ")"
+			"SELECT, INSERT, UPDATE and DELETE on the table, USAGE on " + n.sequence + " and EXECUTE on " + n.claim
 	case code == "42P01" || code == "3F000":
 		return "table " + n.table + " (or its schema or fence sequence) does not exist: run Migrate or apply SchemaSQL"
 	case code == "42883":
-		return "a claim function (" + n.tryClaim + ", " + n.claimTx + " or " + n.recordTx + ") does not exist (a table created by an earlier version?): " +
+		return "the claim function " + n.claim + " does not exist (a table created by an earlier version?): " +
 			"run Migrate or apply SchemaSQL"
 	case strings.HasPrefix(code, "42"):
 		return "table " + n.table + " does not match the schema this version of pgstore uses " +
