@@ -68,19 +68,16 @@ func (a adminClient) record(t *testing.T, q url.Values) map[string]any {
 	return data["record"].(map[string]any)
 }
 
-// newAdminServer is newTestServerFor with a lease of its own and the admin
-// API served beside it.
+// newAdminServer is newTestServerWith on st's store and dashboard, with a
+// lease of its own and the admin API served beside it.
 func newAdminServer(t *testing.T, st openedStore, lease time.Duration) (client, adminClient) {
 	t.Helper()
 	cfg := testConfig()
 	cfg.lease = lease
-	s := newServer(cfg, st.store, st.dash, newLogger(cfg.logFormat, cfg.logLevel, t.Output()))
-	hs := httptest.NewServer(s.handler)
-	t.Cleanup(hs.Close)
-	t.Cleanup(func() { s.stopCommands(context.Canceled) })
+	s, c := newTestServerConfig(t, cfg, st.store, st.dash)
 	as := httptest.NewServer(newAdminAPI(s, adminToken).handler())
 	t.Cleanup(as.Close)
-	return client{base: hs.URL, http: hs.Client()}, adminClient{base: as.URL, token: adminToken, http: as.Client()}
+	return c, adminClient{base: as.URL, token: adminToken, http: as.Client()}
 }
 
 func memoryStore() openedStore {
