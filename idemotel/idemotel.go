@@ -110,12 +110,18 @@ type observer struct {
 	storeAttr []attribute.KeyValue    // nil without WithStoreName
 
 	m       instruments
-	byOut   []measureOpts              // indexed by Outcome; [0] for an invalid one
-	calls   map[string]*[2]measureOpts // by op, then error
-	plain   measureOpts                // the store alone
+	byOut   []measureOpts       // indexed by Outcome; [0] for an invalid one
+	calls   map[string]*storeOp // by op
+	plain   measureOpts         // the store alone
 	lost    measureOpts
 	expired measureOpts
-	names   map[string]string // store call span names by op
+}
+
+// storeOp is what a store call of one op needs: its span's name and its
+// attribute sets.
+type storeOp struct {
+	name string
+	opts [2]measureOpts // [1]: the call failed
 }
 
 // outcomeList is every outcome, to precompute their attributes.
@@ -128,8 +134,7 @@ func newObserver(c config) *observer {
 	o := &observer{
 		tracer: c.tp.Tracer(ScopeName),
 		m:      newInstruments(c.mp.Meter(ScopeName)),
-		calls:  make(map[string]*[2]measureOpts, len(ops)),
-		names:  make(map[string]string, len(ops)),
+		calls:  make(map[string]*storeOp, len(ops)),
 	}
 	if secret := c.secret; len(secret) > 0 {
 		// A pooled HMAC's Reset keeps its key: keying one anew would cost
@@ -150,19 +155,18 @@ func newObserver(c config) *observer {
 	}
 	o.byOut[0] = o.measure(keyOutcome.String(idempotency.Outcome(0).String()))
 	for _, op := range ops {
-		o.calls[op] = o.callOpts(op)
-		o.names[op] = "idempotency.store." + op
+		o.calls[op] = o.storeOp(op)
 	}
 	o.lost = o.measure(keyCause.String("lost"))
 	o.expired = o.measure(keyCause.String("expired"))
 	return o
 }
 
-func (o *observer) callOpts(op string) *[2]measureOpts {
-	return &[2]measureOpts{
+func (o *observer) storeOp(op string) *storeOp {
+	return &storeOp{name: "idempotency.store." + op, opts: [2]measureOpts{
 		o.measure(keyOp.String(op), keyError.Bool(false)),
 		o.measure(keyOp.String(op), keyError.Bool(true)),
-	}
+	}}
 }
 
 // measureOpts is one attribute set as the options of Add and Record.
@@ -254,20 +258,16 @@ func (o *observer) storeCall(ctx context.Context, c idempotency.StoreCall) {
 	if c.Err != nil {
 		failed = 1
 	}
-	calls, known := o.calls[c.Op]
+	op, known := o.calls[c.Op]
 	if !known {
-		calls = o.callOpts(c.Op)
+		op = o.storeOp(c.Op)
 	}
-	o.m.storeCall.Record(ctx, c.Duration.Seconds(), calls[failed].rec...)
+	o.m.storeCall.Record(ctx, c.Duration.Seconds(), op.opts[failed].rec...)
 
 	if !trace.SpanFromContext(ctx).IsRecording() {
 		return // the execution is not sampled: neither is its store call
 	}
-	name, known := o.names[c.Op]
-	if !known {
-		name = "idempotency.store." + c.Op
-	}
-	_, span := o.tracer.Start(ctx, name, trace.WithTimestamp(c.Start), trace.WithSpanKind(trace.SpanKindInternal),
+	_, span := o.tracer.Start(ctx, op.name, trace.WithTimestamp(c.Start), trace.WithSpanKind(trace.SpanKindInternal),
 		trace.WithAttributes(o.storeAttr...))
 	if c.Err != nil {
 		fail(span, c.Err)

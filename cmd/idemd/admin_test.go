@@ -1,14 +1,12 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"strings"
 	"testing"
 	"time"
 
@@ -70,19 +68,16 @@ func (a adminClient) record(t *testing.T, q url.Values) map[string]any {
 	return data["record"].(map[string]any)
 }
 
-// newAdminServer is newTestServerFor with a lease of its own and the admin
-// API served beside it.
+// newAdminServer is newTestServerWith on st's store and dashboard, with a
+// lease of its own and the admin API served beside it.
 func newAdminServer(t *testing.T, st openedStore, lease time.Duration) (client, adminClient) {
 	t.Helper()
 	cfg := testConfig()
 	cfg.lease = lease
-	s := newServer(cfg, st.store, st.dash, newLogger(cfg.logFormat, cfg.logLevel, t.Output()))
-	hs := httptest.NewServer(s.handler)
-	t.Cleanup(hs.Close)
-	t.Cleanup(func() { s.stopCommands(context.Canceled) })
+	s, c := newTestServerConfig(t, cfg, st.store, st.dash)
 	as := httptest.NewServer(newAdminAPI(s, adminToken).handler())
 	t.Cleanup(as.Close)
-	return client{base: hs.URL, http: hs.Client()}, adminClient{base: as.URL, token: adminToken, http: as.Client()}
+	return c, adminClient{base: as.URL, token: adminToken, http: as.Client()}
 }
 
 func memoryStore() openedStore {
@@ -280,48 +275,16 @@ func TestAdminStuckClaim(t *testing.T) {
 // TestRunServesTheAdminAPI: run with -admin-token serves the API on
 // -admin-addr, and logs every call.
 func TestRunServesTheAdminAPI(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	pr, pw := io.Pipe()
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"-addr", "127.0.0.1:0", "-admin-addr", "127.0.0.1:0"},
-			env(map[string]string{"IDEMD_LOG_FORMAT": "json", "IDEMD_ADMIN_TOKEN": adminToken}), pw)
-		pw.Close()
-	}()
-	addrs := make(chan string, 2)
 	logged := make(chan map[string]any, 16)
-	go func() {
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			var l map[string]any
-			if json.Unmarshal(sc.Bytes(), &l) != nil {
-				continue
-			}
-			switch l["msg"] {
-			case "listening", "admin API listening":
-				addrs <- l["msg"].(string) + " " + l["addr"].(string)
-			case "admin call":
+	addrs, stop := startRun(t, map[string]string{"IDEMD_ADMIN_TOKEN": adminToken}, []string{"-admin-addr", "127.0.0.1:0"},
+		[]string{"listening", "admin API listening"}, func(l map[string]any) {
+			if l["msg"] == "admin call" {
 				logged <- l
 			}
-		}
-	}()
-	var cmdAddr, adminAddr string
-	for cmdAddr == "" || adminAddr == "" {
-		select {
-		case a := <-addrs:
-			if v, ok := strings.CutPrefix(a, "admin API listening "); ok {
-				adminAddr = v
-			} else {
-				cmdAddr = strings.TrimPrefix(a, "listening ")
-			}
-		case err := <-done:
-			t.Fatalf("run returned: %v", err)
-		}
-	}
-	c := client{base: "http://" + cmdAddr, http: &http.Client{}}
+		})
+	c := client{base: "http://" + addrs["listening"], http: &http.Client{}}
 	c.post(t, "widgets.create", `{"name":"x"}`, "Idempotency-Key", "run-admin-1").data(t, 201, &struct{}{})
-	admin := adminClient{base: "http://" + adminAddr, token: adminToken, http: &http.Client{}}
+	admin := adminClient{base: "http://" + addrs["admin API listening"], token: adminToken, http: &http.Client{}}
 	got := admin.record(t, url.Values{"key": {"run-admin-1"}, "identity": {"anonymous"}})
 	if got["state"] != "completed" {
 		t.Errorf("record = %v, want completed", got)
@@ -343,8 +306,7 @@ func TestRunServesTheAdminAPI(t *testing.T) {
 	if resp.StatusCode != 404 {
 		t.Errorf("admin path on the command listener: %d, want 404", resp.StatusCode)
 	}
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Errorf("run: %v", err)
 	}
 }

@@ -187,7 +187,12 @@ func newTestServerFor(t *testing.T, st openedStore) (*server, client) {
 
 func newTestServerWith(t *testing.T, store idempotency.Store, dash dashboard) (*server, client) {
 	t.Helper()
-	cfg := testConfig()
+	return newTestServerConfig(t, testConfig(), store, dash)
+}
+
+// newTestServerConfig is newTestServerWith on cfg.
+func newTestServerConfig(t *testing.T, cfg config, store idempotency.Store, dash dashboard) (*server, client) {
+	t.Helper()
 	s := newServer(cfg, store, dash, newLogger(cfg.logFormat, cfg.logLevel, t.Output()))
 	hs := httptest.NewServer(s.handler)
 	t.Cleanup(hs.Close)

@@ -43,7 +43,7 @@ type telemetry struct {
 const otelShutdownTimeout = 5 * time.Second
 
 // newTelemetry returns idemd's exporters, or nil when no OTLP endpoint is
-// set. The variables come through getenv, so that tests need not touch
+// set or OTEL_SDK_DISABLED is true. The variables come through getenv, so that tests need not touch
 // the process's environment: the endpoints, OTEL_BSP_SCHEDULE_DELAY and
 // OTEL_METRIC_EXPORT_INTERVAL (milliseconds). The exporters read their
 // other variables themselves (OTEL_EXPORTER_OTLP_HEADERS, _TIMEOUT,
@@ -138,8 +138,6 @@ func millis(getenv func(string) string, name string) (time.Duration, bool, error
 	return time.Duration(n) * time.Millisecond, true, nil
 }
 
-// engineObserver is the observer to add to the engines; nil (none) on a
-// nil telemetry.
 // propagate gives each request the W3C trace context (traceparent,
 // tracestate) its caller sent, so that its execution's span joins the
 // caller's trace. Without traces exported, h is returned as it is.
@@ -153,6 +151,8 @@ func (t *telemetry) propagate(h http.Handler) http.Handler {
 	})
 }
 
+// engineObserver is the observer to add to the engines; nil (none) on a
+// nil telemetry.
 func (t *telemetry) engineObserver() *idempotency.Observer {
 	if t == nil {
 		return nil

@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"compress/gzip"
 	"context"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"flag"
 	"io"
@@ -164,50 +162,6 @@ func (r *otlpReceiver) rawContains(s string) bool {
 		}
 	}
 	return false
-}
-
-// runIdemd runs idemd in-process with the environment and flags given,
-// until the test ends; it returns a client of it, and a func that stops it
-// and returns run's error.
-func runIdemd(t *testing.T, vars map[string]string, args ...string) (client, func() error) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	pr, pw := io.Pipe()
-	done := make(chan error, 1)
-	vars["IDEMD_LOG_FORMAT"] = "json"
-	go func() {
-		done <- run(ctx, append([]string{"-addr", "127.0.0.1:0"}, args...), env(vars), pw)
-		pw.Close()
-	}()
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			var l struct{ Msg, Addr string }
-			if json.Unmarshal(sc.Bytes(), &l) == nil && l.Msg == "listening" {
-				addr <- l.Addr
-			}
-		}
-		_, _ = io.Copy(io.Discard, pr)
-	}()
-	var stopped bool
-	var runErr error
-	stop := func() error {
-		if !stopped {
-			stopped = true
-			cancel()
-			runErr = <-done
-		}
-		return runErr
-	}
-	t.Cleanup(func() { _ = stop() })
-	select {
-	case a := <-addr:
-		return client{base: "http://" + a, http: &http.Client{}}, stop
-	case err := <-done:
-		t.Fatalf("run returned before listening: %v", err)
-	}
-	return client{}, nil
 }
 
 // eventually polls cond until it holds or the deadline passes.

@@ -87,17 +87,13 @@ func (db *pgDashboard) list(ctx context.Context) ([]widget, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading the widgets: %w", err)
 	}
-	ws := []widget{}
-	for rows.Next() {
+	ws, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (widget, error) { // [] for none
 		var w widget
-		if err := rows.Scan(&w.ID, &w.Name, &w.CreatedAt); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("reading the widgets: %w", err)
-		}
+		err := row.Scan(&w.ID, &w.Name, &w.CreatedAt)
 		w.CreatedAt = w.CreatedAt.UTC()
-		ws = append(ws, w)
-	}
-	if err := rows.Err(); err != nil {
+		return w, err
+	})
+	if err != nil {
 		return nil, fmt.Errorf("reading the widgets: %w", err)
 	}
 	return ws, nil

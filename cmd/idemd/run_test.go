@@ -8,9 +8,12 @@ import (
 	"flag"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"reflect"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -122,40 +125,79 @@ func TestRunUnknownStore(t *testing.T) {
 	}
 }
 
-// TestRun runs idemd in-process until its context ends.
-func TestRun(t *testing.T) {
+// startRun runs idemd in-process with JSON logs, the environment vars
+// and the flags -addr 127.0.0.1:0 and args, until the test ends. It
+// returns once each message in listening has been logged, with the addr
+// each gave, keyed by message; onLog, if not nil, sees every log line
+// first, on the goroutine that reads them. stop cancels run and returns
+// its error; it may be called more than once.
+func startRun(t *testing.T, vars map[string]string, args, listening []string, onLog func(map[string]any)) (addrs map[string]string, stop func() error) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	e := map[string]string{}
+	maps.Copy(e, vars)
+	e["IDEMD_LOG_FORMAT"] = "json"
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"-addr", "127.0.0.1:0"}, env(map[string]string{"IDEMD_LOG_FORMAT": "json"}), pw)
+		done <- run(ctx, append([]string{"-addr", "127.0.0.1:0"}, args...), env(e), pw)
 		pw.Close()
 	}()
-	addr := make(chan string, 1)
+	found := make(chan [2]string, len(listening))
 	go func() {
 		sc := bufio.NewScanner(pr)
 		for sc.Scan() {
-			var l struct{ Msg, Addr string }
-			if json.Unmarshal(sc.Bytes(), &l) == nil && l.Msg == "listening" {
-				addr <- l.Addr
+			var l map[string]any
+			if json.Unmarshal(sc.Bytes(), &l) != nil {
+				continue
+			}
+			if onLog != nil {
+				onLog(l)
+			}
+			if msg, _ := l["msg"].(string); slices.Contains(listening, msg) {
+				addr, _ := l["addr"].(string)
+				select {
+				case found <- [2]string{msg, addr}:
+				default: // logged again: the first address stands
+				}
 			}
 		}
-		io.Copy(io.Discard, pr)
+		_, _ = io.Copy(io.Discard, pr)
 	}()
-	var c client
-	select {
-	case a := <-addr:
-		c = client{base: "http://" + a, http: &http.Client{}}
-	case err := <-done:
-		t.Fatalf("run returned before listening: %v", err)
+	wait := sync.OnceValue(func() error { return <-done })
+	stop = func() error {
+		cancel()
+		return wait()
 	}
+	t.Cleanup(func() { _ = stop() })
+	addrs = make(map[string]string, len(listening))
+	for len(addrs) < len(listening) {
+		select {
+		case a := <-found:
+			addrs[a[0]] = a[1]
+		case err := <-done:
+			done <- err // for stop
+			t.Fatalf("run returned before listening: %v", err)
+		}
+	}
+	return addrs, stop
+}
+
+// runIdemd is startRun with a client of its command listener.
+func runIdemd(t *testing.T, vars map[string]string, args ...string) (client, func() error) {
+	t.Helper()
+	addrs, stop := startRun(t, vars, args, []string{"listening"}, nil)
+	return client{base: "http://" + addrs["listening"], http: &http.Client{}}, stop
+}
+
+// TestRun runs idemd in-process until its context ends.
+func TestRun(t *testing.T) {
+	c, stop := runIdemd(t, nil)
 	c.post(t, "widgets.create", `{"name":"x"}`, "Idempotency-Key", "run-1").data(t, 201, &struct{}{})
 	if n := c.widgetCount(t); n != 1 {
 		t.Errorf("widgets: %d, want 1", n)
 	}
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Errorf("run: %v", err)
 	}
 }

@@ -77,11 +77,12 @@ func newServer(cfg config, store idempotency.Store, dash dashboard, log *slog.Lo
 	}))
 	s.commands, s.stopCommands = context.WithCancelCause(context.Background())
 	s.store = store
+	engineOpts := []idempotency.EngineOption{idempotency.WithLease(cfg.lease),
+		idempotency.WithObserver(s.metrics.observer(log)), idempotency.WithObserver(cfg.observer)}
 	if cfg.sidecar.upstream != "" {
 		s.sidecar = newSidecar(cfg.sidecar, log, func(record func(idempotency.Response) bool) *idempotency.Engine {
-			return idempotency.NewEngine(s.store, idempotency.WithLease(cfg.lease), idempotency.WithDetachedRun(true),
-				idempotency.WithRecordPolicy(record), idempotency.WithObserver(s.metrics.observer(log)),
-				idempotency.WithObserver(cfg.observer))
+			return idempotency.NewEngine(s.store, append(engineOpts,
+				idempotency.WithDetachedRun(true), idempotency.WithRecordPolicy(record))...)
 		})
 		// A shutdown out of time cuts the upstream exchanges still running:
 		// each gets its "outcome unknown" answer recorded.
@@ -99,9 +100,7 @@ func newServer(cfg config, store idempotency.Store, dash dashboard, log *slog.Lo
 		)
 		proxied := s.active.wrap(s.sidecar)
 		admin := http.NewServeMux()
-		admin.HandleFunc("GET "+adminPrefix+"healthz", s.healthz)
-		admin.HandleFunc("GET "+adminPrefix+"readyz", s.readyz)
-		admin.Handle("GET "+adminPrefix+"metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+		s.handleOwn(admin, adminPrefix)
 		s.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if strings.HasPrefix(r.URL.Path, adminPrefix) {
 				admin.ServeHTTP(w, r)
@@ -111,8 +110,7 @@ func newServer(cfg config, store idempotency.Store, dash dashboard, log *slog.Lo
 		})
 		return s
 	}
-	s.engine = idempotency.NewEngine(s.store, idempotency.WithLease(cfg.lease), idempotency.WithObserver(s.metrics.observer(log)),
-		idempotency.WithObserver(cfg.observer))
+	s.engine = idempotency.NewEngine(s.store, engineOpts...)
 	s.d = dispatcher.New(s.engine, dispatcher.WithObserver(s.observe), dispatcher.WithCommandContext(s.commands))
 	s.register("widgets.create", createWidget(s.dash))
 	s.register("widgets.list", listWidgets(s.dash), dispatcher.NoKey())
@@ -120,9 +118,7 @@ func newServer(cfg config, store idempotency.Store, dash dashboard, log *slog.Lo
 
 	mux := http.NewServeMux()
 	mux.Handle("/v1/commands/{name}", s.active.wrap(s.d))
-	mux.HandleFunc("GET /healthz", s.healthz)
-	mux.HandleFunc("GET /readyz", s.readyz)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	s.handleOwn(mux, "/")
 	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such endpoint; commands are POST /v1/commands/{name}")
 	})
@@ -191,6 +187,14 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "…"
+}
+
+// handleOwn registers idemd's own endpoints on mux, under prefix: healthz,
+// readyz and metrics.
+func (s *server) handleOwn(mux *http.ServeMux, prefix string) {
+	mux.HandleFunc("GET "+prefix+"healthz", s.healthz)
+	mux.HandleFunc("GET "+prefix+"readyz", s.readyz)
+	mux.Handle("GET "+prefix+"metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
 }
 
 // healthz is the liveness probe: 200 while the process serves, whether or

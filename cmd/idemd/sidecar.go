@@ -59,6 +59,8 @@ type sidecar struct {
 	bufs   sync.Pool       // *bytes.Buffer, response bodies read ahead
 	copies httputil.BufferPool
 
+	maxResponse int // the engine's cap: longer answers are streamed, not recorded
+
 	notSent, ambiguous atomic.Uint64 // upstream failures, for logs and tests
 }
 
@@ -98,7 +100,7 @@ func newSidecar(cfg sidecarConfig, log *slog.Logger, newEngine func(record func(
 	rec.ModifyResponse, rec.ErrorHandler = s.readAhead, s.upstreamFailed
 	s.rec = &rec
 	engine := newEngine(s.record)
-	s.cfg.maxResponse = engine.MaxResponseBytes()
+	s.maxResponse = engine.MaxResponseBytes()
 	opts := []idemhttp.Option{
 		idemhttp.WithMethods(cfg.methods...),
 		idemhttp.WithHeaders(recordedHeadersField),
@@ -251,7 +253,7 @@ func (s *sidecar) readAhead(res *http.Response) error {
 	if call == nil || res.StatusCode == http.StatusSwitchingProtocols {
 		return nil
 	}
-	limit := int64(s.cfg.maxResponse)
+	limit := int64(s.maxResponse)
 	if res.ContentLength <= limit && res.Body != nil && res.Body != http.NoBody {
 		buf := s.getBuf()
 		call.ahead = buf

@@ -20,7 +20,6 @@ type sidecarConfig struct {
 	ambiguous       string // "record" or "release"
 	upstreamTimeout time.Duration
 	noReplay        []string // more response headers never replayed
-	maxResponse     int
 }
 
 func (c *sidecarConfig) validate() error {

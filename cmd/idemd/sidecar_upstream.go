@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptrace"
@@ -139,13 +140,7 @@ func (t *connTracker) dial(d *net.Dialer) func(context.Context, string, string) 
 // closeAll closes every upstream connection.
 func (t *connTracker) closeAll() {
 	t.mu.Lock()
-	conns := slices.Collect(func(yield func(*trackedConn) bool) {
-		for c := range t.conns {
-			if !yield(c) {
-				return
-			}
-		}
-	})
+	conns := slices.Collect(maps.Keys(t.conns))
 	t.mu.Unlock()
 	for _, c := range conns {
 		c.Close()
